@@ -1,0 +1,1 @@
+"""Sections of `speqmoe demo`, one module each (see speqmoe.demo)."""
