@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from golden.quant import rel_rmse
+
 __all__ = [
     "BsfpTensor",
     "N_WINDOWS",
@@ -64,13 +66,15 @@ def _as_fp16_array(w, what: str = "w") -> np.ndarray:
     return w.astype(np.float16, order="C", copy=False)   # native byte order, C order
 
 
-def _as_table(values, name: str, *, dtype=None) -> np.ndarray:
-    arr = np.asarray(values)
+def _check_table_shape(arr: np.ndarray, name: str) -> None:
     if arr.shape != (N_WINDOWS,):
         raise ValueError(f"{name} must hold {N_WINDOWS} entries (one per window), "
                          f"got shape {arr.shape}")
-    if dtype is not None:
-        return arr
+
+
+def _as_int_table(values, name: str) -> np.ndarray:
+    arr = np.asarray(values)
+    _check_table_shape(arr, name)
     if arr.dtype.kind not in "iu":
         raise ValueError(f"{name} must be an integer array, not dtype {arr.dtype}")
     return arr.astype(np.int64)
@@ -78,8 +82,8 @@ def _as_table(values, name: str, *, dtype=None) -> np.ndarray:
 
 def _check_windows(base, size) -> tuple[np.ndarray, np.ndarray]:
     """Validate a window table; return it as (uint8[8], uint8[8])."""
-    base = _as_table(base, "base")
-    size = _as_table(size, "size")
+    base = _as_int_table(base, "base")
+    size = _as_int_table(size, "size")
     bad = np.flatnonzero((size < 1) | (size > MAX_WINDOW_SIZE))
     if bad.size:
         d = int(bad[0])
@@ -106,7 +110,7 @@ def _check_lut(lut) -> np.ndarray:
     if not isinstance(lut, np.ndarray) or lut.dtype != np.float16:
         dtype = lut.dtype if isinstance(lut, np.ndarray) else type(lut).__name__
         raise ValueError(f"lut must be a float16 numpy array, not {dtype}")
-    _as_table(lut, "lut", dtype=np.float16)
+    _check_table_shape(lut, "lut")
     bad = np.flatnonzero(~np.isfinite(lut))
     if bad.size:
         d = int(bad[0])
@@ -231,7 +235,8 @@ class BsfpTensor:
         nib = np.zeros((groups * 4, k), dtype=np.uint16)
         nib[:n] = self.words >> 12
         nib = nib.reshape(groups, 4, k)
-        return (nib[:, 0] | (nib[:, 1] << 4) | (nib[:, 2] << 8) | (nib[:, 3] << 12)).astype(np.uint16)
+        packed = nib[:, 0] | (nib[:, 1] << 4) | (nib[:, 2] << 8) | (nib[:, 3] << 12)
+        return packed.astype(np.uint16)
 
     def residual_plane(self) -> np.ndarray:
         """The 12-bit ``x|m`` field of every weight in bits 11..0: shape ``(N, K)``, uint16."""
@@ -247,7 +252,8 @@ class BsfpTensor:
 # Planes
 
 
-def words_from_planes(draft_plane: np.ndarray, residual_plane: np.ndarray, n_rows: int) -> np.ndarray:
+def words_from_planes(draft_plane: np.ndarray, residual_plane: np.ndarray,
+                      n_rows: int) -> np.ndarray:
     """Reassemble the ``(n_rows, K)`` uint16 BSFP words from a draft and a residual plane."""
     if isinstance(n_rows, bool) or not isinstance(n_rows, (int, np.integer)) or n_rows < 1:
         raise ValueError(f"n_rows must be a positive integer, not {n_rows!r}")
@@ -322,20 +328,20 @@ def _code_stats(bits: np.ndarray) -> tuple[np.ndarray, list[int], list[int], lis
 
     Sums are Python integers in units of 2^-24 (|w|) and 2^-48 (w^2), so they are exact.
     """
-    hist = np.bincount((bits.reshape(-1) & 0x7FFF).astype(np.int64), minlength=1 << 15).reshape(32, 1024)
+    magnitude = (bits.reshape(-1) & 0x7FFF).astype(np.int64)
+    hist = np.bincount(magnitude, minlength=1 << 15).reshape(N_EXPONENTS, 1024)
     occurs = hist.sum(axis=1) > 0
     sig = np.arange(1024, dtype=np.int64)
-    count, s1, s2 = [], [], []
+    count, s1, s2 = [0] * N_EXPONENTS, [0] * N_EXPONENTS, [0] * N_EXPONENTS
     for e in range(N_EXPONENTS):
-        c = hist[e]
         if e == _NONFINITE_CODE:
-            count.append(0), s1.append(0), s2.append(0)
             continue
+        c = hist[e]
         # |w| = m * 2^-24 (e = 0) or (1024 + m) * 2^(e-1) * 2^-24 (e >= 1)
         v, shift = (sig, 0) if e == 0 else (sig + 1024, e - 1)
-        count.append(int(c.sum()))
-        s1.append(int(c @ v) << shift)
-        s2.append(int(c @ (v * v)) << (2 * shift))
+        count[e] = int(c.sum())
+        s1[e] = int(c @ v) << shift
+        s2[e] = int(c @ (v * v)) << (2 * shift)
     return occurs, count, s1, s2
 
 
@@ -374,8 +380,7 @@ def search_windows(occurs, cost) -> tuple[int, tuple[tuple[int, int], ...]]:
     not occur) or a window of size 1..4 starts there; every term of the key is additive or
     lexicographic in the first window, so the optimum of a suffix extends to the whole.
     """
-    inf = None
-    best = [[inf] * (N_WINDOWS + 1) for _ in range(N_EXPONENTS + 1)]
+    best = [[None] * (N_WINDOWS + 1) for _ in range(N_EXPONENTS + 1)]
     for r in range(N_WINDOWS + 1):
         best[N_EXPONENTS][r] = (0, 0, 0, ())
     costs = {}
@@ -465,8 +470,6 @@ def draft_rel_rmse(w: np.ndarray, encoded: BsfpTensor | None = None) -> float:
     ``sqrt(mean((draft - w)^2)) / sqrt(mean(w^2))``; 0 for an all-zero tensor. ``encoded`` may
     pass an already computed ``encode(w)``.
     """
-    from golden.quant import rel_rmse
-
     w = _as_fp16_array(w)
     if encoded is None:
         encoded = encode(w)

@@ -48,7 +48,8 @@ def rtn(w: np.ndarray, bits: int, group_size: int | None = None) -> np.ndarray:
     if group_size is None:
         groups = x.reshape(1, -1)
     else:
-        if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
+        if (isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer))
+                or group_size < 1):
             raise ValueError(f"group_size must be a positive integer or None, not {group_size!r}")
         if x.ndim == 0 or x.shape[-1] % group_size:
             last = x.shape[-1] if x.ndim else None
@@ -67,7 +68,7 @@ def int4_rtn(w: np.ndarray, group_size: int | None = None) -> np.ndarray:
 
 
 def int8_rtn(w: np.ndarray) -> np.ndarray:
-    """Symmetric INT8 RTN per channel: one FP16 scale absmax/127 per output row, codes in [-128, 127].
+    """Symmetric INT8 RTN per channel: FP16 scale absmax/127 per output row, codes in [-128, 127].
 
     For an ``(N, K)`` tensor a channel is a row (reduction over K); in general a channel is a
     slice along the last axis, and a 1-D tensor is one channel.

@@ -70,7 +70,8 @@ def test_finer_groups_never_increase_int4_error_on_gaussian_weights(rng):
 
 
 def test_int8_is_per_output_row(rng):
-    w = (rng.standard_normal((5, 64)) * np.array([[1e-3], [1e-2], [1e-1], [1.0], [10.0]])).astype(np.float16)
+    row_scale = np.array([[1e-3], [1e-2], [1e-1], [1.0], [10.0]])
+    w = (rng.standard_normal((5, 64)) * row_scale).astype(np.float16)
     np.testing.assert_array_equal(int8_rtn(w), reference_rtn(w, -128, 127, 64))
     assert rel_rmse(w, int8_rtn(w)) < 0.01
     np.testing.assert_array_equal(int8_rtn(w[0]), reference_rtn(w[0], -128, 127, 64))
