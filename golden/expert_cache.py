@@ -79,7 +79,7 @@ model predicts hit/miss, slot, victim and counters exactly.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
@@ -221,8 +221,9 @@ class ExpertCacheModel:
         self._lfu_max = lfu_max
         self._s = [_Slot() for _ in range(slots)]
         self._where: dict[tuple[int, int], int] = {}
-        self._recency = list(range(slots))      # least recently touched first
-        self._fifo = list(range(slots))         # allocated longest ago first
+        self._recency = OrderedDict.fromkeys(range(slots))   # least recently touched first
+        self._fifo = OrderedDict.fromkeys(range(slots))      # allocated longest ago first
+        self._n_invalid = slots
         self._queue: deque[int] = deque()       # slots with a prefetch fill in flight, FIFO
         self._fail_tags: set[tuple[int, int]] = set()
         self._fail_next = 0
@@ -335,26 +336,31 @@ class ExpertCacheModel:
         return (layer_i, expert_i)
 
     def _touch(self, slot: int) -> None:
-        self._recency.remove(slot)
-        self._recency.append(slot)
+        self._recency.move_to_end(slot)
 
     def _victim(self) -> int | None:
         """The slot a miss takes: lowest-index invalid, else the policy's victim, else None."""
-        for i, s in enumerate(self._s):
-            if s.state == INVALID:
+        if self._n_invalid:
+            for i, s in enumerate(self._s):
+                if s.state == INVALID:
+                    return i
+        order = self._fifo if self._policy == "fifo" else self._recency
+        best = None
+        for i in order:
+            s = self._s[i]
+            if s.state != VALID or s.pins:
+                continue
+            if self._policy != "lfu":
                 return i
-        candidates = [i for i, s in enumerate(self._s) if s.state == VALID and s.pins == 0]
-        if not candidates:
-            return None
-        if self._policy == "fifo":
-            return min(candidates, key=self._fifo.index)
-        if self._policy == "lfu":
-            return min(candidates, key=lambda i: (self._s[i].use_count, self._recency.index(i)))
-        return min(candidates, key=self._recency.index)
+            if best is None or s.use_count < self._s[best].use_count:
+                best = i
+        return best
 
     def _allocate(self, slot: int, tag: tuple[int, int]) -> tuple[int, int] | None:
         s = self._s[slot]
         victim = None
+        if s.state == INVALID:
+            self._n_invalid -= 1
         if s.state == VALID:
             victim = s.tag
             del self._where[s.tag]
@@ -365,8 +371,7 @@ class ExpertCacheModel:
             self._fail_next -= 1
         self._where[tag] = slot
         self._touch(slot)
-        self._fifo.remove(slot)
-        self._fifo.append(slot)
+        self._fifo.move_to_end(slot)
         self.counters.bytes_read += self._expert_bytes
         return victim
 
@@ -374,6 +379,7 @@ class ExpertCacheModel:
         s = self._s[slot]
         if s.fail:
             self.counters.errors += 1
+            self._n_invalid += 1
             del self._where[s.tag]
             s.state, s.tag, s.pins, s.use_count, s.prefetched, s.fail = INVALID, None, 0, 0, False, False
             return False
@@ -479,6 +485,7 @@ class ExpertCacheModel:
             assert 0 <= s.pins <= self._max_pins and 0 <= s.use_count <= self._lfu_max
         assert tags == self._where
         assert sorted(self._recency) == list(range(self._slots)) == sorted(self._fifo)
+        assert self._n_invalid == sum(s.state == INVALID for s in self._s)
 
 
 def run_requests(cache: ExpertCacheModel,
