@@ -139,7 +139,8 @@ class Fp32Adder(wiring.Component):
         # - far (addition, or subtraction with d >= 2): alignment shift with guard, round
         #   and sticky bits, one add/subtract, then a 1-bit normalisation either way. The
         #   sticky bit comes from the smaller operand's trailing-zero count (computed before
-        #   the swap), not from OR-ing the shifted-out bits.
+        #   the swap), not from OR-ing the shifted-out bits. (A zero operand counts 24 and
+        #   may set a lone sticky bit; that never changes a rounded result.)
         #
         # Both deliver (exponent - 1, 24-bit significand, guard, round|sticky). Packing the
         # significand's hidden bit into the exponent field and adding the rounding
@@ -171,7 +172,7 @@ class Fp32Adder(wiring.Component):
         near_zero = ~diff.any()
 
         aligned = _wire(m, "aligned", (Cat(Const(0, 3), sig_s) >> d)[0:27])
-        sticky = sig_s.any() & (tz_s + 3 < d)
+        sticky = tz_s + 3 < d
         addend = _wire(m, "addend", Cat(aligned[0] | sticky, aligned[1:]))
         total = _wire(m, "total", (Cat(Const(0, 3), sig_l) + Mux(sub, ~addend, addend) + sub)[0:28])
         carry = total[27] & ~sub
