@@ -1,0 +1,297 @@
+"""Performance model: time per generated token for FP16, weight-only 8/4-bit and SPEQ decoding.
+
+An accelerator (DESIGN §5) is ``pes`` processing elements of 4 MAC lanes at ``clock_hz``, each
+consuming one 16-bit weight word per cycle, fed by a memory of ``mem_bw`` bytes/s. A *pass* runs
+``T`` tokens through every weight matrix once; its time is the larger of
+
+- compute: for each ``(N, K)`` matrix, verify/FP16 mode maps one output row per PE (4 lanes = up
+  to 4 tokens), ``ceil(N / pes) * K * ceil(T / 4)`` cycles; draft mode maps 4 rows per PE (one
+  nibble each), ``ceil(N / (4 pes)) * K`` cycles for one token; the baselines' PEs take one
+  16-bit word of 2 (8-bit) or 4 (4-bit) weights per cycle. Attention (``q.k`` and ``a.v`` over
+  the context) adds ``2 * T * context * d_model`` MACs per layer at ``4 * pes`` MACs per cycle;
+- memory: weight bytes of the pass + KV-cache bytes (read the whole context once per pass,
+  write ``T`` new entries; FP16 keys and values in every scheme).
+
+Weights are streamed from memory on every pass (nothing stays on chip between passes), and passes
+do not overlap. Schemes:
+
+- ``fp16``: one token per pass, 2 bytes per weight (the baseline of every speedup);
+- ``w8`` (Olive-like) and ``w4`` (Tender-like) weight-only quantisation: one token per pass,
+  8 bits or 4 bits + an FP16 scale per group of 128 weights; lossy, unlike SPEQ;
+- ``speq``: per step ``gamma`` draft passes of one token reading the draft plane (a quarter of
+  the FP16 weight bytes) and one verify pass of ``gamma + 1`` tokens reading all 16 bits. The
+  expected tokens per step from a per-token acceptance ``alpha`` is
+  ``(1 - alpha^(gamma+1)) / (1 - alpha)``, which assumes acceptances are independent and
+  identically distributed; a measured tokens-per-step can be given instead.
+
+For MoE shapes a pass reads only the experts its tokens use: one token reads ``top_k`` experts,
+``T`` tokens are assumed to pick uniformly and independently, reading
+``E * (1 - (1 - k/E)^T)`` distinct experts on average (an assumption, stated in the output).
+Every result carries an ``inputs`` table saying which inputs are measured and which assumed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+
+PAPER_ACCEPTANCE = 0.976
+PAPER_SPEEDUPS = {"fp16": 2.07, "olive": 1.53, "tender": 1.45}
+SCHEMES = ("fp16", "w8", "w4", "speq")
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """The PE array and its memory (all inputs assumed unless a caller measured them).
+
+    Defaults: a 16 x 16 PE array at 1 GHz (1024 MACs/cycle) on one HBM2e stack (410 GB/s),
+    roughly balanced: the array consumes 512 GB/s of weight words at full rate.
+    """
+
+    pes: int = 256
+    macs_per_pe: int = 4
+    clock_hz: float = 1.0e9
+    mem_bw: float = 410e9
+
+    def __post_init__(self):
+        if not (isinstance(self.pes, int) and self.pes >= 1):
+            raise ValueError(f"pes must be a positive integer, not {self.pes!r}")
+        if self.macs_per_pe != 4:
+            raise ValueError("the reconfigurable PE has 4 MAC lanes (DESIGN §5); "
+                             f"macs_per_pe={self.macs_per_pe!r} is not supported")
+        if not self.clock_hz > 0 or not self.mem_bw > 0:
+            raise ValueError("clock_hz and mem_bw must be positive")
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """A decoder's shape. ``n_experts = top_k = 1`` for dense models."""
+
+    name: str
+    n_layers: int
+    d_model: int
+    d_ff: int
+    n_heads: int
+    n_kv_heads: int
+    vocab: int
+    n_experts: int = 1
+    top_k: int = 1
+
+    @property
+    def kv_dim(self) -> int:
+        return self.d_model // self.n_heads * self.n_kv_heads
+
+    def attn_matrices(self) -> list[tuple[int, int]]:
+        d = self.d_model
+        return [(d, d), (self.kv_dim, d), (self.kv_dim, d), (d, d)]
+
+    def expert_matrices(self) -> list[tuple[int, int]]:
+        return [(self.d_ff, self.d_model), (self.d_ff, self.d_model), (self.d_model, self.d_ff)]
+
+    def router_matrices(self) -> list[tuple[int, int]]:
+        return [(self.n_experts, self.d_model)] if self.n_experts > 1 else []
+
+    def experts_read(self, tokens: int) -> float:
+        """Expected distinct experts per layer a pass over ``tokens`` tokens reads."""
+        if self.n_experts == 1:
+            return 1.0
+        k, e = self.top_k, self.n_experts
+        return e * (1.0 - (1.0 - k / e) ** tokens)
+
+    def weights_per_token(self) -> int:
+        """Weights one token uses (active parameters without the embedding table)."""
+        per_layer = sum(n * k for n, k in self.attn_matrices() + self.router_matrices())
+        per_layer += self.top_k * sum(n * k for n, k in self.expert_matrices())
+        return self.n_layers * per_layer + self.vocab * self.d_model
+
+    def total_weights(self) -> int:
+        per_layer = sum(n * k for n, k in self.attn_matrices() + self.router_matrices())
+        per_layer += self.n_experts * sum(n * k for n, k in self.expert_matrices())
+        return self.n_layers * per_layer + self.vocab * self.d_model
+
+
+# Published shapes: MODEL_SHAPES.md (the models' Hugging Face config.json files).
+SHAPES: dict[str, ModelShape] = {
+    "llama-2-7b": ModelShape("Llama-2-7B", 32, 4096, 11008, 32, 32, 32000),
+    "llama-2-13b": ModelShape("Llama-2-13B", 40, 5120, 13824, 40, 40, 32000),
+    "llama-3.1-8b": ModelShape("Llama-3.1-8B", 32, 4096, 14336, 32, 8, 128256),
+}
+
+
+def tiny_shape(config=None) -> ModelShape:
+    """Our tiny MoE LM's shape (the given :class:`golden.model.ModelConfig`, else the
+    shipped model's, else the trainer's default)."""
+    if config is None:
+        from golden import model as gm
+
+        try:
+            config = gm.load_default().config
+        except FileNotFoundError:
+            from golden.model import ModelConfig
+
+            config = ModelConfig()
+    return ModelShape("tiny-moe", config.n_layers, config.d_model, config.d_expert,
+                      config.n_heads, config.n_heads, config.vocab, config.n_experts, config.top_k)
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", name.lower()).replace("llama2", "llama-2") \
+        .replace("llama3", "llama-3").strip("-")
+
+
+def shape_names() -> list[str]:
+    return ["tiny"] + list(SHAPES)
+
+
+def get_shape(name: str) -> ModelShape:
+    """A shape by name (``tiny``, ``llama-2-7b``, ``llama-2-13b``, ``llama-3.1-8b``;
+    case and ``_``/``-`` do not matter). Unknown names are a ``ValueError``."""
+    key = _key(name)
+    if key in ("tiny", "tiny-moe"):
+        return tiny_shape()
+    if key in SHAPES:
+        return SHAPES[key]
+    raise ValueError(f"unknown model shape {name!r}; known: {', '.join(shape_names())}")
+
+
+def expected_tokens_per_step(alpha: float, gamma: int) -> float:
+    """``(1 - alpha^(gamma+1)) / (1 - alpha)``: expected tokens per verify step when each draft
+    token is accepted independently with probability ``alpha`` (the i.i.d. assumption)."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"acceptance must lie in [0, 1], not {alpha!r}")
+    if gamma < 1:
+        raise ValueError(f"gamma must be >= 1, not {gamma!r}")
+    if alpha == 1.0:
+        return gamma + 1.0
+    return (1.0 - alpha ** (gamma + 1)) / (1.0 - alpha)
+
+
+def _bytes_per_weight(scheme: str) -> float:
+    return {"fp16": 2.0, "verify": 2.0, "draft": 0.5,
+            "w8": 1.0 + 2.0 / 4096, "w4": 0.5 + 2.0 / 128}[scheme]
+
+
+def pass_time(shape: ModelShape, acc: Accelerator, mode: str, tokens: int,
+              context: int) -> dict:
+    """Time of one pass of ``tokens`` tokens in ``mode`` (``fp16``, ``w8``, ``w4``, ``draft``,
+    ``verify``) with ``context`` tokens already in the KV cache."""
+    if mode == "draft" and tokens != 1:
+        raise ValueError("a draft pass runs one token")
+    per_word = {"fp16": 1, "verify": 1, "draft": 4, "w8": 2, "w4": 4}[mode]
+    lane_groups = math.ceil(tokens / 4) if mode in ("verify", "fp16") else tokens
+    cycles = 0.0
+    weights = 0.0
+    mats = [(m, 1.0) for m in shape.attn_matrices() + shape.router_matrices()]
+    mats += [(m, shape.experts_read(tokens)) for m in shape.expert_matrices()]
+    for (n, k), count in mats:
+        cycles += count * math.ceil(n / (per_word * acc.pes)) * k * lane_groups
+        weights += count * n * k
+    cycles *= shape.n_layers
+    weights *= shape.n_layers
+    n, k = shape.vocab, shape.d_model
+    cycles += math.ceil(n / (per_word * acc.pes)) * k * lane_groups
+    weights += n * k
+    attn_macs = shape.n_layers * 2 * tokens * (context + tokens) * shape.d_model
+    cycles += attn_macs / (acc.macs_per_pe * acc.pes)
+    weight_bytes = weights * _bytes_per_weight(mode)
+    kv_bytes = shape.n_layers * 2 * shape.kv_dim * 2 * (context + tokens)
+    compute_s = cycles / acc.clock_hz
+    memory_s = (weight_bytes + kv_bytes) / acc.mem_bw
+    return {"mode": mode, "tokens": tokens, "cycles": cycles, "weight_bytes": weight_bytes,
+            "kv_bytes": kv_bytes, "compute_s": compute_s, "memory_s": memory_s,
+            "time_s": max(compute_s, memory_s),
+            "bound": "memory" if memory_s >= compute_s else "compute"}
+
+
+def speq_time_per_token(shape: ModelShape, acc: Accelerator, gamma: int, context: int, *,
+                        acceptance: float | None = None,
+                        tokens_per_step: float | None = None) -> dict:
+    """Expected SPEQ time per generated token, from an acceptance rate (i.i.d. assumption) or
+    a measured number of tokens per verify step."""
+    if (acceptance is None) == (tokens_per_step is None):
+        raise ValueError("give exactly one of acceptance and tokens_per_step")
+    if tokens_per_step is None:
+        tokens_per_step = expected_tokens_per_step(acceptance, gamma)
+    elif not 1.0 <= tokens_per_step <= gamma + 1:
+        raise ValueError(f"tokens_per_step must lie in [1, gamma+1], not {tokens_per_step!r}")
+    draft = pass_time(shape, acc, "draft", 1, context)
+    verify = pass_time(shape, acc, "verify", gamma + 1, context)
+    step = gamma * draft["time_s"] + verify["time_s"]
+    return {"time_s": step / tokens_per_step, "tokens_per_step": tokens_per_step,
+            "step_s": step, "draft": draft, "verify": verify,
+            "bytes": (gamma * (draft["weight_bytes"] + draft["kv_bytes"])
+                      + verify["weight_bytes"] + verify["kv_bytes"]) / tokens_per_step}
+
+
+def compare(shape: ModelShape | str, acc: Accelerator | None = None, *, gamma: int = 3,
+            context: int = 512, acceptance: float | None = None,
+            tokens_per_step: float | None = None, acceptance_source: str = "assumed") -> dict:
+    """Time per token of every scheme, speedups, and the provenance of every input.
+
+    ``acceptance_source`` says where ``acceptance``/``tokens_per_step`` came from (e.g.
+    ``"measured: tiny MoE LM, held-out text"`` or ``"assumed: paper's 0.976"``).
+    """
+    if isinstance(shape, str):
+        shape = get_shape(shape)
+    acc = acc or Accelerator()
+    if context < 0:
+        raise ValueError(f"context must be >= 0, not {context}")
+    if acceptance is None and tokens_per_step is None:
+        acceptance, acceptance_source = PAPER_ACCEPTANCE, "assumed: the paper's mean 0.976"
+    times = {}
+    for scheme in ("fp16", "w8", "w4"):
+        times[scheme] = pass_time(shape, acc, scheme, 1, context)
+    times["speq"] = speq_time_per_token(shape, acc, gamma, context, acceptance=acceptance,
+                                        tokens_per_step=tokens_per_step)
+    t = {s: v["time_s"] for s, v in times.items()}
+    how = ("(1 - a^(g+1)) / (1 - a), i.i.d. acceptance assumed" if tokens_per_step is None
+           else "given directly")
+    return {
+        "shape": asdict(shape), "accelerator": asdict(acc), "gamma": gamma, "context": context,
+        "time_per_token_s": t,
+        "tokens_per_s": {s: 1.0 / v for s, v in t.items()},
+        "speedup_vs_fp16": {s: t["fp16"] / v for s, v in t.items()},
+        "speq_speedup_vs": {s: t[s] / t["speq"] for s in ("fp16", "w8", "w4")},
+        "bound": {s: times[s]["bound"] for s in ("fp16", "w8", "w4")}
+        | {"speq_draft": times["speq"]["draft"]["bound"],
+           "speq_verify": times["speq"]["verify"]["bound"]},
+        "speq_tokens_per_step": times["speq"]["tokens_per_step"],
+        "inputs": {
+            "shape": f"published configuration ({shape.name})" if shape.name != "tiny-moe"
+            else "our tiny MoE LM's configuration",
+            "accelerator": "assumed: " + ", ".join(f"{k}={v:g}" for k, v in asdict(acc).items()),
+            "context": f"assumed: {context} tokens in the KV cache (FP16 keys and values)",
+            "acceptance": f"{acceptance_source}"
+                          + (f": alpha={acceptance:.4f}" if acceptance is not None else
+                             f": tokens/step={tokens_per_step:.3f}"),
+            "tokens_per_step": how,
+            "weights": "assumed: streamed from memory every pass; w8 per-channel, w4 group-128 "
+                       "FP16 scales; draft pass reads 1/4 of the FP16 bytes",
+            "moe_routing": "assumed: uniform independent routing of a pass's tokens"
+                           if shape.n_experts > 1 else "dense model",
+        },
+    }
+
+
+def speedup_vs_gamma(shape: ModelShape | str, acceptance: float, gammas=range(1, 9),
+                     acc: Accelerator | None = None, context: int = 512) -> dict[int, float]:
+    """SPEQ speedup over FP16 for each gamma (i.i.d. acceptance)."""
+    return {g: compare(shape, acc, gamma=g, context=context,
+                       acceptance=acceptance)["speedup_vs_fp16"]["speq"] for g in gammas}
+
+
+def format_report(result: dict) -> str:
+    """The comparison as text, with every input's provenance."""
+    lines = [f"{result['shape']['name']}, gamma={result['gamma']}, context={result['context']}"]
+    for s in SCHEMES:
+        lines.append(f"  {s:5s} {result['time_per_token_s'][s] * 1e3:9.4f} ms/token "
+                     f"{result['tokens_per_s'][s]:10.1f} tok/s  speedup vs fp16 "
+                     f"{result['speedup_vs_fp16'][s]:5.2f}x")
+    v = result["speq_speedup_vs"]
+    lines.append(f"  SPEQ speedup: {v['fp16']:.2f}x vs FP16, {v['w8']:.2f}x vs w8, "
+                 f"{v['w4']:.2f}x vs w4 (paper: 2.07x / 1.53x Olive / 1.45x Tender); "
+                 f"{result['speq_tokens_per_step']:.2f} tokens/step")
+    lines.append("  inputs:")
+    lines += [f"    {k}: {val}" for k, val in result["inputs"].items()]
+    return "\n".join(lines)
