@@ -418,6 +418,17 @@ def load_tiny_model(seed: int = 0):
                 f"RANDOM WEIGHTS (init_random seed {seed}): trained tiny LM not available")
 
 
+ASSUMED_FALLBACK_RATE = 0.2        # used for synthetic traces when the tiny LM is untrained
+
+
+def synthetic_fallback_rate(tiny: "TinyStudy") -> tuple[float, bool]:
+    """``(rate, measured)``: the tiny LM's measured fallback rate at its tau, or the assumed
+    :data:`ASSUMED_FALLBACK_RATE` when the tiny LM has random weights."""
+    if tiny.source.startswith("RANDOM"):
+        return ASSUMED_FALLBACK_RATE, False
+    return tiny.evaluation.point(tiny.tau).fallback_rate, True
+
+
 @dataclass
 class TinyStudy:
     """MoBiLE on the tiny LM: accuracy over a tau sweep, times of the four methods."""

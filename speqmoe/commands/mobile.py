@@ -127,8 +127,9 @@ def run(args) -> int:
         tiny = offload.study_tiny(model, source, windows=args.windows, window=args.window,
                                   taus=taus, tau=tau, cache_fraction=args.cache_fraction,
                                   mobile_config=mcfg, progress=progress, **link)
-        fb = tiny.evaluation.point(tau).fallback_rate if args.fallback_rate is None \
-            else args.fallback_rate
+        fb, measured = offload.synthetic_fallback_rate(tiny)
+        if args.fallback_rate is not None:
+            fb, measured = args.fallback_rate, False
         routing = offload.SyntheticRouting(fallback_rate=fb, seed=seed)
         shapes = {}
         for key in shape_keys:
@@ -138,7 +139,7 @@ def run(args) -> int:
                                               **link)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    print("\n".join(offload.report_lines(tiny, shapes, fallback_measured=args.fallback_rate is None)))
+    print("\n".join(offload.report_lines(tiny, shapes, fallback_measured=measured)))
     if args.trace_out is not None:
         write_trace(args.trace_out, tiny.traces["mobile_prefetch"])
         print(f"wrote {args.trace_out}")

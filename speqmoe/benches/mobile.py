@@ -1,0 +1,36 @@
+"""Bench section ``mobile``: MoBiLE vs on-demand LRU expert offloading (issue 5).
+
+Measured: the tiny LM's routing, fallback rate and accuracy proxies on held-out text (4 windows
+of 128 bytes of the ``golden.text`` held-out split), at the default tau. Assumed: the link
+(PCIe 4.0 x16, 25 GB/s), the device (1008 GB/s memory-bound compute), the cache (a quarter of
+all routed experts, the same for every method). ``mobile_speedup_<shape>`` use SYNTHETIC routing
+traces of the published shapes (``golden.offload.SyntheticRouting``) with the tiny LM's measured
+fallback rate (an assumed 0.2 while only random weights exist). ``mobile_trained_model`` is 1
+when the trained tiny LM was used, 0 when it was missing and random weights stood in. The tiny LM's MoBiLE + prefetch request trace is written to
+``<out>/mobile.trace`` for the RTL testbench.
+"""
+
+from __future__ import annotations
+
+from golden import offload
+from golden.seed import base_seed
+from golden.trace import write_trace
+
+
+def run(ctx) -> dict:
+    seed = base_seed()
+    model, source = offload.load_tiny_model(seed)
+    ctx.progress(f"tiny LM: {source}")
+    tiny = offload.study_tiny(model, source, progress=ctx.progress)
+    fb, measured = offload.synthetic_fallback_rate(tiny)
+    routing = offload.SyntheticRouting(fallback_rate=fb, seed=seed)
+    shapes = {}
+    for key, shape in offload.SHAPES.items():
+        ctx.progress(f"synthetic {shape.name}")
+        shapes[key] = offload.study_shape(shape, tokens=128, routing=routing)
+    for line in offload.report_lines(tiny, shapes, fallback_measured=measured):
+        ctx.progress(line)
+    write_trace(ctx.out_dir / "mobile.trace", tiny.traces["mobile_prefetch"])
+    values = offload.bench_values(tiny, shapes)
+    values["mobile_trained_model"] = 0.0 if source.startswith("RANDOM") else 1.0
+    return values
