@@ -32,7 +32,8 @@ Demand ``access(layer, expert, "demand")``:
    reported as ``victim``). The demand fill completes before ``access`` returns
    (demand has priority on the bus): the slot becomes ``VALID``, pinned once, most
    recently used (and, for FIFO, newest), LFU count 1, prefetched flag clear.
-   ``bytes_read`` grows by ``expert_bytes`` whether or not the fill fails.
+   ``bytes_read`` grows by ``expert_bytes`` per fill started, whether or not it fails (the
+   DMA reads every burst of a fill even after an error response).
 5. **Would wait** (miss, no slot can be taken): the result has ``waited=True``
    (``reason="wait_no_slot"``), ``demand_waits`` is counted and nothing else
    changes. A pinned slot is never evicted.
@@ -70,6 +71,10 @@ Every policy is a total order, so there are no ties left to break:
 
 The recency and FIFO lists start as slot 0 (oldest) .. slot S-1 (newest).
 Invalid slots are always taken lowest index first, before any eviction.
+
+Counters map to the RTL's as named, except ``demand_waits``: the number of demands that
+would wait (the RTL counts demand stall *cycles* instead); ``demands`` and ``prefetches``
+count requests.
 
 Lockstep mode (the default) is the RTL testbench's lockstep traffic: the next
 request is sent only after the previous one has finished (a demand's response has

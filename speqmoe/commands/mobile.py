@@ -51,7 +51,8 @@ def add_parser(sub):
     p.add_argument("--json", type=Path, default=None, help="write all figures as JSON here")
     p.add_argument("--replay", type=Path, default=None,
                    help="replay this trace through the golden cache model and print counters")
-    p.add_argument("--slots", type=int, default=16, help="cache slots for --replay (default 16)")
+    p.add_argument("--slots", type=int, default=None,
+                   help="cache slots for --replay (default: the trace's meta cache_slots, else 16)")
     p.set_defaults(func=run)
     return p
 
@@ -64,6 +65,8 @@ def _replay(args) -> int:
         raise UserError(f"trace file {args.replay} not found")
     try:
         trace = read_trace(args.replay)
+        if args.slots is None:
+            args.slots = int(trace.meta.get("cache_slots", 16))
         cache = ExpertCacheModel(args.slots, args.policy, queue_depth=args.queue_depth,
                                  n_layers=trace.n_layers, n_experts=trace.n_experts)
         replay(trace, cache)
