@@ -219,3 +219,32 @@ def test_cli_replay_prints_counters(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "hits                 1" in out and "misses               1" in out
     assert main(["mobile", "--replay", str(path), "--slots", "0"]) == 2
+
+
+def test_bench_and_demo_sections_with_a_small_stand_in_model(tmp_path, monkeypatch, seed):
+    from golden import offload
+    from speqmoe.bench import BenchContext
+    from speqmoe.benches import mobile as bench_mobile
+    from speqmoe.demo import DemoContext
+    from speqmoe.demos import mobile as demo_mobile
+    from speqmoe.progress import Progress
+    from golden.trace import read_trace
+
+    small = MoeLM.init_random(ModelConfig(d_model=16, n_layers=2, n_heads=1, n_experts=8,
+                                          top_k=2, d_expert=16, max_seq=16), seed % 1000)
+    monkeypatch.setattr(offload, "load_tiny_model", lambda seed=0: (small, "RANDOM WEIGHTS (test)"))
+    monkeypatch.setattr(offload, "DEFAULT_TAUS", (0.0, 1.01))
+    values = bench_mobile.run(BenchContext(out_dir=tmp_path, progress=Progress(quiet=True)))
+    for key in ("mobile_speedup_vs_lru", "mobile_top1_agreement", "mobile_fallback_rate",
+                "mobile_hit_rate", "lru_hit_rate", "mobile_speedup_mixtral_8x7b",
+                "mobile_speedup_qwen15_moe_a27b", "mobile_speedup_olmoe_1b_7b",
+                "mobile_speedup_deepseek_v2_lite"):
+        assert np.isfinite(values[key]), key
+    assert values["mobile_trained_model"] == 0.0
+    trace = read_trace(tmp_path / "mobile.trace")
+    assert trace.meta["method"] == "mobile_prefetch" and trace.count("D") > 0
+    section = demo_mobile.run(DemoContext(out_dir=tmp_path, build_dir=tmp_path,
+                                          progress=Progress(quiet=True), quick=True))
+    assert (tmp_path / "mobile_speedup_vs_agreement.png").stat().st_size > 1000
+    assert "SYNTHETIC" in section.markdown and "1.60x-1.72x" in section.markdown
+    assert "RANDOM" in section.summary[0]
