@@ -393,7 +393,9 @@ def study_shape(shape: MoeShape, *, tokens: int = 64, routing: SyntheticRouting 
 
 
 def tiny_config(model_config, slots: int, **kw) -> OffloadConfig:
-    """Offload configuration for the tiny LM (FP16 weights; SwiGLU experts)."""
+    """Offload configuration for the tiny LM: FP16 SwiGLU experts (3 d_model x d_expert
+    matrices); the dense part of a layer is its attention and router weights (embeddings and
+    the output head are left out: the same for every method)."""
     d, f = model_config.d_model, model_config.d_expert
     dense = 2 * (4 * d * d + model_config.n_experts * d)
     return OffloadConfig(expert_bytes=3 * d * f * 2, dense_bytes_per_layer=dense, slots=slots, **kw)
