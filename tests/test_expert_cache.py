@@ -424,3 +424,16 @@ def test_run_requests_releases_each_demand():
     rs = run_requests(c, [(0, 0, "demand"), (0, 1, "prefetch"), (0, 2, "demand"), (0, 0, "demand")])
     assert [r.reason for r in rs] == ["miss", "issued", "miss", "miss"]
     assert [r.victim for r in rs] == [None, None, (0, 0), (0, 1)]
+
+
+def test_prefetch_drop_reasons_are_checked_in_stated_order():
+    c = ExpertCacheModel(2, queue_depth=1, lockstep=False)
+    demand(c, 0, 0)                       # pinned, resident
+    prefetch(c, 0, 1)                     # in flight, queue now full, no slot left
+    assert prefetch(c, 0, 0).reason == "resident"
+    assert prefetch(c, 0, 1).reason == "in_flight"
+    assert prefetch(c, 0, 2).reason == "queue_full"
+    c.complete_prefetches()
+    c2 = ExpertCacheModel(1, queue_depth=1)
+    demand(c2, 0, 0)
+    assert prefetch(c2, 0, 2).reason == "no_slot"
