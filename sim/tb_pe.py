@@ -1,0 +1,147 @@
+"""cocotb testbench of a generated PE (``ReconfigurablePE`` or ``Fp16PE``) vs the golden model.
+
+Configuration arrives through the environment (set by :func:`sim.runner.run_cocotb`):
+
+``PE_KIND``           ``reconfigurable`` or ``fp16``
+``PE_MODES``          comma-separated modes for the reconfigurable PE (``verify,draft``)
+``PE_SEQUENCES``      random dot products per mode (edge cases come on top)
+``PE_STALL``          probability that an input stream offers nothing in a cycle
+``PE_BACKPRESSURE``   probability that ``results.ready`` is low in a cycle
+``SPEQMOE_SEED``      the run's seed (printed; rerun with it to reproduce)
+``PE_STATS``          optional path of a JSON file for cycles and wall time
+
+One coroutine drives all three streams cycle by cycle: inputs are offered at random
+(an offered beat stays until taken, as stream rules require), results are taken at
+random, and mode and tables switch as soon as the previous batch's last beat has been
+accepted, while the pipeline still holds it. Every result is compared bit for bit with
+the golden model (all NaNs equal).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import ReadOnly, RisingEdge
+
+from golden.fp import fp32_equal
+from golden.seed import base_seed, derived_seed
+from sim.pe_stimulus import pe_batches
+
+_MODE_CODE = {"verify": 0, "draft": 1, "fp16": 0}
+
+
+def _pack(values, width) -> int:
+    out = 0
+    for i, v in enumerate(values):
+        out |= int(v) << (width * i)
+    return out
+
+
+@cocotb.test()
+async def pe_matches_golden(dut):
+    kind = os.environ.get("PE_KIND", "reconfigurable")
+    modes = [m for m in os.environ.get("PE_MODES", "verify,draft").split(",") if m]
+    sequences = int(os.environ.get("PE_SEQUENCES", "1000"))
+    stall = float(os.environ.get("PE_STALL", "0.2"))
+    backpressure = float(os.environ.get("PE_BACKPRESSURE", "0.2"))
+    seed = derived_seed(f"tb_pe/{kind}/{','.join(modes)}")
+    dut._log.info("SPEQMOE_SEED=%d (stimulus seed %d), kind=%s modes=%s sequences/mode=%d",
+                  base_seed(), seed, kind, modes, sequences)
+    batches = pe_batches(kind, modes, sequences, seed)
+    rng = np.random.default_rng(seed ^ 0x5EED)
+
+    # Flatten the stimulus into beat lists; remember where each batch starts.
+    w_beats, a_beats, expected, batch_of_beat = [], [], [], []
+    for bi, b in enumerate(batches):
+        for words, acts, exp in zip(b.words, b.acts, b.expected):
+            for k in range(words.size):
+                w_beats.append(int(words[k]) | ((k == words.size - 1) << 16))
+                a_beats.append(_pack(acts[k], 16))
+                batch_of_beat.append(bi)
+            expected.append((b.mode, exp))
+    n_beats = len(w_beats)
+    reconfigurable = kind == "reconfigurable"
+
+    def load_tables(b):
+        dut.mode.value = _MODE_CODE[b.mode]
+        dut.base.value = _pack(b.base, 5)
+        dut.lut.value = _pack(b.lut, 15)
+
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    dut.rst.value = 1
+    dut.weights__valid.value = 0
+    dut.acts__valid.value = 0
+    dut.results__ready.value = 0
+    if reconfigurable:
+        load_tables(batches[0])
+    for _ in range(3):
+        await RisingEdge(dut.clk)
+    dut.rst.value = 0
+
+    wi = ai = ri = 0
+    w_on = a_on = False
+    table_of = 0
+    max_cycles = 40 * n_beats + 1000
+    start = time.perf_counter()
+    cycles = 0
+    mismatches = []
+    while ri < len(expected):
+        await RisingEdge(dut.clk)
+        cycles += 1
+        if cycles > max_cycles:
+            raise AssertionError(f"timeout: {ri} of {len(expected)} results after {cycles} cycles")
+        # Tables of the next batch may load once every beat of this batch was accepted.
+        if reconfigurable and wi < n_beats and ai < n_beats:
+            nb = batch_of_beat[min(wi, ai)]
+            if nb != table_of and batch_of_beat[wi] == nb and batch_of_beat[ai] == nb:
+                load_tables(batches[nb])
+                table_of = nb
+        if not w_on and wi < n_beats and batch_of_beat[wi] == table_of and rng.random() >= stall:
+            w_on = True
+            dut.weights__payload.value = w_beats[wi]
+        if not a_on and ai < n_beats and batch_of_beat[ai] == table_of and rng.random() >= stall:
+            a_on = True
+            dut.acts__payload.value = a_beats[ai]
+        dut.weights__valid.value = int(w_on)
+        dut.acts__valid.value = int(a_on)
+        r_ready = rng.random() >= backpressure
+        dut.results__ready.value = int(r_ready)
+        await ReadOnly()
+        if w_on and dut.weights__ready.value:
+            w_on = False
+            wi += 1
+        if a_on and dut.acts__ready.value:
+            a_on = False
+            ai += 1
+        if r_ready and dut.results__valid.value:
+            got = int(dut.results__payload.value)
+            got = np.array([(got >> (32 * j)) & 0xFFFFFFFF for j in range(4)], dtype=np.uint32)
+            mode, exp = expected[ri]
+            if not np.all(fp32_equal(got, exp)):
+                mismatches.append((ri, mode, [f"{v:08x}" for v in got], [f"{v:08x}" for v in exp]))
+                if len(mismatches) >= 10:
+                    break
+            ri += 1
+    seconds = time.perf_counter() - start
+    # No result may appear that the stimulus did not ask for.
+    for _ in range(8):
+        await RisingEdge(dut.clk)
+        dut.results__ready.value = 1
+        dut.weights__valid.value = 0
+        dut.acts__valid.value = 0
+        await ReadOnly()
+        assert not dut.results__valid.value or mismatches, "PE produced a result nobody asked for"
+    stats = {"cycles": cycles, "seconds": seconds, "results": ri, "beats": n_beats,
+             "sequences": len(expected)}
+    dut._log.info("stats %s", stats)
+    if os.environ.get("PE_STATS"):
+        with open(os.environ["PE_STATS"], "w") as f:
+            json.dump(stats, f)
+    assert not mismatches, (
+        f"{len(mismatches)} result(s) differ from the golden model "
+        f"(SPEQMOE_SEED={base_seed()}): first {mismatches[:3]}")
