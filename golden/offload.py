@@ -55,7 +55,7 @@ class OffloadConfig:
     dense_bytes_per_layer: int
     slots: int
     policy: str = "lru"
-    queue_depth: int = 8
+    queue_depth: int = 2          # our choice: deeper queues reserve slots and hurt (see the demo)
     link_bytes_per_s: float = PCIE4_X16_BYTES_PER_S
     link_latency_s: float = 0.0
     device_bytes_per_s: float = GPU_BYTES_PER_S

@@ -34,7 +34,7 @@ def add_parser(sub):
     p.add_argument("--cache-fraction", type=float, default=0.25,
                    help="share of all routed experts the device cache holds (default 0.25)")
     p.add_argument("--policy", default="lru", help="cache policy: lru, fifo, lfu (default lru)")
-    p.add_argument("--queue-depth", type=int, default=8, help="prefetch queue depth (default 8)")
+    p.add_argument("--queue-depth", type=int, default=2, help="prefetch queue depth (default 2)")
     p.add_argument("--link-gbs", type=float, default=25.0,
                    help="host link GB/s (default 25: PCIe 4.0 x16 effective)")
     p.add_argument("--device-gbs", type=float, default=1008.0,
