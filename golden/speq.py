@@ -283,3 +283,35 @@ def sample_plain(model: MoeLM, prompt: bytes, max_new_tokens: int, seed: int | N
         if len(out) == max_new_tokens:
             return bytes(out)
         logits = model.forward([out[-1]], cache, linear=linear)[0]
+
+
+def heldout_prompts(n_prompts: int = 16, prompt_len: int = 64) -> list[bytes]:
+    """``n_prompts`` prompts of ``prompt_len`` bytes at evenly spaced offsets of the held-out
+    text (:func:`golden.text.split`)."""
+    from golden.text import split
+
+    _, heldout = split()
+    if n_prompts < 1 or prompt_len < 1 or prompt_len >= len(heldout):
+        raise ValueError("need n_prompts >= 1 and 1 <= prompt_len < held-out length")
+    step = (len(heldout) - prompt_len) // n_prompts
+    return [heldout[i * step:i * step + prompt_len] for i in range(n_prompts)]
+
+
+def measure_acceptance(model: MoeLM, gammas=range(1, 7), *, n_prompts: int = 16,
+                       prompt_len: int = 64, new_tokens: int = 96, verify: str = "greedy",
+                       seed: int = 0, linear: LinearHook | None = None,
+                       progress=None) -> dict[int, SpeqStats]:
+    """SPEQ statistics per gamma, summed over prompts taken from the held-out text."""
+    prompts = heldout_prompts(n_prompts, prompt_len)
+    out = {}
+    for g in gammas:
+        total = SpeqStats(gamma=int(g), verify=verify)
+        for i, prompt in enumerate(prompts):
+            res = generate(model, prompt, new_tokens, gamma=g, verify=verify,
+                           seed=None if verify == "greedy" else seed * 1000 + i, linear=linear)
+            total = total.merge(res.stats)
+        out[int(g)] = total
+        if progress:
+            progress(f"gamma {g}: acceptance {total.acceptance_rate:.3f}, "
+                     f"{total.tokens_per_step:.2f} tokens/step")
+    return out

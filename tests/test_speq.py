@@ -187,3 +187,34 @@ def test_bad_input_is_a_clear_value_error(small, kwargs, match):
     args = {"prompt": b"hello", "max_new_tokens": 5, **kwargs}
     with pytest.raises(ValueError, match=match):
         speq.generate(small, **args)
+
+
+def test_speq_command_prints_text_statistics_and_the_greedy_check(small, tmp_path, capsys):
+    from speqmoe.cli import main
+
+    path = tmp_path / "m.npz"
+    small.save(path)
+    rc = main(["speq", "--prompt", "def ", "--gamma", "2", "--max-new-tokens", "12",
+               "--weights", str(path), "--perf", "llama-2-7b"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "acceptance rate" in out and "tokens per verify step" in out
+    assert "identical to plain greedy decoding: yes" in out
+    assert "Llama-2-7B" in out and "measured" in out
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--gamma", "0"], "gamma"), (["--weights", "absent.npz"], "not found"),
+    (["--perf", "gpt-9"], "unknown model shape"), (["--max-new-tokens", "0"], "max-new-tokens"),
+])
+def test_speq_command_reports_user_errors_in_one_line(small, tmp_path, capsys, argv, match):
+    from speqmoe.cli import main
+
+    path = tmp_path / "m.npz"
+    small.save(path)
+    argv = ["speq", "--prompt", "x", "--weights", str(path)] + argv
+    if "absent.npz" in argv:
+        argv[argv.index("absent.npz")] = str(tmp_path / "absent.npz")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("speqmoe speq: error:") and match in err and "\n" not in err
