@@ -183,7 +183,7 @@ def train(out: str | Path, *, config: ModelConfig = DEFAULT_CONFIG, steps: int =
         ema = bpb if ema is None else 0.95 * ema + 0.05 * bpb
         if step % 50 == 0 or step == steps - 1:
             el = time.perf_counter() - start
-            progress(f"step {step}/{steps} train bpb {ema:.3f} aux {float(aux):.3f} "
+            progress(f"step {step}/{steps} train bpb {ema:.3f} aux {aux.detach().item():.3f} "
                      f"lr {lr_at(step):.2e} {el:.0f}s ({el / (step + 1):.2f} s/step)")
     train_seconds = time.perf_counter() - start
 
