@@ -13,6 +13,14 @@ safety budget: when it runs out training stops early and the file records it.
 
 The held-out bits per byte is measured at the end on the last 10 % of the corpus with the
 FP16-rounded weights, in non-overlapping windows of ``max_seq`` bytes.
+
+Why this shape (``DEFAULT_CONFIG``): 4 layers, d_model 128, 4 heads, 16 SwiGLU experts of
+hidden width 128, top-4 with renormalised gates, 256-byte context. That is 3.5 M parameters,
+7.0 MB as FP16 (under the 8 MB limit) of which about 1.1 M are active per token, so 900 steps of
+16 x 256 bytes (3.7 M bytes, about 9 passes over the training text) take about 15 minutes on one
+CPU thread. 16 experts with top-4 gives the MoBiLE models a real big/little split (top-2 vs
+top-4) and a cache with something to do. One torch thread is the default because on the shared
+2-core machine two threads were 3-5x slower per step (contention); ``--threads`` changes it.
 """
 
 from __future__ import annotations

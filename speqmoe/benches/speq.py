@@ -4,7 +4,9 @@ Measured: held-out bits per byte of the shipped FP16 model (last 10 % of pydoc_d
 greedy SPEQ acceptance and tokens per verify step for gamma 1..6 on 16 held-out prompts of 64
 bytes, 96 new bytes each. Projected with golden.perf (assumed accelerator: 256 PEs, 1 GHz,
 410 GB/s; context 512): speedups over FP16 and over the 8-/4-bit weight-only baselines, with the
-measured tokens per step and with the paper's acceptance 0.976. The full projection with every
+measured tokens per step and with the paper's acceptance 0.976. Also measured: the
+rejection-sampling acceptance at gamma 3, and with the PE array's arithmetic (--hw-arith) whether
+greedy SPEQ still equals plain greedy and for how many leading bytes it matches float32 decoding. The full projection with every
 input's provenance goes to <out>/speq_perf.json.
 """
 
@@ -30,7 +32,24 @@ def run(ctx) -> dict:
     for g, s in stats.items():
         values[f"speq_acceptance_gamma{g}"] = float(s.acceptance_rate)
         values[f"speq_tokens_per_step_gamma{g}"] = float(s.tokens_per_step)
-    report = {"measured": {g: s.as_dict() for g, s in stats.items()}, "projections": {}}
+    sampled = speq.measure_acceptance(model, [3], verify="sample", seed=1, n_prompts=8,
+                                      new_tokens=64)[3]
+    values["speq_acceptance_sample_gamma3"] = float(sampled.acceptance_rate)
+    ctx.progress(f"rejection-sampling acceptance at gamma 3: {sampled.acceptance_rate:.3f}")
+    # the accelerator's arithmetic: greedy SPEQ stays exact, and how far it tracks float32
+    prompt = speq.heldout_prompts(1, 64)[0]
+    hw = speq.generate(model, prompt, 32, gamma=3, linear=speq.hw_arith_linear)
+    hw_plain = gm.generate(model, prompt, 32, linear=speq.hw_arith_linear)
+    fp32 = gm.generate(model, prompt, 32)
+    values["speq_hw_arith_greedy_identical"] = float(hw.bytes == hw_plain)
+    values["speq_hw_arith_fp32_common_prefix_bytes"] = float(
+        next((i for i, (a, b) in enumerate(zip(hw.bytes, fp32)) if a != b), len(fp32)))
+    values["speq_hw_arith_acceptance_gamma3"] = float(hw.stats.acceptance_rate)
+    report = {"measured": {g: s.as_dict() for g, s in stats.items()},
+              "measured_sample_gamma3": sampled.as_dict(),
+              "hw_arith": {"prompt": prompt.decode("utf-8", "replace"), "speq": hw.text,
+                           "plain_fp32": fp32.decode("utf-8", "replace")},
+              "projections": {}}
     for key, shape in (("llama2_7b", "llama-2-7b"), ("llama3_1_8b", "llama-3.1-8b")):
         measured = perf.compare(shape, gamma=3, tokens_per_step=stats[3].tokens_per_step,
                                 acceptance_source="measured: tiny MoE LM, greedy SPEQ on "
