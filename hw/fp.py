@@ -23,6 +23,11 @@ def _wire(m: Module, name: str, value) -> Signal:
     return sig
 
 
+def _add(a, b, carry_in) -> Value:
+    """``a + b + carry_in`` as a single adder (the carry enters through an extra low bit)."""
+    return (Cat(carry_in, a) + Cat(carry_in, b))[1:]
+
+
 def leading_zeros(m: Module, value: Value, name: str = "lz") -> Signal:
     """Number of leading zeros of *value* as a balanced tree (depth log2 of the width).
 
@@ -47,9 +52,24 @@ def leading_zeros(m: Module, value: Value, name: str = "lz") -> Signal:
     return node(bits, "")[1]
 
 
-def trailing_zeros(m: Module, value: Value, name: str = "tz") -> Signal:
-    """Number of trailing zeros of *value* (``len(value)`` when it is zero)."""
-    return leading_zeros(m, Cat(*reversed(list(value))), name)
+def shift_right_sticky(m: Module, value: Value, amount: Value, name: str = "srs") -> tuple[Signal, Value]:
+    """``value >> amount`` and whether any one bits were shifted out.
+
+    A logarithmic shifter; each stage's dropped bits are OR-ed in parallel with its mux and
+    the per-stage flags are combined by one OR tree. Amounts of ``len(value)`` or more
+    (the high bits of *amount*) zero the value in a single final stage.
+    """
+    stages = min(len(amount), (len(value) - 1).bit_length())
+    original, dropped = value, []
+    for i in reversed(range(stages)):
+        step = 1 << i
+        dropped.append(amount[i] & value[:step].any())
+        value = _wire(m, f"{name}_{i}", Mux(amount[i], value >> step, value))
+    if len(amount) > stages:
+        too_far = amount[stages:].any()
+        dropped.append(too_far & original.any())
+        value = _wire(m, f"{name}_out", Mux(too_far, 0, value))
+    return value, Cat(*dropped).any()
 
 
 class Fp16Multiplier(wiring.Component):
@@ -128,81 +148,80 @@ class Fp32Adder(wiring.Component):
         m = Module()
         a, b = self.a, self.b
 
-        # Operands are ordered by magnitude (one 31-bit compare), the exponent difference
-        # d taken from both subtractions computed in parallel. Two paths then run side by
-        # side and a mux picks one:
+        # Two paths run side by side:
         #
-        # - near (effective subtraction, d <= 1): an exact 25-bit difference, normalised by
-        #   a tree leading-zero count. OR-ing a one-hot limit derived from the larger
-        #   exponent into the count's input caps the shift so the result exponent stays >= 1
-        #   (gradual underflow without a separate clamp).
-        # - far (addition, or subtraction with d >= 2): alignment shift with guard, round
-        #   and sticky bits, one add/subtract, then a 1-bit normalisation either way. The
-        #   sticky bit comes from the smaller operand's trailing-zero count (computed before
-        #   the swap), not from OR-ing the shifted-out bits. (A zero operand counts 24 and
-        #   may set a lone sticky bit; that never changes a rounded result.)
+        # - near (effective subtraction, d = |e_a - e_b| <= 1): operands ordered by
+        #   magnitude (a 31-bit compare), an exact 25-bit difference, normalised by a tree
+        #   leading-zero count. OR-ing a one-hot limit derived from the larger exponent into
+        #   the count's input caps the shift so the result exponent stays >= 1 (gradual
+        #   underflow without a separate clamp). A shifted result is exact; only the
+        #   unshifted one (d = 1, no cancellation) has a guard bit to round.
+        # - far (addition, or subtraction with d >= 2): operands ordered by exponent alone
+        #   (an 8-bit compare of the exponent fields, so the long compare is off this
+        #   path), alignment shift with guard, round and sticky bits, one add/subtract with
+        #   carry-in, then a 1-bit normalisation either way.
         #
-        # Both deliver (exponent - 1, 24-bit significand, guard, round|sticky). Packing the
-        # significand's hidden bit into the exponent field and adding the rounding
-        # increment to the 31-bit magnitude handles rounding carries, subnormal-to-normal
-        # and overflow-to-infinity in one adder.
+        # Results that need rounding arrive as (exponent - 1, 24-bit significand, guard,
+        # round|sticky), none of it behind the leading-zero count. Adding the significand's
+        # hidden bit and the rounding increment to the packed 31-bit magnitude handles
+        # rounding carries, subnormal-to-normal and overflow-to-infinity in one adder.
         def unpack(x, n):
             e, f = x[23:31], x[0:23]
             sig = _wire(m, f"sig_{n}", Cat(f, e.any()))
             exp = _wire(m, f"exp_{n}", e | ~e.any())
-            return sig, exp, trailing_zeros(m, sig, f"tz_{n}"), e.all() & ~f.any(), e.all() & f.any()
+            limit = _wire(m, f"limit_{n}", Cat(*(exp == 25 - i for i in range(25))))
+            return sig, exp, limit, e.all() & ~f.any(), e.all() & f.any()
 
-        sig_a, exp_a, tz_a, inf_a, nan_a = unpack(a, "a")
-        sig_b, exp_b, tz_b, inf_b, nan_b = unpack(b, "b")
-        swap = _wire(m, "swap", b[0:31] > a[0:31])
-        sign = Mux(swap, b[31], a[31])
+        sig_a, exp_a, limit_a, inf_a, nan_a = unpack(a, "a")
+        sig_b, exp_b, limit_b, inf_b, nan_b = unpack(b, "b")
         sub = _wire(m, "sub", a[31] ^ b[31])
-        sig_l = _wire(m, "sig_l", Mux(swap, sig_b, sig_a))
-        sig_s = _wire(m, "sig_s", Mux(swap, sig_a, sig_b))
-        exp_l = _wire(m, "exp_l", Mux(swap, exp_b, exp_a))
-        tz_s = Mux(swap, tz_a, tz_b)
-        d = _wire(m, "d", Mux(swap, exp_b - exp_a, exp_a - exp_b)[0:8])
+        exp_swap = _wire(m, "exp_swap", b[23:31] > a[23:31])
+        d = _wire(m, "d", Mux(exp_swap, exp_b - exp_a, exp_a - exp_b)[0:8])
+        exp_l = _wire(m, "exp_l", Mux(exp_swap, exp_b, exp_a))
         near = _wire(m, "near", sub & ~d[1:].any())
 
-        diff = _wire(m, "diff", (Cat(Const(0, 1), sig_l) - Mux(d[0], sig_s, Cat(Const(0, 1), sig_s)))[0:25])
-        limit = (Const(1 << 24, 25) >> (exp_l - 1)[0:8])[0:25]
+        swap = _wire(m, "swap", b[0:31] > a[0:31])
+        near_l = Mux(swap, sig_b, sig_a)
+        near_s = Mux(swap, sig_a, sig_b)
+        diff = _wire(m, "diff", (Cat(Const(0, 1), near_l) - Mux(d[0], near_s, Cat(Const(0, 1), near_s)))[0:25])
+        limit = _wire(m, "limit", Mux(exp_swap, limit_b, limit_a))
         near_shift = leading_zeros(m, diff | limit, "near_lz")
         near_norm = _wire(m, "near_norm", (diff << near_shift)[0:25])
-        near_exp = (exp_l - 1 - near_shift)[0:8]
-        near_zero = ~diff.any()
+        near_exact = Cat(near_norm[1:24], Mux(near_norm[24], exp_l - near_shift, 0)[0:8])
+        use_exact = _wire(m, "use_exact", near & ~(diff[24] | limit[24]))
 
-        aligned = _wire(m, "aligned", (Cat(Const(0, 3), sig_s) >> d)[0:27])
-        sticky = tz_s + 3 < d
+        far_l = _wire(m, "far_l", Mux(exp_swap, sig_b, sig_a))
+        far_s = _wire(m, "far_s", Mux(exp_swap, sig_a, sig_b))
+        aligned, sticky = shift_right_sticky(m, Cat(Const(0, 3), far_s), d, "align")
         addend = _wire(m, "addend", Cat(aligned[0] | sticky, aligned[1:]))
-        total = _wire(m, "total", (Cat(Const(0, 3), sig_l) + Mux(sub, ~addend, addend) + sub)[0:28])
-        carry = total[27] & ~sub
-        borrow = sub & ~total[26]
+        total = _wire(m, "total", _add(Cat(Const(0, 3), far_l), addend ^ sub.replicate(27), sub)[0:28])
 
-        exp_m1 = Signal(8)
-        sig = Signal(24)
-        guard = Signal()
-        rest = Signal()
-        with m.If(near):
-            m.d.comb += [exp_m1.eq(near_exp), sig.eq(near_norm[1:25]), guard.eq(near_norm[0])]
-        with m.Elif(carry):
-            m.d.comb += [exp_m1.eq(exp_l), sig.eq(total[4:28]), guard.eq(total[3]), rest.eq(total[0:3].any())]
-        with m.Elif(borrow):
-            m.d.comb += [exp_m1.eq(exp_l - 2), sig.eq(total[2:26]), guard.eq(total[1]), rest.eq(total[0])]
-        with m.Else():
-            m.d.comb += [exp_m1.eq(exp_l - 1), sig.eq(total[3:27]), guard.eq(total[2]), rest.eq(total[0:2].any())]
+        # The rounding adder's inputs for each case, as (rest, guard, significand, exponent-1,
+        # top, below_top), where top means exponent-1 = 254 (overflow) and below_top means
+        # 253 (overflow if rounding carries out of the significand), so that overflow is
+        # known without waiting for the adder. The late far-path sum bits select last.
+        def case(exp_m1, sig, guard, rest=0, top=0, below_top=0):
+            return Cat(rest, guard, sig, exp_m1[0:8], top, below_top)
 
+        at_254 = exp_l == 254
+        plain = case(exp_l - 1, total[3:27], total[2], total[0:2].any(), below_top=at_254)
+        near_case = case(exp_l - 1, diff[1:25], diff[0], below_top=at_254)
+        add_case = Mux(total[27], case(exp_l, total[4:28], total[3], total[0:3].any(), at_254, exp_l == 253), plain)
+        sub_case = Mux(total[26], Mux(near, near_case, plain),
+                       Mux(near, near_case, case(exp_l - 2, total[2:26], total[1], total[0])))
+        chosen = _wire(m, "chosen", Mux(sub, sub_case, add_case))
+        rest, guard, sig, exp_m1, top, below_top = chosen[0], chosen[1], chosen[2:26], chosen[26:34], chosen[34], chosen[35]
         round_up = guard & (rest | sig[0])
-        mag = _wire(m, "mag", (Cat(sig[0:23], exp_m1) + Cat(round_up, Const(0, 22), sig[23]))[0:32])
-        overflow = mag[23:32] >= 0xFF
+        rounded = _wire(m, "rounded", (Cat(sig[0:23], exp_m1) + Cat(round_up, Const(0, 22), sig[23]))[0:31])
+        overflow = ~use_exact & (top | (below_top & sig.all() & round_up))
+        sign = Mux(near, Mux(swap, b[31], a[31]) & diff.any(), Mux(exp_swap, b[31], a[31]))
+        nan = nan_a | nan_b | (inf_a & inf_b & sub)
+        special = Mux(nan, NAN32, Cat(Const(0, 23), Const(0xFF, 8), sign))
 
-        with m.If(nan_a | nan_b | (inf_a & inf_b & sub)):
-            m.d.comb += self.s.eq(NAN32)
-        with m.Elif(inf_a | inf_b | overflow):
-            m.d.comb += self.s.eq(Cat(Const(0, 23), Const(0xFF, 8), sign))
-        with m.Elif(near & near_zero):
-            m.d.comb += self.s.eq(0)
+        with m.If(nan | inf_a | inf_b | overflow):
+            m.d.comb += self.s.eq(special)
         with m.Else():
-            m.d.comb += self.s.eq(Cat(mag[0:31], sign))
+            m.d.comb += self.s.eq(Cat(Mux(use_exact, near_exact, rounded), sign))
         return m
 
 
