@@ -107,8 +107,20 @@ def random_verify_words(rng, size, n) -> np.ndarray:
     return ((sign << 15) | (code << 12) | (x << 10) | mant).astype(np.uint16)
 
 
-def random_length(rng) -> int:
+LENGTH_PROFILES = ("mixed", "short")
+
+
+def random_length(rng, profile: str = "mixed") -> int:
+    """Dot-product length K: ``mixed`` (mean ~6, up to 64) or ``short`` (mean ~3, up to 16).
+
+    ``short`` keeps the slow event-driven simulator (Icarus) within the time budget
+    while still running ten thousand dot products per mode.
+    """
     r = rng.random()
+    if profile == "short":
+        return int(rng.integers(1, 5)) if r < 0.9 else int(rng.integers(5, 17))
+    if profile != "mixed":
+        raise ValueError(f"unknown length profile {profile!r}; expected one of {LENGTH_PROFILES}")
     if r < 0.70:
         return int(rng.integers(1, 5))
     if r < 0.95:
@@ -154,7 +166,7 @@ def edge_batches(mode: str) -> list[Batch]:
 
 
 def random_batches(mode: str, sequences: int, rng: np.random.Generator,
-                   batch_size: int = 400) -> list[Batch]:
+                   batch_size: int = 400, lengths: str = "mixed") -> list[Batch]:
     """*sequences* random dot products in batches, each batch with a fresh random table."""
     batches = []
     left = sequences
@@ -164,7 +176,7 @@ def random_batches(mode: str, sequences: int, rng: np.random.Generator,
         base, size, lut = random_tables(rng)
         b = Batch(mode, base, lut)
         for _ in range(n):
-            k = random_length(rng)
+            k = random_length(rng, lengths)
             if mode == "verify":
                 words = random_verify_words(rng, size, k)
             elif mode == "draft":
@@ -177,7 +189,7 @@ def random_batches(mode: str, sequences: int, rng: np.random.Generator,
     return batches
 
 
-def pe_batches(kind: str, modes, sequences: int, seed: int) -> list[Batch]:
+def pe_batches(kind: str, modes, sequences: int, seed: int, lengths: str = "mixed") -> list[Batch]:
     """The full stimulus of one PE test run: edge cases first, then random batches.
 
     ``kind`` is ``"reconfigurable"`` (modes verify/draft, interleaved batch by batch so
@@ -188,7 +200,8 @@ def pe_batches(kind: str, modes, sequences: int, seed: int) -> list[Batch]:
         modes = ["fp16"]
     elif kind != "reconfigurable":
         raise ValueError(f"unknown PE kind {kind!r}")
-    per_mode = {m: edge_batches(m) + random_batches(m, sequences, rng) for m in modes}
+    per_mode = {m: edge_batches(m) + random_batches(m, sequences, rng, lengths=lengths)
+                for m in modes}
     out = []
     while any(per_mode.values()):
         for m in modes:

@@ -5,6 +5,7 @@ Configuration arrives through the environment (set by :func:`sim.runner.run_coco
 ``PE_KIND``           ``reconfigurable`` or ``fp16``
 ``PE_MODES``          comma-separated modes for the reconfigurable PE (``verify,draft``)
 ``PE_SEQUENCES``      random dot products per mode (edge cases come on top)
+``PE_LENGTHS``         dot-product length profile, ``mixed`` or ``short``
 ``PE_STALL``          probability that an input stream offers nothing in a cycle
 ``PE_BACKPRESSURE``   probability that ``results.ready`` is low in a cycle
 ``SPEQMOE_SEED``      the run's seed (printed; rerun with it to reproduce)
@@ -50,9 +51,11 @@ async def pe_matches_golden(dut):
     stall = float(os.environ.get("PE_STALL", "0.2"))
     backpressure = float(os.environ.get("PE_BACKPRESSURE", "0.2"))
     seed = derived_seed(f"tb_pe/{kind}/{','.join(modes)}")
-    dut._log.info("SPEQMOE_SEED=%d (stimulus seed %d), kind=%s modes=%s sequences/mode=%d",
-                  base_seed(), seed, kind, modes, sequences)
-    batches = pe_batches(kind, modes, sequences, seed)
+    dut._log.info("SPEQMOE_SEED=%d (stimulus seed %d), kind=%s modes=%s sequences/mode=%d "
+                  "lengths=%s", base_seed(), seed, kind, modes, sequences,
+                  os.environ.get("PE_LENGTHS", "mixed"))
+    lengths = os.environ.get("PE_LENGTHS", "mixed")
+    batches = pe_batches(kind, modes, sequences, seed, lengths)
     rng = np.random.default_rng(seed ^ 0x5EED)
 
     # Flatten the stimulus into beat lists; remember where each batch starts.

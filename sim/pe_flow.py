@@ -1,0 +1,54 @@
+"""PE simulation flows shared by `speqmoe sim`, the demo and the benchmarks."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from sim.runner import run_cocotb, simulator_missing, write_verilog
+
+
+@dataclass
+class PeSimReport:
+    simulator: str
+    kind: str
+    modes: str
+    sequences: int
+    cycles: int
+    seconds: float
+    passed: bool
+
+    @property
+    def cycles_per_s(self) -> float:
+        return self.cycles / self.seconds if self.seconds else 0.0
+
+
+def run_pe_cocotb(simulator: str, kind: str, modes: str, sequences: int, build_dir: Path, *,
+                  seed: int, stall: float = 0.25, backpressure: float = 0.25,
+                  lengths: str = "mixed") -> PeSimReport:
+    """Simulate the generated PE Verilog on *simulator* against the golden model."""
+    from hw.pe import Fp16PE, ReconfigurablePE
+
+    reason = simulator_missing(simulator)
+    if reason:
+        raise RuntimeError(reason)
+    top = "reconfigurable_pe" if kind == "reconfigurable" else "fp16_pe"
+    build_dir = Path(build_dir).resolve()
+    v = write_verilog(ReconfigurablePE() if kind == "reconfigurable" else Fp16PE(), top,
+                      build_dir / f"{top}.v")
+    stats_path = build_dir / "stats.json"
+    if stats_path.exists():
+        stats_path.unlink()
+    result = run_cocotb(simulator=simulator, verilog_path=v, toplevel=top,
+                        test_module="sim.tb_pe", build_dir=build_dir, check=False,
+                        extra_env={"PE_KIND": kind, "PE_MODES": modes,
+                                   "PE_SEQUENCES": str(sequences), "PE_STALL": str(stall),
+                                   "PE_LENGTHS": lengths,
+                                   "PE_BACKPRESSURE": str(backpressure),
+                                   "SPEQMOE_SEED": str(seed), "PE_STATS": str(stats_path)})
+    stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+    return PeSimReport(simulator=simulator, kind=kind, modes=modes,
+                       sequences=int(stats.get("sequences", 0)),
+                       cycles=int(stats.get("cycles", 0)), seconds=float(stats.get("seconds", 0.0)),
+                       passed=result.tests > 0 and result.failed == 0 and bool(stats))

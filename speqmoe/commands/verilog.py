@@ -1,0 +1,31 @@
+"""speqmoe verilog: write the Verilog of the generated designs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_parser(sub):
+    p = sub.add_parser("verilog", help="generate Verilog (build/verilog/*.v)", description=__doc__)
+    p.add_argument("--out", type=Path, default=Path("build/verilog"), help="output folder")
+    p.add_argument("--config", type=Path, default=None, help="configuration TOML")
+    p.add_argument("--designs", default=None,
+                   help="comma-separated design names (default: all PEs); see --list")
+    p.add_argument("--list", action="store_true", help="list the designs and exit")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    from sim.runner import write_verilog
+    from speqmoe import designs
+    from speqmoe.config import load_config
+
+    if args.list:
+        print("\n".join(designs.DESIGNS))
+        return 0
+    cfg = load_config(args.config)
+    for name in designs.select(args.designs):
+        path = write_verilog(designs.build(name, cfg), name, args.out / f"{name}.v")
+        print(f"wrote {path}")
+    return 0

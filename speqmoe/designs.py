@@ -1,0 +1,41 @@
+"""The generated designs, by name: what `speqmoe verilog` and `speqmoe synth` build."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from speqmoe.config import Config
+from speqmoe.errors import UserError
+
+
+def _reconfigurable_pe(cfg: Config):
+    from hw.pe import ReconfigurablePE
+    return ReconfigurablePE()
+
+
+def _fp16_pe(cfg: Config):
+    from hw.pe import Fp16PE
+    return Fp16PE()
+
+
+DESIGNS: dict[str, Callable] = {
+    "reconfigurable_pe": _reconfigurable_pe,
+    "fp16_pe": _fp16_pe,
+}
+
+DEFAULT_DESIGNS = ["reconfigurable_pe", "fp16_pe"]
+
+
+def select(names: str | None) -> list[str]:
+    """Parse a comma-separated design list (``None``: the defaults)."""
+    if not names:
+        return list(DEFAULT_DESIGNS)
+    chosen = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in DESIGNS]
+    if unknown:
+        raise UserError(f"unknown design(s) {', '.join(unknown)}; available: {', '.join(DESIGNS)}")
+    return chosen
+
+
+def build(name: str, cfg: Config):
+    return DESIGNS[name](cfg)
