@@ -9,7 +9,9 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Fp16Multiplier", "Fp32Adder", "Fp32ToFp16", "NAN32", "NAN16"]
+__all__ = [
+    "Fp16Multiplier", "Fp32Adder", "Fp32ToFp16", "NAN32", "NAN16", "leading_zeros", "shift_right_sticky",
+]
 
 NAN32 = 0x7FC00000
 NAN16 = 0x7E00
@@ -183,12 +185,13 @@ class Fp32Adder(wiring.Component):
         swap = _wire(m, "swap", b[0:31] > a[0:31])
         near_l = Mux(swap, sig_b, sig_a)
         near_s = Mux(swap, sig_a, sig_b)
-        diff = _wire(m, "diff", (Cat(Const(0, 1), near_l) - Mux(d[0], near_s, Cat(Const(0, 1), near_s)))[0:25])
+        near_l2 = Cat(Const(0, 1), near_l)
+        diff = _wire(m, "diff", (near_l2 - Mux(d[0], near_s, Cat(Const(0, 1), near_s)))[0:25])
         limit = _wire(m, "limit", Mux(exp_swap, limit_b, limit_a))
         near_shift = leading_zeros(m, diff | limit, "near_lz")
         near_norm = _wire(m, "near_norm", (diff << near_shift)[0:25])
         near_exact = Cat(near_norm[1:24], Mux(near_norm[24], exp_l - near_shift, 0)[0:8])
-        use_exact = _wire(m, "use_exact", near & ~(diff[24] | limit[24]))
+        use_exact = _wire(m, "use_exact", near & ~diff[24])
 
         far_l = _wire(m, "far_l", Mux(exp_swap, sig_b, sig_a))
         far_s = _wire(m, "far_s", Mux(exp_swap, sig_a, sig_b))
@@ -206,11 +209,13 @@ class Fp32Adder(wiring.Component):
         at_254 = exp_l == 254
         plain = case(exp_l - 1, total[3:27], total[2], total[0:2].any(), below_top=at_254)
         near_case = case(exp_l - 1, diff[1:25], diff[0], below_top=at_254)
-        add_case = Mux(total[27], case(exp_l, total[4:28], total[3], total[0:3].any(), at_254, exp_l == 253), plain)
+        carry = case(exp_l, total[4:28], total[3], total[0:3].any(), at_254, exp_l == 253)
+        add_case = Mux(total[27], carry, plain)
         sub_case = Mux(total[26], Mux(near, near_case, plain),
                        Mux(near, near_case, case(exp_l - 2, total[2:26], total[1], total[0])))
         chosen = _wire(m, "chosen", Mux(sub, sub_case, add_case))
-        rest, guard, sig, exp_m1, top, below_top = chosen[0], chosen[1], chosen[2:26], chosen[26:34], chosen[34], chosen[35]
+        rest, guard, sig, exp_m1 = chosen[0], chosen[1], chosen[2:26], chosen[26:34]
+        top, below_top = chosen[34], chosen[35]
         round_up = guard & (rest | sig[0])
         rounded = _wire(m, "rounded", (Cat(sig[0:23], exp_m1) + Cat(round_up, Const(0, 22), sig[23]))[0:31])
         overflow = ~use_exact & (top | (below_top & sig.all() & round_up))

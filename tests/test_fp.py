@@ -142,9 +142,11 @@ def random_fp32_pairs(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.
     b = random_fp32(rng, n).astype(np.int64)
     mode = rng.integers(0, 4, n)
     a_exp = a >> 23 & 0xFF
-    delta = np.where(rng.random(n) < 0.6, rng.integers(-3, 4, n), rng.integers(22, 28, n) * rng.choice([-1, 1], n))
+    far = rng.integers(22, 28, n) * rng.choice([-1, 1], n)
+    delta = np.where(rng.random(n) < 0.6, rng.integers(-3, 4, n), far)
     close = (b & ~(0xFF << 23)) | (np.clip(a_exp + delta, 0, 254) << 23)
-    cancel = (a ^ (1 << 31)) + rng.integers(-3, 4, n) * np.where(rng.random(n) < 0.5, 1, 1 << rng.integers(0, 23, n))
+    step = np.where(rng.random(n) < 0.5, 1, 1 << rng.integers(0, 23, n))
+    cancel = (a ^ (1 << 31)) + rng.integers(-3, 4, n) * step
     p = rng.integers(0, 1 << 16, (4, n)).astype(np.uint16)
     prods = fp.fp16_mul(p[0], p[1]).astype(np.int64), fp.fp16_mul(p[2], p[3]).astype(np.int64)
     b = np.select([mode == 1, mode == 2], [close, cancel], b) & 0xFFFFFFFF
@@ -255,7 +257,7 @@ def test_fp32_to_fp16_round_trips_every_fp16_and_rounds_midpoints_to_even():
 
 
 def test_mac_is_sequential_float32_accumulation(rng):
-    w = rng.integers(0, 0x7C00, (6, 40)).astype(np.uint16) | (rng.integers(0, 2, (6, 40)) << 15).astype(np.uint16)
+    w = (rng.integers(0, 0x7C00, (6, 40)) | rng.integers(0, 2, (6, 40)) << 15).astype(np.uint16)
     a = rng.integers(0, 0x7C00, 40).astype(np.uint16)
     got = fp.mac(w, a)
     assert got.shape == (6,) and got.dtype == np.uint32
