@@ -73,6 +73,7 @@ def test_golden_pe_rejects_malformed_input(bad):
 
 # --- construction ------------------------------------------------------------------------
 
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_pes_construct_with_defaults_and_state_latency():
     from hw.pe import Fp16PE, ReconfigurablePE
 
@@ -100,7 +101,9 @@ def test_pe_random_sequences_with_stalls_in_amaranth_sim(kind, seed):
 
 
 def test_pe_runs_one_beat_per_cycle_without_stalls(seed):
-    # 200 dot products of K=8 back to back: 1600 beats take 1600 + latency cycles.
+    # 200 dot products of K=8 back to back: 1600 beats, one per cycle, and the last
+    # result is taken `latency` cycles after the last beat.
+    from hw.pe import ReconfigurablePE
     from sim.pe_stimulus import Batch
 
     rng = np.random.default_rng(seed)
@@ -109,7 +112,7 @@ def test_pe_runs_one_beat_per_cycle_without_stalls(seed):
         b.add(encode_full_table(rng.integers(0, 1 << 16, 8)), rng.integers(0, 1 << 16, (8, 4)))
     results, cycles, _ = simulate_pe("reconfigurable", [b], stall=0.0, backpressure=0.0, seed=seed)
     _assert_results(results, [b])
-    assert cycles == 1600 + 3 + 1
+    assert cycles == 1600 + ReconfigurablePE.latency
 
 
 # --- cocotb on the generated Verilog -----------------------------------------------------
