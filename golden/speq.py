@@ -97,7 +97,11 @@ def hw_arith_linear(name: str, w: np.ndarray, x: np.ndarray) -> np.ndarray:
 class SpeqStats:
     """What a SPEQ run did.
 
-    ``draft_passes`` counts single-token passes of the draft model; ``verify_passes`` counts
+    ``acceptance_rate`` is accepted / drafted draft tokens (the share of draft work kept);
+    ``token_acceptance`` is accepted / checked, where a step checks its drafts up to and
+    including the first rejected one (the tokens after it are never examined): the estimate of
+    the per-token acceptance probability alpha of the i.i.d. model, the quantity the paper's 0.976
+    and :func:`golden.perf.expected_tokens_per_step` use. ``draft_passes`` counts single-token passes of the draft model; ``verify_passes`` counts
     verify passes (each over up to gamma + 1 tokens, ``verify_tokens`` in all); ``prefill_tokens``
     the prompt tokens fed before the first step. ``accepted_per_step[i]`` is how many draft
     tokens step ``i`` accepted.
@@ -108,6 +112,7 @@ class SpeqStats:
     generated: int = 0
     drafted: int = 0
     accepted: int = 0
+    rejected: int = 0
     draft_passes: int = 0
     verify_passes: int = 0
     verify_tokens: int = 0
@@ -120,6 +125,12 @@ class SpeqStats:
         return self.accepted / self.drafted if self.drafted else float("nan")
 
     @property
+    def token_acceptance(self) -> float:
+        """Accepted / (accepted + rejected) draft tokens (NaN when none was checked)."""
+        checked = self.accepted + self.rejected
+        return self.accepted / checked if checked else float("nan")
+
+    @property
     def tokens_per_step(self) -> float:
         """Generated tokens per verify pass (1 + accepted drafts per step, on average)."""
         return self.generated / self.verify_passes if self.verify_passes else float("nan")
@@ -130,14 +141,16 @@ class SpeqStats:
             raise ValueError("can only merge statistics of the same gamma and verification")
         return SpeqStats(self.gamma, self.verify,
                          *(getattr(self, f) + getattr(other, f) for f in
-                           ("generated", "drafted", "accepted", "draft_passes", "verify_passes",
+                           ("generated", "drafted", "accepted", "rejected", "draft_passes",
+                            "verify_passes",
                             "verify_tokens", "prefill_tokens")),
                          accepted_per_step=self.accepted_per_step + other.accepted_per_step)
 
     def as_dict(self) -> dict:
         return {"gamma": self.gamma, "verify": self.verify, "generated": self.generated,
-                "drafted": self.drafted, "accepted": self.accepted,
-                "acceptance_rate": self.acceptance_rate, "tokens_per_step": self.tokens_per_step,
+                "drafted": self.drafted, "accepted": self.accepted, "rejected": self.rejected,
+                "acceptance_rate": self.acceptance_rate,
+                "token_acceptance": self.token_acceptance, "tokens_per_step": self.tokens_per_step,
                 "draft_passes": self.draft_passes, "verify_passes": self.verify_passes,
                 "verify_tokens": self.verify_tokens, "prefill_tokens": self.prefill_tokens}
 
@@ -260,6 +273,7 @@ def generate(model: MoeLM, prompt: bytes, max_new_tokens: int, gamma: int = 3,
         cache.truncate(base + 1 + n_acc)
         stats.drafted += g
         stats.accepted += n_acc
+        stats.rejected += int(n_acc < g)
         stats.accepted_per_step.append(n_acc)
         out.extend(drafts[:n_acc])
         out.append(nxt)
@@ -312,6 +326,7 @@ def measure_acceptance(model: MoeLM, gammas=range(1, 7), *, n_prompts: int = 16,
             total = total.merge(res.stats)
         out[int(g)] = total
         if progress:
-            progress(f"gamma {g}: acceptance {total.acceptance_rate:.3f}, "
+            progress(f"gamma {g}: token acceptance {total.token_acceptance:.3f}, kept "
+                     f"{total.acceptance_rate:.3f} of the drafts, "
                      f"{total.tokens_per_step:.2f} tokens/step")
     return out

@@ -91,7 +91,10 @@ def test_statistics_add_up(small):
     assert s.generated == s.accepted + s.verify_passes
     assert sum(s.accepted_per_step) == s.accepted and len(s.accepted_per_step) == s.verify_passes
     assert s.tokens_per_step == pytest.approx(33 / s.verify_passes)
-    assert 0.0 <= s.acceptance_rate <= 1.0
+    assert 0.0 <= s.acceptance_rate <= s.token_acceptance <= 1.0
+    assert s.rejected <= s.verify_passes and s.accepted + s.rejected <= s.drafted
+    # every step that accepted fewer than gamma drafts and was not shortened at the end rejected
+    assert s.rejected >= sum(1 for n in s.accepted_per_step[:-2] if n < s.gamma)
     assert s.prefill_tokens == len(PROMPTS[2]) - 1
 
 

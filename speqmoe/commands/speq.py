@@ -74,8 +74,9 @@ def run(args) -> int:
         print(f"gamma {s.gamma}, {s.verify} verification{', hardware arithmetic' if args.hw_arith else ''}: "
               f"{s.generated} bytes in {s.verify_passes} verify passes and {s.draft_passes} draft "
               f"passes ({seconds:.2f} s)")
-        print(f"acceptance rate {s.acceptance_rate:.3f} ({s.accepted}/{s.drafted} draft tokens), "
-              f"{s.tokens_per_step:.2f} tokens per verify step")
+        print(f"acceptance rate {s.token_acceptance:.3f} per checked draft token "
+              f"({s.accepted}/{s.accepted + s.rejected}); {s.acceptance_rate:.3f} of all "
+              f"{s.drafted} drafted tokens kept; {s.tokens_per_step:.2f} tokens per verify step")
         if same is not None:
             print(f"identical to plain greedy decoding: {'yes' if same else 'NO'}")
     if shape is not None:
