@@ -88,6 +88,8 @@ from collections import OrderedDict, deque
 from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
+import numpy as np
+
 INVALID, FILLING, VALID = "invalid", "filling", "valid"
 POLICIES = ("lru", "fifo", "lfu")
 KINDS = ("demand", "prefetch")
@@ -323,7 +325,8 @@ class ExpertCacheModel:
 
     # -- internals ----------------------------------------------------------
     def _check_slot(self, slot) -> int:
-        if not isinstance(slot, (int,)) or isinstance(slot, bool) or not 0 <= slot < self._slots:
+        if not isinstance(slot, (int, np.integer)) or isinstance(slot, bool) \
+                or not 0 <= slot < self._slots:
             raise ValueError(f"slot must be an integer in 0..{self._slots - 1}, not {slot!r}")
         return int(slot)
 
@@ -331,9 +334,11 @@ class ExpertCacheModel:
         try:
             layer_i, expert_i = int(layer), int(expert)
         except (TypeError, ValueError):
-            raise ValueError(f"layer and expert must be integers, not {layer!r}, {expert!r}") from None
+            raise ValueError(f"layer and expert must be integers, "
+                             f"not {layer!r}, {expert!r}") from None
         if layer_i != layer or expert_i != expert or layer_i < 0 or expert_i < 0:
-            raise ValueError(f"layer and expert must be non-negative integers, not {layer!r}, {expert!r}")
+            raise ValueError(f"layer and expert must be non-negative integers, "
+                             f"not {layer!r}, {expert!r}")
         if self._n_layers is not None and layer_i >= self._n_layers:
             raise ValueError(f"layer {layer_i} out of range 0..{self._n_layers - 1}")
         if self._n_experts is not None and expert_i >= self._n_experts:
@@ -386,7 +391,8 @@ class ExpertCacheModel:
             self.counters.errors += 1
             self._n_invalid += 1
             del self._where[s.tag]
-            s.state, s.tag, s.pins, s.use_count, s.prefetched, s.fail = INVALID, None, 0, 0, False, False
+            s.state, s.tag, s.pins, s.use_count = INVALID, None, 0, 0
+            s.prefetched = s.fail = False
             return False
         s.state = VALID
         return True

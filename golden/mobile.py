@@ -288,7 +288,8 @@ def heldout_windows(data: bytes, window: int, count: int) -> list[np.ndarray]:
         raise ValueError(f"need window >= 2 and count >= 1, not {window}, {count}")
     toks = np.frombuffer(data, dtype=np.uint8).astype(np.int64)
     if len(toks) < window:
-        raise ValueError(f"held-out text of {len(toks)} bytes is shorter than one window ({window})")
+        raise ValueError(f"held-out text of {len(toks)} bytes is shorter than one window "
+                         f"({window})")
     starts = np.linspace(0, len(toks) - window, count).astype(int)
     return [toks[s:s + window] for s in starts]
 

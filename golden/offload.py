@@ -40,7 +40,7 @@ from golden.expert_cache import ExpertCacheModel
 from golden.mobile import LayerStep, PassStep, TokenStep, build_trace, little_k_for
 from golden.trace import Trace
 
-PCIE4_X16_BYTES_PER_S = 25e9       # measured effective PCIe 4.0 x16 with pinned memory (MODEL_SHAPES.md)
+PCIE4_X16_BYTES_PER_S = 25e9       # PCIe 4.0 x16 effective, pinned memory (MODEL_SHAPES.md)
 GPU_BYTES_PER_S = 1008e9           # assumed compute device: RTX 4090-class GDDR6X, 1008 GB/s
 METHODS = ("lru_big", "little", "mobile", "mobile_prefetch")
 METHOD_LABELS = {"lru_big": "big only, on-demand LRU (baseline)", "little": "little only",
@@ -124,7 +124,8 @@ class _Fill:
 def simulate(trace: Trace, cfg: OffloadConfig) -> OffloadResult:
     """Time ``trace`` under ``cfg`` (see the module docstring)."""
     cache = ExpertCacheModel(cfg.slots, cfg.policy, queue_depth=cfg.queue_depth,
-                             expert_bytes=int(cfg.expert_bytes), n_layers=trace.n_layers, n_experts=trace.n_experts, lockstep=False)
+                             expert_bytes=int(cfg.expert_bytes), n_layers=trace.n_layers,
+                             n_experts=trace.n_experts, lockstep=False)
     xfer = cfg.transfer_s
     now = 0.0
     cursor = 0.0              # prefetch progress is accounted up to this time
@@ -380,8 +381,8 @@ class ShapeStudy:
     methods: dict[str, dict] = field(default_factory=dict)
 
 
-def study_shape(shape: MoeShape, *, tokens: int = 64, routing: SyntheticRouting = SyntheticRouting(),
-                cache_fraction: float = 0.25, **kw) -> ShapeStudy:
+def study_shape(shape: MoeShape, *, tokens: int = 64,
+                routing: SyntheticRouting = SyntheticRouting(), cache_fraction: float = 0.25, **kw) -> ShapeStudy:
     """Compare the four methods on a SYNTHETIC routing trace of a published shape."""
     little_k = little_k_for(shape.top_k)
     ranks = routing.rankings(shape.moe_layers, shape.n_experts, shape.top_k, tokens)
@@ -525,7 +526,8 @@ def report_lines(tiny: TinyStudy, shapes: dict[str, ShapeStudy], *,
     out.append(f"  little only: top-1 agreement {ev.little.top1_agreement:.3f}, "
                f"NLL delta {ev.little.nll_delta:+.4f} nats/byte")
     out.append(f"  offloading (routing measured; link and device assumed): {c.slots} slots of "
-               f"{c.expert_bytes} B experts, policy {c.policy}, link {c.link_bytes_per_s / 1e9:g} GB/s, "
+               f"{c.expert_bytes} B experts, policy {c.policy}, "
+               f"link {c.link_bytes_per_s / 1e9:g} GB/s, "
                f"device {c.device_bytes_per_s / 1e9:g} GB/s, queue {c.queue_depth}")
     out += format_methods(tiny.methods, "us")
     if shapes:

@@ -210,7 +210,8 @@ def parse_trace(text: str, *, name: str = "<trace>") -> Trace:
             bad(lineno, f"expert {values['expert']} out of range 0..{n_experts - 1}")
         if op == "D":
             if values["id"] <= last_id:
-                bad(lineno, f"demand id {values['id']} is not greater than the previous id {last_id}")
+                bad(lineno, f"demand id {values['id']} is not greater than the previous id "
+                            f"{last_id}")
             last_id = values["id"]
             open_ids.add(last_id)
         elif op == "R":

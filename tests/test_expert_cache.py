@@ -437,3 +437,13 @@ def test_prefetch_drop_reasons_are_checked_in_stated_order():
     c2 = ExpertCacheModel(1, queue_depth=1)
     demand(c2, 0, 0)
     assert prefetch(c2, 0, 2).reason == "no_slot"
+
+
+def test_numpy_integers_are_accepted_for_tags_and_slots():
+    import numpy as np
+    c = ExpertCacheModel(2)
+    r = demand(c, np.int64(1), np.int32(3))
+    c.release(np.int64(r.slot))
+    assert c.lookup(1, 3) == r.slot and c.counters.releases == 1
+    with pytest.raises(ValueError):
+        demand(c, 1.5, 0)

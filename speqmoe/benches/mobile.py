@@ -1,13 +1,13 @@
 """Bench section ``mobile``: MoBiLE vs on-demand LRU expert offloading (issue 5).
 
 Measured: the tiny LM's routing, fallback rate and accuracy proxies on held-out text (4 windows
-of 128 bytes of the ``golden.text`` held-out split), at the default tau. Assumed: the link
+of 128 bytes of the ``golden.text`` held-out split), at the default tau (0.5). Assumed: the link
 (PCIe 4.0 x16, 25 GB/s), the device (1008 GB/s memory-bound compute), the cache (a quarter of
 all routed experts, the same for every method). ``mobile_speedup_<shape>`` use SYNTHETIC routing
 traces of the published shapes (``golden.offload.SyntheticRouting``) with the tiny LM's measured
 fallback rate (an assumed 0.2 while only random weights exist). ``mobile_trained_model`` is 1
-when the trained tiny LM was used, 0 when it was missing and random weights stood in. The tiny LM's MoBiLE + prefetch request trace is written to
-``<out>/mobile.trace`` for the RTL testbench.
+when the trained tiny LM was used, 0 when it was missing and random weights stood in. The tiny
+LM's MoBiLE + prefetch request trace is written to ``<out>/mobile.trace`` for the RTL testbench.
 """
 
 from __future__ import annotations

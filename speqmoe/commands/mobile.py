@@ -20,7 +20,7 @@ def add_parser(sub):
     p = sub.add_parser("mobile", help="MoBiLE accuracy and offloading speedup vs on-demand LRU",
                        description=__doc__)
     p.add_argument("--tau", type=float, default=None,
-                   help="confidence threshold of the fallback (default: golden.offload.DEFAULT_TAU)")
+                   help="confidence threshold of the fallback (default 0.5)")
     p.add_argument("--taus", default=None, help="comma-separated tau sweep")
     p.add_argument("--windows", type=int, default=4, help="held-out windows (default 4)")
     p.add_argument("--window", type=int, default=128, help="bytes per window (default 128)")
@@ -109,7 +109,8 @@ def run(args) -> int:
                             f"{', '.join(offload.SHAPES)}")
     for name in ("windows", "window", "tokens", "queue_depth"):
         if getattr(args, name) < (0 if name == "queue_depth" else 1):
-            raise UserError(f"--{name.replace('_', '-')} must be positive, not {getattr(args, name)}")
+            raise UserError(f"--{name.replace('_', '-')} must be positive, "
+                            f"not {getattr(args, name)}")
     from golden.expert_cache import POLICIES
     from golden.mobile import little_k_for
 

@@ -87,7 +87,8 @@ def run(ctx) -> DemoSection:
            "|---|---|---|---|"]
     base_time = m["lru_big"]["time_s"]
     for depth in (1, 2, 4, 8):
-        r = offload.simulate(tiny.traces["mobile_prefetch"], replace(tiny.config, queue_depth=depth))
+        r = offload.simulate(tiny.traces["mobile_prefetch"],
+                             replace(tiny.config, queue_depth=depth))
         md.append(f"| {depth}{' (default)' if depth == tiny.config.queue_depth else ''} | "
                   f"{base_time / r.time_s:.2f}x | {r.hit_rate:.3f} | "
                   f"{r.prefetches_useful} / {r.prefetches_issued} |")
