@@ -359,3 +359,15 @@ def evaluate(model, windows: list[np.ndarray], taus, config: MobileConfig = Mobi
         sweep.append(SweepPoint(float(tau), p["top1_agreement"], p["nll_delta"], fb, steps))
         say(f"tau={tau:g}: agreement {p['top1_agreement']:.3f}, fallback {fb:.3f}")
     return Evaluation(config, big_steps, little, sweep, n, dec.top_k, dec.little_k)
+
+
+def next_layer_accuracy(steps: list[TokenStep]) -> float:
+    """Share of next-layer-gating predictions that the next layer of the same pass really
+    computed (``nan`` when nothing was predicted)."""
+    right = total = 0
+    for s in steps:
+        for p in s.passes:
+            for a, b in zip(p.layers, p.layers[1:]):
+                total += len(a.next_prefetch)
+                right += len(set(a.next_prefetch) & set(b.experts))
+    return right / total if total else float("nan")

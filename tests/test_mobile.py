@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from golden.mobile import (MobileConfig, MobileDecoder, build_trace, compare, evaluate,
-                           heldout_windows, little_k_for, nll)
+                           heldout_windows, little_k_for, next_layer_accuracy, nll)
 from golden.model import ModelConfig, MoeLM, top_k_route
 from golden.trace import parse_trace, format_trace
 from speqmoe.cli import main
@@ -137,6 +137,8 @@ def test_next_layer_gating_predicts_without_changing_output(model, tokens):
             for ls in p.layers:
                 want = 0 if ls.layer == SMALL.n_layers - 1 else (4 if p.kind == "big" else 2)
                 assert len(ls.next_prefetch) == want
+    assert 0.0 <= next_layer_accuracy(nl.steps) <= 1.0
+    assert np.isnan(next_layer_accuracy(plain.steps))
 
 
 def test_trace_holds_demands_prefetches_and_releases_per_layer(model, tokens):

@@ -144,6 +144,11 @@ def run(args) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     print("\n".join(offload.report_lines(tiny, shapes, fallback_measured=measured)))
+    if args.next_layer:
+        from golden.mobile import next_layer_accuracy
+
+        acc = next_layer_accuracy(tiny.evaluation.point(tau).steps)
+        print(f"next-layer gating: {acc:.3f} of the predicted experts were used by the next layer")
     if args.trace_out is not None:
         write_trace(args.trace_out, tiny.traces["mobile_prefetch"])
         print(f"wrote {args.trace_out}")
