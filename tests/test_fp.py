@@ -4,7 +4,8 @@ The golden functions are checked against references built from ``fractions.Fract
 (exact sums, exact products, explicit round-to-nearest-even), which share no code with
 numpy's float arithmetic. The Amaranth components are then simulated and compared with
 the golden functions bit for bit (all NaNs equal) on every pair of edge cases and on
-random vectors biased towards close exponents, cancellation, subnormals and ties.
+random vectors biased towards close exponents, cancellation, subnormals and ties (the
+edge lists and generators are shared with the cocotb testbench, ``sim/tb_fp.py``).
 """
 
 from __future__ import annotations
@@ -19,44 +20,12 @@ from amaranth.sim import Simulator
 
 from golden import fp
 from hw.fp import Fp16Multiplier, Fp32Adder, Fp32ToFp16
-
-FP16_EDGES = [
-    0x0000, 0x8000,  # +-0
-    0x0001, 0x8001, 0x0002, 0x0155, 0x0200,  # subnormals, smallest first
-    0x03FF, 0x83FF,  # largest subnormal
-    0x0400, 0x8400, 0x0401,  # smallest normals
-    0x1400, 0x2E66, 0x3555, 0x3BFF, 0x3C00, 0xBC00, 0x3C01, 0x4000, 0x5640,
-    0x7BFF, 0xFBFF,  # largest normal
-    0x7C00, 0xFC00,  # +-inf
-    0x7E00, 0xFE00, 0x7C01, 0x7D55, 0xFFFF,  # NaNs, quiet and signalling payloads
-]
-
-FP32_EDGES = [
-    0x00000000, 0x80000000,  # +-0
-    0x00000001, 0x80000001, 0x00000003, 0x00400000,  # subnormals
-    0x007FFFFF, 0x807FFFFF,  # largest subnormal
-    0x00800000, 0x80800000, 0x00800001, 0x01000000, 0x0C800000,  # smallest normals
-    0x33800000, 0x33800001, 0x33FFFFFF, 0x34000000,  # around half an ulp of 1.0 (ties)
-    0x3DCCCCCD, 0x3EAAAAAB, 0xBEAAAAAB, 0x3F7FFFFF,
-    0x3F800000, 0xBF800000, 0x3F800001, 0xBF800001,  # 1.0 and neighbours
-    0x3FFFFFFF, 0x40000000, 0x4B7FFFFF, 0x4B800000, 0xCB800000, 0x4CBEBC20,
-    0x7E800000, 0x7F000000, 0x7F7FFFFE,
-    0x7F7FFFFF, 0xFF7FFFFF,  # largest normal (overflow on addition)
-    0x7F800000, 0xFF800000,  # +-inf
-    0x7FC00000, 0xFFC00000, 0x7F800001, 0x7FA00000, 0x7FFFFFFF,  # NaNs
-]
-
-# binary32 values around the binary16 range: boundaries, ties, overflow.
-FP32_TO_FP16_EDGES = FP32_EDGES + [
-    0x477FE000, 0x477FEFFF, 0x477FF000, 0x477FF001, 0x47800000, 0xC77FF000,  # 65504 .. inf
-    0x38800000, 0x387FC000, 0x387FE000, 0x387FF000, 0x387FFFFF,  # min normal / max subnormal
-    0x33800000, 0x33000000, 0x33000001, 0x337FFFFF, 0x33C00000, 0x32FFFFFF, 0xB3000001,
-    0x38801000, 0x3F801000, 0x3F803000, 0x3F801001, 0x3F800FFF, 0x35400000, 0x35A00000,
-]
-
+from sim.tb_fp import (FP16_EDGES, FP32_EDGES, FP32_TO_FP16_EDGES, cross, random_fp16_pairs,
+                       random_fp32_for_fp16, random_fp32_pairs)
 
 # --------------------------------------------------------------------------------------
 # Exact references
+
 
 def _value(bits: int, ebits: int, mbits: int) -> Fraction | float:
     """Exact value of an IEEE pattern (``Fraction``), or a float for inf / NaN."""
@@ -117,56 +86,6 @@ def ref_mul(a: int, b: int) -> int:
             return fp.NAN32
         return 0xFF800000 if p < 0 else 0x7F800000
     return _round(va * vb, 8, 23, negative_zero=bool((a ^ b) >> 15))
-
-
-# --------------------------------------------------------------------------------------
-# Random vectors, biased towards the interesting cases
-
-def random_fp32(rng: np.random.Generator, n: int) -> np.ndarray:
-    """binary32 patterns: uniform bits, tiny/huge exponents, mid range; many trailing zeros."""
-    kind = rng.integers(0, 4, n)
-    exp = np.select(
-        [kind == 0, kind == 1, kind == 2],
-        [rng.integers(0, 256, n), rng.integers(0, 3, n), rng.integers(250, 256, n)],
-        rng.integers(100, 150, n),
-    )
-    man = rng.integers(0, 1 << 23, n)
-    tz = rng.integers(0, 24, n)
-    man = np.where(rng.random(n) < 0.4, man >> tz << tz, man)
-    return (rng.integers(0, 2, n) << 31 | exp << 23 | man).astype(np.uint32)
-
-
-def random_fp32_pairs(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Operand pairs for the adder: independent, close exponents, near-cancellation, products."""
-    a = random_fp32(rng, n).astype(np.int64)
-    b = random_fp32(rng, n).astype(np.int64)
-    mode = rng.integers(0, 4, n)
-    a_exp = a >> 23 & 0xFF
-    far = rng.integers(22, 28, n) * rng.choice([-1, 1], n)
-    delta = np.where(rng.random(n) < 0.6, rng.integers(-3, 4, n), far)
-    close = (b & ~(0xFF << 23)) | (np.clip(a_exp + delta, 0, 254) << 23)
-    step = np.where(rng.random(n) < 0.5, 1, 1 << rng.integers(0, 23, n))
-    cancel = (a ^ (1 << 31)) + rng.integers(-3, 4, n) * step
-    p = rng.integers(0, 1 << 16, (4, n)).astype(np.uint16)
-    prods = fp.fp16_mul(p[0], p[1]).astype(np.int64), fp.fp16_mul(p[2], p[3]).astype(np.int64)
-    b = np.select([mode == 1, mode == 2], [close, cancel], b) & 0xFFFFFFFF
-    a = np.where(mode == 3, prods[0], a)
-    b = np.where(mode == 3, prods[1], b)
-    return a.astype(np.uint32), b.astype(np.uint32)
-
-
-def random_fp32_for_fp16(rng: np.random.Generator, n: int) -> np.ndarray:
-    """binary32 patterns mostly in and around the binary16 range, many exact ties."""
-    x = random_fp32(rng, n).astype(np.int64)
-    exp = rng.integers(95, 145, n)
-    low = np.select([rng.random(n) < 0.3, rng.random(n) < 0.5], [0x1000, 0], rng.integers(0, 1 << 13, n))
-    near = rng.integers(0, 2, n) << 31 | exp << 23 | rng.integers(0, 1 << 10, n) << 13 | low
-    return np.where(rng.random(n) < 0.75, near, x).astype(np.uint32)
-
-
-def cross(values) -> tuple[np.ndarray, np.ndarray]:
-    v = np.asarray(values, dtype=np.int64)
-    return np.repeat(v, len(v)), np.tile(v, len(v))
 
 
 def _mismatches(name, inputs, got, want) -> str:
@@ -318,11 +237,8 @@ def simulate(dut, inputs: dict[str, np.ndarray], output: str) -> np.ndarray:
 
 def test_fp16_multiplier_rtl_edge_cross_and_random(rng):
     ea, eb = cross(FP16_EDGES)
-    sub = rng.integers(0, 0x400, (2, 1500)) | (rng.integers(0, 2, (2, 1500)) << 15)  # subnormals
-    mixed = rng.integers(0, 1 << 16, (2, 4000))
-    mixed[0, :1000] = sub[0, :1000] | rng.integers(0, 2, 1000) << 10
-    a = np.concatenate([ea, sub[0], mixed[0]]).astype(np.uint16)
-    b = np.concatenate([eb, sub[1], mixed[1]]).astype(np.uint16)
+    ra, rb = random_fp16_pairs(rng, 6000)
+    a, b = np.concatenate([ea, ra]).astype(np.uint16), np.concatenate([eb, rb]).astype(np.uint16)
     got = simulate(Fp16Multiplier(), {"a": a, "b": b}, "p")
     assert_fp_equal("Fp16Multiplier", (a, b), got, fp.fp16_mul(a, b))
 
