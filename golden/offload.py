@@ -461,7 +461,8 @@ def study_tiny(model, source: str, *, windows: int = 4, window: int = 128, taus=
     slots = max(mc.top_k, int(round(cache_fraction * mc.n_layers * mc.n_experts)))
     cfg = tiny_config(mc, slots, **kw)
     meta = dict(source=source.replace("\n", " "), top_k=mc.top_k, little_k=ev.little_k,
-                cache_slots=cfg.slots, policy=cfg.policy, queue_depth=cfg.queue_depth)
+                cache_slots=cfg.slots, policy=cfg.policy, queue_depth=cfg.queue_depth,
+                expert_bytes=cfg.expert_bytes)
     sweep = []
     chosen = None
     for p in ev.sweep:

@@ -68,6 +68,7 @@ def _replay(args) -> int:
         if args.slots is None:
             args.slots = int(trace.meta.get("cache_slots", 16))
         cache = ExpertCacheModel(args.slots, args.policy, queue_depth=args.queue_depth,
+                                 expert_bytes=int(trace.meta.get("expert_bytes", 1)),
                                  n_layers=trace.n_layers, n_experts=trace.n_experts)
         replay(trace, cache)
     except ValueError as exc:
