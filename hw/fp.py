@@ -171,11 +171,10 @@ class Fp32Adder(wiring.Component):
             e, f = x[23:31], x[0:23]
             sig = _wire(m, f"sig_{n}", Cat(f, e.any()))
             exp = _wire(m, f"exp_{n}", e | ~e.any())
-            limit = _wire(m, f"limit_{n}", Cat(*(exp == 25 - i for i in range(25))))
-            return sig, exp, limit, e.all() & ~f.any(), e.all() & f.any()
+            return sig, exp, e.all() & ~f.any(), e.all() & f.any()
 
-        sig_a, exp_a, limit_a, inf_a, nan_a = unpack(a, "a")
-        sig_b, exp_b, limit_b, inf_b, nan_b = unpack(b, "b")
+        sig_a, exp_a, inf_a, nan_a = unpack(a, "a")
+        sig_b, exp_b, inf_b, nan_b = unpack(b, "b")
         sub = _wire(m, "sub", a[31] ^ b[31])
         exp_swap = _wire(m, "exp_swap", b[23:31] > a[23:31])
         d = _wire(m, "d", Mux(exp_swap, exp_b - exp_a, exp_a - exp_b)[0:8])
@@ -187,7 +186,7 @@ class Fp32Adder(wiring.Component):
         near_s = Mux(swap, sig_a, sig_b)
         near_l2 = Cat(Const(0, 1), near_l)
         diff = _wire(m, "diff", (near_l2 - Mux(d[0], near_s, Cat(Const(0, 1), near_s)))[0:25])
-        limit = _wire(m, "limit", Mux(exp_swap, limit_b, limit_a))
+        limit = _wire(m, "limit", Cat(*(exp_l == 25 - i for i in range(25))))
         near_shift = leading_zeros(m, diff | limit, "near_lz")
         near_norm = _wire(m, "near_norm", (diff << near_shift)[0:25])
         near_exact = Cat(near_norm[1:24], Mux(near_norm[24], exp_l - near_shift, 0)[0:8])
