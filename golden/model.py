@@ -29,6 +29,7 @@ The shipped model (``golden/data/tiny_moe.npz``) is trained by ``speqmoe train``
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -400,6 +401,47 @@ class MoeLM:
         if count == 0:
             raise ValueError("need at least two bytes to measure bits per byte")
         return total / count / np.log(2.0)
+
+
+def _openblas_thread_functions():
+    """numpy's bundled OpenBLAS ``(get, set)`` thread-count functions, or ``None``."""
+    import ctypes
+
+    libs = Path(np.__file__).resolve().parent.parent / "numpy.libs"
+    for lib in sorted(libs.glob("*openblas*")) if libs.is_dir() else []:
+        try:
+            handle = ctypes.CDLL(str(lib))
+        except OSError:
+            continue
+        for suffix in ("scipy_openblas_{}_num_threads64_", "openblas_{}_num_threads64_",
+                       "openblas_{}_num_threads"):
+            try:
+                return getattr(handle, suffix.format("get")), getattr(handle, suffix.format("set"))
+            except AttributeError:
+                continue
+    return None
+
+
+@contextlib.contextmanager
+def blas_threads(n: int = 1):
+    """Run the block with numpy's OpenBLAS limited to ``n`` threads (restored afterwards).
+
+    The model's matmuls are small; on a shared, loaded 2-core machine OpenBLAS's second thread
+    made them up to 40x slower. With numpy 2.4's OpenBLAS the logits were bit-identical with 1
+    and 2 threads (checked by a test), but compare bit-exact runs under the same setting.
+    Does nothing when numpy's BLAS is not a bundled OpenBLAS.
+    """
+    funcs = _openblas_thread_functions()
+    if funcs is None:
+        yield
+        return
+    get, set_ = funcs
+    before = int(get())
+    set_(int(n))
+    try:
+        yield
+    finally:
+        set_(before)
 
 
 def load_default() -> MoeLM:

@@ -12,6 +12,12 @@ SMALL = ModelConfig(d_model=32, n_layers=2, n_heads=2, n_experts=4, top_k=2, d_e
                     max_seq=64)
 
 
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    with gm.blas_threads(1):
+        yield
+
+
 @pytest.fixture
 def small(seed) -> MoeLM:
     return MoeLM.init_random(SMALL, seed)
@@ -211,3 +217,18 @@ def test_trainer_writes_a_model_whose_numpy_score_matches_the_recorded_one(tmp_p
     again = train(tmp_path / "u.npz", config=cfg, steps=3, batch=2, minutes=5, seed=3,
                   progress=lambda s: None)
     assert all(np.array_equal(model.params[n], again.params[n]) for n in model.params)
+
+
+def test_blas_thread_limit_is_restored_and_leaves_logits_bit_identical(small, rng):
+    tokens = rng.integers(0, 256, size=30)
+    funcs = gm._openblas_thread_functions()
+    before = funcs[0]() if funcs else None
+    with gm.blas_threads(2):
+        ref = small.forward(tokens, small.new_cache())
+    with gm.blas_threads(1):
+        if funcs:
+            assert funcs[0]() == 1
+        one = small.forward(tokens, small.new_cache())
+    if funcs:
+        assert funcs[0]() == before
+    assert np.array_equal(ref.view(np.uint32), one.view(np.uint32))

@@ -24,6 +24,12 @@ def chi_square(counts: np.ndarray, probs: np.ndarray) -> float:
     return float(((counts - expected) ** 2 / expected).sum())
 
 
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    with gm.blas_threads(1):
+        yield
+
+
 @pytest.fixture
 def small(seed) -> MoeLM:
     return MoeLM.init_random(SMALL, seed)
