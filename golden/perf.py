@@ -4,12 +4,15 @@ An accelerator (DESIGN §5) is ``pes`` processing elements of 4 MAC lanes at ``c
 consuming one 16-bit weight word per cycle, fed by a memory of ``mem_bw`` bytes/s. A *pass* runs
 ``T`` tokens through every weight matrix once; its time is the larger of
 
-- compute: for each ``(N, K)`` matrix, verify/FP16 mode maps one output row per PE (4 lanes = up
-  to 4 tokens), ``ceil(N / pes) * K * ceil(T / 4)`` cycles; draft mode maps 4 rows per PE (one
-  nibble each), ``ceil(N / (4 pes)) * K`` cycles for one token; the baselines' PEs take one
-  16-bit word of 2 (8-bit) or 4 (4-bit) weights per cycle. Attention (``q.k`` and ``a.v`` over
-  the context) adds ``2 * T * context * d_model`` MACs per layer at ``4 * pes`` MACs per cycle;
-- memory: weight bytes of the pass + KV-cache bytes (read the whole context once per pass,
+- compute: for each ``(N, K)`` matrix, the PE array golden model's cycle count
+  (:func:`golden.pe_array.cycles`, the figure the RTL is checked against): verify/FP16 mode maps
+  one output row per PE (4 lanes = up to 4 tokens; ``ceil(T / 4)`` passes for ``T`` tokens),
+  draft mode 4 rows per PE (one nibble each) for one token, about ``tiles * K`` cycles plus
+  pipeline and drain; the baselines' PEs take one 16-bit word of 2 (8-bit) or 4 (4-bit)
+  weights per cycle. Attention (``q.k`` and ``a.v`` over the context) adds
+  ``2 * T * context * d_model`` MACs per layer at ``4 * pes`` MACs per cycle;
+- memory: weight bytes of the pass (:func:`golden.pe_array.weight_bytes`: the draft plane, plus
+  the packed 12-bit residual plane in verify mode) + KV-cache bytes (read the whole context once per pass,
   write ``T`` new entries; FP16 keys and values in every scheme).
 
 Weights are streamed from memory on every pass (nothing stays on chip between passes), and passes
@@ -49,19 +52,26 @@ class Accelerator:
     roughly balanced: the array consumes 512 GB/s of weight words at full rate.
     """
 
-    pes: int = 256
-    macs_per_pe: int = 4
+    rows: int = 16
+    cols: int = 16
     clock_hz: float = 1.0e9
     mem_bw: float = 410e9
+    macs_per_pe: int = 4
 
     def __post_init__(self):
-        if not (isinstance(self.pes, int) and self.pes >= 1):
-            raise ValueError(f"pes must be a positive integer, not {self.pes!r}")
+        for name in ("rows", "cols"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, not {v!r}")
         if self.macs_per_pe != 4:
             raise ValueError("the reconfigurable PE has 4 MAC lanes (DESIGN §5); "
                              f"macs_per_pe={self.macs_per_pe!r} is not supported")
         if not self.clock_hz > 0 or not self.mem_bw > 0:
             raise ValueError("clock_hz and mem_bw must be positive")
+
+    @property
+    def pes(self) -> int:
+        return self.rows * self.cols
 
 
 @dataclass(frozen=True)
@@ -167,34 +177,58 @@ def expected_tokens_per_step(alpha: float, gamma: int) -> float:
     return (1.0 - alpha ** (gamma + 1)) / (1.0 - alpha)
 
 
-def _bytes_per_weight(scheme: str) -> float:
-    return {"fp16": 2.0, "verify": 2.0, "draft": 0.5,
-            "w8": 1.0 + 2.0 / 4096, "w4": 0.5 + 2.0 / 128}[scheme]
+def layer_cycles(mode: str, n: int, k: int, acc: Accelerator) -> int:
+    """Cycles of one pass of the array over an ``(n, k)`` matrix (one group of <= 4 tokens).
+
+    ``draft`` and ``verify``/``fp16`` are :func:`golden.pe_array.cycles` (the PE array's golden
+    timing, which the RTL is checked against); the baselines use the same formula with 2 (w8)
+    or 4 (w4) weights per 16-bit word, i.e. ``ceil(N / 2)`` or ``ceil(N / 4)`` row groups.
+    """
+    from golden import pe_array
+
+    if mode in ("draft", "verify", "fp16"):
+        return pe_array.cycles("verify" if mode == "fp16" else mode, n, k, acc.rows, acc.cols)
+    per_word = {"w8": 2, "w4": 4}[mode]
+    tiles = -(-(-(-n // per_word)) // acc.pes)
+    return k + pe_array.PIPELINE_LATENCY - 1 + (tiles - 1) * max(k, acc.pes) + acc.pes
+
+
+def layer_weight_bytes(mode: str, n: int, k: int) -> float:
+    """Weight bytes one pass reads: :func:`golden.pe_array.weight_bytes` for the draft plane
+    and for draft + packed residual planes (verify and fp16: 2 bytes per weight); 1 byte + an
+    FP16 scale per row (w8) or 0.5 byte + an FP16 scale per 128 weights (w4) for the baselines."""
+    from golden import pe_array
+
+    if mode in ("draft", "verify", "fp16"):
+        return float(pe_array.weight_bytes("verify" if mode == "fp16" else mode, n, k))
+    if mode == "w8":
+        return n * k + 2.0 * n
+    return n * k / 2 + 2.0 * math.ceil(n * k / 128)
 
 
 def pass_time(shape: ModelShape, acc: Accelerator, mode: str, tokens: int,
               context: int) -> dict:
     """Time of one pass of ``tokens`` tokens in ``mode`` (``fp16``, ``w8``, ``w4``, ``draft``,
     ``verify``) with ``context`` tokens already in the KV cache."""
-    if mode == "draft" and tokens != 1:
-        raise ValueError("a draft pass runs one token")
-    per_word = {"fp16": 1, "verify": 1, "draft": 4, "w8": 2, "w4": 4}[mode]
-    lane_groups = math.ceil(tokens / 4) if mode in ("verify", "fp16") else tokens
+    if mode not in ("fp16", "w8", "w4", "draft", "verify"):
+        raise ValueError(f"unknown pass mode {mode!r}")
+    if tokens < 1 or (mode != "verify" and tokens != 1):
+        raise ValueError(f"a {mode} pass runs {'1 to any' if mode == 'verify' else 'one'} "
+                         f"token(s), not {tokens}")
+    groups = math.ceil(tokens / 4)          # verify: 4 lanes = 4 tokens per weight pass
     cycles = 0.0
-    weights = 0.0
+    weight_bytes = 0.0
     mats = [(m, 1.0) for m in shape.attn_matrices() + shape.router_matrices()]
     mats += [(m, shape.experts_read(tokens)) for m in shape.expert_matrices()]
     for (n, k), count in mats:
-        cycles += count * math.ceil(n / (per_word * acc.pes)) * k * lane_groups
-        weights += count * n * k
+        cycles += count * layer_cycles(mode, n, k, acc) * groups
+        weight_bytes += count * layer_weight_bytes(mode, n, k)
     cycles *= shape.n_layers
-    weights *= shape.n_layers
-    n, k = shape.vocab, shape.d_model
-    cycles += math.ceil(n / (per_word * acc.pes)) * k * lane_groups
-    weights += n * k
+    weight_bytes *= shape.n_layers
+    cycles += layer_cycles(mode, shape.vocab, shape.d_model, acc) * groups
+    weight_bytes += layer_weight_bytes(mode, shape.vocab, shape.d_model)
     attn_macs = shape.n_layers * 2 * tokens * (context + tokens) * shape.d_model
     cycles += attn_macs / (acc.macs_per_pe * acc.pes)
-    weight_bytes = weights * _bytes_per_weight(mode)
     kv_bytes = shape.n_layers * 2 * shape.kv_dim * 2 * (context + tokens)
     compute_s = cycles / acc.clock_hz
     memory_s = (weight_bytes + kv_bytes) / acc.mem_bw
@@ -266,8 +300,10 @@ def compare(shape: ModelShape | str, acc: Accelerator | None = None, *, gamma: i
                           + (f": alpha={acceptance:.4f}" if acceptance is not None else
                              f": tokens/step={tokens_per_step:.3f}"),
             "tokens_per_step": how,
-            "weights": "assumed: streamed from memory every pass; w8 per-channel, w4 group-128 "
-                       "FP16 scales; draft pass reads 1/4 of the FP16 bytes",
+            "weights": "assumed: streamed from memory every pass; w8 per-row, w4 group-128 "
+                       "FP16 scales; draft pass reads the draft plane (1/4 of the FP16 bytes)",
+            "cycles": "golden.pe_array.cycles per matrix (tiles, pipeline, drain); "
+                      "passes do not overlap",
             "moe_routing": "assumed: uniform independent routing of a pass's tokens"
                            if shape.n_experts > 1 else "dense model",
         },

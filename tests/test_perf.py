@@ -66,7 +66,7 @@ def test_draft_pass_reads_a_quarter_of_the_weight_bytes_and_verify_fills_four_la
 
 def test_memory_bound_speq_speedup_is_tokens_per_step_over_step_bytes():
     # an accelerator with effectively unlimited compute: only bytes matter
-    acc = Accelerator(pes=10**9, clock_hz=1e12, mem_bw=100e9)
+    acc = Accelerator(clock_hz=1e15, mem_bw=100e9)
     for alpha, gamma in ((0.976, 3), (0.6, 2), (0.9, 6)):
         r = compare("llama-2-7b", acc, gamma=gamma, context=0, acceptance=alpha)
         want = expected_tokens_per_step(alpha, gamma) / (gamma / 4 + 1)
@@ -111,9 +111,24 @@ def test_bad_perf_inputs_are_value_errors(kwargs):
 
 
 def test_bad_accelerator_parameters_are_value_errors():
-    with pytest.raises(ValueError, match="pes"):
-        Accelerator(pes=0)
+    with pytest.raises(ValueError, match="rows"):
+        Accelerator(rows=0)
     with pytest.raises(ValueError, match="4 MAC lanes"):
         Accelerator(macs_per_pe=8)
     with pytest.raises(ValueError):
         Accelerator(mem_bw=0)
+
+
+@pytest.mark.parametrize("n,k,rows,cols", [(8, 16, 1, 2), (64, 32, 2, 2), (130, 7, 4, 4),
+                                           (256, 128, 16, 16)])
+def test_layer_cycles_and_bytes_are_the_pe_array_golden_figures(n, k, rows, cols):
+    from golden import pe_array
+
+    acc = Accelerator(rows=rows, cols=cols)
+    for mode in ("draft", "verify"):
+        assert perf.layer_cycles(mode, n, k, acc) == pe_array.cycles(mode, n, k, rows, cols)
+        assert perf.layer_weight_bytes(mode, n, k) == pe_array.weight_bytes(mode, n, k)
+    assert perf.layer_cycles("fp16", n, k, acc) == pe_array.cycles("verify", n, k, rows, cols)
+    # the baselines pack 2 or 4 weights per word: between the draft and the verify pass
+    assert (perf.layer_cycles("draft", n, k, acc) <= perf.layer_cycles("w4", n, k, acc)
+            <= perf.layer_cycles("w8", n, k, acc) <= perf.layer_cycles("verify", n, k, acc))

@@ -227,3 +227,18 @@ def test_speq_command_reports_user_errors_in_one_line(small, tmp_path, capsys, a
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("speqmoe speq: error:") and match in err and "\n" not in err
+
+
+def test_hw_arith_linear_matches_the_pe_array_golden_model_in_both_modes(small, rng):
+    from golden import pe_array
+    from golden.bsfp import encode
+
+    w = small.params["layers.1.experts.2.w_down"]           # (32, 16)
+    x = (rng.standard_normal(w.shape[1]) * 3).astype(np.float32)
+    a16 = x.astype(np.float16)
+    enc = encode(w)
+    verify = pe_array.matmul("verify", enc, a16[None, :])[0]
+    draft = pe_array.matmul("draft", enc, a16)
+    assert np.array_equal(speq.hw_arith_linear("w", w, x).view(np.uint32), verify.view(np.uint32))
+    dw = speq.draft_weights(small)["layers.1.experts.2.w_down"]
+    assert np.array_equal(speq.hw_arith_linear("w", dw, x).view(np.uint32), draft.view(np.uint32))
