@@ -1,0 +1,354 @@
+"""Drive the expert-cache controller cycle by cycle and compare it with the golden model.
+
+The same driver runs in the Amaranth simulator (:class:`AmaranthPorts`, with a Python AXI4
+read slave) and in cocotb on the generated Verilog (:class:`sim.tb_expert_cache`, with
+cocotbext-axi's ``AxiRamRead``). A *ports* object offers ``await cycle(inputs)`` (advance
+one clock edge, apply the inputs, let outputs settle) and ``get(name)`` (a settled output,
+by its flattened Verilog name such as ``resp__valid``).
+
+Lockstep traffic (:func:`run_lockstep`): each request is sent after the previous one has
+finished (a demand's response taken; a prefetch accepted and the controller idle again);
+after every operation hit or miss, slot, victim (from the ``alloc`` port), error and all
+counters must equal :class:`golden.expert_cache.ExpertCacheModel`'s, and a demand's slot
+must hold the expert's bytes (read back through the memory read port).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import deque
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from golden.expert_cache import BadReleaseError, ExpertCacheModel
+
+# Counters compared with the golden model in lockstep (same names on both sides).
+LOCKSTEP_COUNTERS = ("demands", "prefetches", "hits", "hits_in_flight", "misses",
+                     "prefetches_issued", "prefetches_dropped", "prefetches_useful", "evictions",
+                     "bytes_read", "errors", "releases", "bad_releases")
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    slots: int = 4
+    expert_bytes: int = 2560
+    n_layers: int = 4
+    n_experts: int = 16
+    data_width: int = 64
+    max_burst: int = 16
+    outstanding: int = 4
+    policy: str = "lru"
+    queue_depth: int = 2
+    base_addr: int = 0x0001_0340   # not 4 KiB-aligned
+
+    def build(self):
+        from hw.expert_cache import ExpertCacheController
+        return ExpertCacheController(
+            slots=self.slots, expert_bytes=self.expert_bytes, n_layers=self.n_layers,
+            n_experts=self.n_experts, data_width=self.data_width, max_burst=self.max_burst,
+            outstanding=self.outstanding, policy=self.policy, queue_depth=self.queue_depth)
+
+    def model(self) -> ExpertCacheModel:
+        return ExpertCacheModel(self.slots, self.policy, queue_depth=self.queue_depth,
+                                expert_bytes=self.expert_bytes, n_layers=self.n_layers,
+                                n_experts=self.n_experts, lockstep=True)
+
+    def host_size(self) -> int:
+        end = self.base_addr + self.n_layers * self.n_experts * self.expert_bytes
+        return 1 << max(12, (end - 1).bit_length())
+
+    def address(self, layer: int, expert: int) -> int:
+        return self.base_addr + (layer * self.n_experts + expert) * self.expert_bytes
+
+    def to_env(self) -> dict[str, str]:
+        return {f"CACHE_{k.upper()}": str(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_env(cls, env) -> "CacheConfig":
+        kw = {}
+        for k, f in cls.__dataclass_fields__.items():
+            text = env.get(f"CACHE_{k.upper()}")
+            if text is not None:
+                kw[k] = text if f.type == "str" else int(text)
+        return cls(**kw)
+
+
+def _field_offsets(layout) -> dict[str, tuple[int, int]]:
+    return {name: (f.offset, f.width) for name, f in layout}
+
+
+def pack(layout, **values) -> int:
+    offs = _field_offsets(layout)
+    out = 0
+    for name, v in values.items():
+        off, width = offs[name]
+        out |= (int(v) & ((1 << width) - 1)) << off
+    return out
+
+
+def unpack(layout, value: int) -> dict[str, int]:
+    return {name: (value >> off) & ((1 << width) - 1)
+            for name, (off, width) in _field_offsets(layout).items()}
+
+
+def host_pattern(cfg: CacheConfig, seed: int) -> bytes:
+    """Host memory: random bytes, so every expert's bytes are distinct."""
+    return np.random.default_rng(seed).integers(0, 256, cfg.host_size(), dtype=np.uint8).tobytes()
+
+
+class CacheDriver:
+    """Lockstep operations on a controller through a *ports* object."""
+
+    def __init__(self, ports, cfg: CacheConfig, host: bytes, rng: np.random.Generator, *,
+                 resp_stall: float = 0.3, max_wait: int = 20_000):
+        self.ports = ports
+        self.cfg = cfg
+        self.host = host
+        self.rng = rng
+        self.resp_stall = resp_stall
+        self.max_wait = max_wait
+        ctl = cfg.build()
+        self.req_layout = ctl.req_layout
+        self.resp_layout = ctl.resp_layout
+        self.bus_bytes = cfg.data_width // 8
+        self.wps = cfg.expert_bytes // self.bus_bytes
+        self.allocs: list[tuple[int, int | None]] = []
+        self.cycles = 0
+
+    async def cycle(self, **inputs):
+        inputs.setdefault("req__valid", 0)
+        inputs.setdefault("release__valid", 0)
+        inputs.setdefault("resp__ready", 0)
+        inputs.setdefault("mem__en", 0)
+        inputs.setdefault("base_addr", self.cfg.base_addr)
+        await self.ports.cycle(inputs)
+        self.cycles += 1
+        if self.ports.get("alloc__valid"):
+            evict = self.ports.get("alloc__evict")
+            v = self.ports.get("alloc__victim")
+            victim = divmod(v, self.cfg.n_experts) if evict else None
+            self.allocs.append((self.ports.get("alloc__slot"), victim))
+
+    async def request(self, layer, expert, kind, rid=0) -> dict | None:
+        """Offer one request until accepted; for a demand, wait for and return the response."""
+        payload = pack(self.req_layout, layer=layer, expert=expert,
+                       kind=0 if kind == "demand" else 1, id=rid)
+        waited = 0
+        while True:
+            await self.cycle(req__valid=1, req__payload=payload)
+            if self.ports.get("req__ready"):
+                break
+            waited += 1
+            if waited > self.max_wait:
+                raise AssertionError(f"{kind} ({layer}, {expert}) not accepted in {waited} cycles")
+        if kind != "demand":
+            return None
+        waited = 0
+        while True:
+            ready = int(self.rng.random() >= self.resp_stall)
+            await self.cycle(resp__ready=ready)
+            if ready and self.ports.get("resp__valid"):
+                return unpack(self.resp_layout, self.ports.get("resp__payload"))
+            waited += 1
+            if waited > self.max_wait:
+                raise AssertionError(f"no response to demand ({layer}, {expert}) in {waited} cycles")
+
+    async def release(self, slot):
+        while True:
+            await self.cycle(release__valid=1, release__payload=slot)
+            if self.ports.get("release__ready"):
+                return
+
+    async def wait_idle(self):
+        await self.cycle()
+        waited = 0
+        while not self.ports.get("idle"):
+            await self.cycle()
+            waited += 1
+            if waited > self.max_wait:
+                raise AssertionError(f"controller not idle after {waited} cycles")
+
+    async def read_slot(self, slot, words=None) -> dict[int, int]:
+        """Words of ``slot`` through the memory read port (synchronous, one per cycle)."""
+        words = range(self.wps) if words is None else words
+        out, prev = {}, None
+        for w in list(words) + [None]:
+            if w is None:
+                await self.cycle()
+            else:
+                await self.cycle(mem__en=1, mem__addr=slot * self.wps + w)
+            if prev is not None:
+                out[prev] = self.ports.get("mem__data")
+            prev = w
+        return out
+
+    def expected_word(self, layer, expert, w) -> int:
+        a = self.cfg.address(layer, expert) + w * self.bus_bytes
+        return int.from_bytes(self.host[a:a + self.bus_bytes], "little")
+
+    async def check_slot(self, slot, layer, expert, full: bool):
+        words = None if full else sorted({0, self.wps - 1, int(self.rng.integers(0, self.wps))})
+        got = await self.read_slot(slot, words)
+        for w, value in got.items():
+            want = self.expected_word(layer, expert, w)
+            assert value == want, (f"slot {slot} word {w}: {value:#x}, expected expert "
+                                   f"({layer}, {expert}) word {want:#x}")
+
+    def counters(self) -> dict[str, int]:
+        from hw.expert_cache import COUNTERS
+        return {n: self.ports.get(f"counters__{n}") for n in COUNTERS}
+
+
+def random_expert(rng, cfg: CacheConfig, hot: int):
+    layer = int(rng.integers(0, cfg.n_layers))
+    expert = int(rng.integers(0, hot)) if rng.random() < 0.8 else int(rng.integers(0, cfg.n_experts))
+    return layer, expert
+
+
+async def run_lockstep(drv: CacheDriver, n_ops: int, *, bad_experts=(), check_data=True,
+                       ops=None) -> ExpertCacheModel:
+    """Random (or given) lockstep operations, each compared with the golden model."""
+    cfg, rng = drv.cfg, drv.rng
+    model = cfg.model()
+    for layer, expert in bad_experts:
+        model.inject_error(layer, expert)
+    pinned: list[int] = []      # slots pinned by responses, one entry per pin
+    hot = max(2, min(cfg.n_experts, cfg.slots))
+    rid = 0
+    for step in range(n_ops):
+        if ops is not None:
+            if step >= len(ops):
+                break
+            op = ops[step]
+        else:
+            roll = rng.random()
+            if pinned and (roll < 0.35 or len(pinned) > 2 * cfg.slots):
+                op = ("release", pinned.pop(int(rng.integers(0, len(pinned)))))
+            elif roll < 0.38:
+                op = ("release", int(rng.integers(0, cfg.slots)))     # maybe a bad release
+            else:
+                kind = "demand" if rng.random() < 0.7 else "prefetch"
+                op = (kind, *random_expert(rng, cfg, hot))
+        if op[0] == "release":
+            slot = op[1]
+            if ops is None and model.slot_state(slot).pins and slot in pinned:
+                pinned.remove(slot)
+            try:
+                model.release(slot)
+            except BadReleaseError:
+                pass
+            await drv.release(slot)
+        else:
+            kind, layer, expert = op
+            if kind == "demand":
+                trial = copy.deepcopy(model)
+                if trial.access(layer, expert, "demand").waited:
+                    continue          # lockstep traffic never sends a demand that would wait
+            n_alloc = len(drv.allocs)
+            want = model.access(layer, expert, kind)
+            if kind == "demand":
+                resp = await drv.request(layer, expert, kind, rid)
+                await drv.cycle()
+                assert resp["id"] == rid % 256, f"op {step}: response id {resp['id']}, sent {rid}"
+                got = (bool(resp["hit"]), resp["slot"], bool(resp["error"]))
+                assert got == (want.hit, want.slot, want.error), (
+                    f"op {step} {op}: RTL hit/slot/error {got}, golden {want}")
+                if not want.error:
+                    pinned.append(want.slot)
+                    if check_data:
+                        await drv.check_slot(want.slot, layer, expert, full=not want.hit)
+                rid += 1
+            else:
+                await drv.request(layer, expert, kind)
+                await drv.wait_idle()
+            allocs = drv.allocs[n_alloc:]
+            if want.hit or want.dropped:
+                assert not allocs, f"op {step} {op}: RTL allocated {allocs}, golden {want}"
+            else:
+                assert allocs == [(want.slot, want.victim)], (
+                    f"op {step} {op}: RTL allocation {allocs}, golden slot {want.slot} "
+                    f"victim {want.victim}")
+        await drv.cycle()
+        got_c = drv.counters()
+        want_c = model.counters.as_dict()
+        diff = {k: (got_c[k], want_c[k]) for k in LOCKSTEP_COUNTERS if got_c[k] != want_c[k]}
+        assert not diff, f"op {step} {op}: counters differ (RTL, golden): {diff}"
+        model.check_invariants()
+    return model
+
+
+class AmaranthPorts:
+    """Ports of a controller in the Amaranth simulator, with a Python AXI4 read slave."""
+
+    def __init__(self, ctx, dut, host: bytes, rng, *, r_idle=0.0, bad_ranges=()):
+        from amaranth.hdl import Value
+        self.ctx = ctx
+        self.sig = {"__".join(str(p) for p in path): Value.cast(v)
+                    for path, _, v in dut.signature.flatten(dut)}
+        self.host = host
+        self.rng = rng
+        self.r_idle = r_idle
+        self.bad_ranges = list(bad_ranges)
+        self.bus_bytes = len(self.sig["m_axi__rdata"]) // 8
+        self.ar = deque()
+        self.beats = deque()
+        self.started = False
+        self.offer = False
+
+    def get(self, name):
+        return self.ctx.get(self.sig[name])
+
+    async def cycle(self, inputs):
+        ctx = self.ctx
+        if self.started:
+            await ctx.tick()
+        self.started = True
+        for name, v in inputs.items():
+            ctx.set(self.sig[name], v)
+        ctx.set(self.sig["m_axi__arready"], int(len(self.ar) < 4))
+        if not self.beats and self.ar:
+            addr, n = self.ar.popleft()
+            for i in range(n):
+                a = addr + i * self.bus_bytes
+                bad = any(lo <= a < hi for lo, hi in self.bad_ranges)
+                word = int.from_bytes(self.host[a:a + self.bus_bytes], "little")
+                self.beats.append((word, 2 if bad else 0, int(i == n - 1)))
+        self.offer = bool(self.beats) and self.rng.random() >= self.r_idle
+        ctx.set(self.sig["m_axi__rvalid"], int(self.offer))
+        if self.offer:
+            word, resp, last = self.beats[0]
+            ctx.set(self.sig["m_axi__rdata"], word)
+            ctx.set(self.sig["m_axi__rresp"], resp)
+            ctx.set(self.sig["m_axi__rlast"], last)
+        if self.get("m_axi__arvalid") and self.get("m_axi__arready"):
+            self.ar.append((self.get("m_axi__araddr"), self.get("m_axi__arlen") + 1))
+        if self.offer and self.get("m_axi__rready"):
+            self.beats.popleft()
+
+
+def simulate_lockstep(cfg: CacheConfig, n_ops: int, seed: int, *, bad_experts=(),
+                      r_idle=0.2, check_data=True, ops=None):
+    """Run :func:`run_lockstep` in the Amaranth simulator; returns (model, counters, cycles)."""
+    from amaranth.sim import Simulator
+
+    dut = cfg.build()
+    host = host_pattern(cfg, seed)
+    rng = np.random.default_rng(seed)
+    bad_ranges = [(cfg.address(l, e) + cfg.expert_bytes // 2,
+                   cfg.address(l, e) + cfg.expert_bytes // 2 + 1) for l, e in bad_experts]
+    out = {}
+
+    async def bench(ctx):
+        ports = AmaranthPorts(ctx, dut, host, rng, r_idle=r_idle, bad_ranges=bad_ranges)
+        drv = CacheDriver(ports, cfg, host, rng)
+        out["model"] = await run_lockstep(drv, n_ops, bad_experts=bad_experts,
+                                          check_data=check_data, ops=ops)
+        out["counters"] = drv.counters()
+        out["cycles"] = drv.cycles
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return out["model"], out["counters"], out["cycles"]
