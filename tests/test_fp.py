@@ -302,3 +302,23 @@ def test_components_take_no_parameters_and_have_documented_ports(component):
         Fp32ToFp16: {"a": 32, "o": 16},
     }[component]
     assert "Latency 0" in component.__doc__ or "latency 0" in component.__doc__
+
+
+def test_golden_and_hw_stay_independent():
+    """DESIGN §1: golden/fp.py imports neither amaranth nor hw; hw/fp.py never imports golden."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+
+    def imported(path):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module.split(".")[0])
+        return names
+
+    assert not imported(root / "golden" / "fp.py") & {"amaranth", "hw"}
+    assert "golden" not in imported(root / "hw" / "fp.py")
