@@ -26,8 +26,9 @@ ago) and picks the evictable slot with the smallest key: the LRU rank (``lru``),
 rank (``fifo``), or the use count then the LRU rank (``lfu``). Ranks are distinct, so no
 ties remain.
 
-Every allocation shows for one cycle on :attr:`ExpertCacheController.alloc` (slot, and the
-evicted expert's flat index ``layer * n_experts + expert`` if a valid slot was taken), so
+Every allocation shows for one cycle on :attr:`ExpertCacheController.alloc` (slot, the new
+expert's flat index ``tag = layer * n_experts + expert``, and the evicted expert's index
+``victim`` if a valid slot was taken), so
 that a testbench can check victims. ``idle`` is high when no request, response or fill is
 pending.
 """
@@ -90,7 +91,7 @@ class ExpertCacheController(wiring.Component):
     base_addr : In(addr_width), host address of expert (0, 0).
     mem : the on-chip memory's read port (synchronous, 1 cycle latency).
     m_axi : the AXI4 read master.
-    alloc : Out ``{valid, slot, evict, victim}`` pulse per allocation.
+    alloc : Out ``{valid, slot, tag, evict, victim}`` pulse per allocation.
     counters : Out, one ``COUNTER_WIDTH``-bit member per name in :data:`COUNTERS`.
     idle : Out(1).
 
@@ -153,8 +154,8 @@ class ExpertCacheController(wiring.Component):
                                                  shape=data_width)),
             "m_axi": Out(AxiReadSignature(addr_width=addr_width, data_width=data_width)),
             "alloc": Out(wiring.Signature({
-                "valid": Out(1), "slot": Out(slot_shape), "evict": Out(1),
-                "victim": Out(range(n_layers * n_experts))})),
+                "valid": Out(1), "slot": Out(slot_shape), "tag": Out(range(n_layers * n_experts)),
+                "evict": Out(1), "victim": Out(range(n_layers * n_experts))})),
             "counters": Out(wiring.Signature({n: Out(COUNTER_WIDTH) for n in COUNTERS})),
             "idle": Out(1),
         })
@@ -347,7 +348,7 @@ class ExpertCacheController(wiring.Component):
         m.d.comb += self.alloc.valid.eq(0)
 
         def allocate(s_sig):
-            m.d.comb += [self.alloc.valid.eq(1), self.alloc.slot.eq(s_sig),
+            m.d.comb += [self.alloc.valid.eq(1), self.alloc.slot.eq(s_sig), self.alloc.tag.eq(idx),
                          self.alloc.evict.eq(take_st == _VALID), self.alloc.victim.eq(take_tag)]
             with m.If(take_st == _VALID):
                 inc("evictions")

@@ -109,11 +109,14 @@ class CacheDriver:
         self.resp_stall = resp_stall
         self.max_wait = max_wait
         ctl = cfg.build()
+        ctl._MustUse__silence = True        # built only for its layouts
         self.req_layout = ctl.req_layout
         self.resp_layout = ctl.resp_layout
         self.bus_bytes = cfg.data_width // 8
         self.wps = cfg.expert_bytes // self.bus_bytes
         self.allocs: list[tuple[int, int | None]] = []
+        self.alloc_tags: list[tuple[int, int]] = []
+        self.on_alloc = lambda slot: None
         self.cycles = 0
 
     async def cycle(self, **inputs):
@@ -129,6 +132,8 @@ class CacheDriver:
             v = self.ports.get("alloc__victim")
             victim = divmod(v, self.cfg.n_experts) if evict else None
             self.allocs.append((self.ports.get("alloc__slot"), victim))
+            self.alloc_tags.append(divmod(self.ports.get("alloc__tag"), self.cfg.n_experts))
+            self.on_alloc(self.allocs[-1][0])
 
     async def request(self, layer, expert, kind, rid=0) -> dict | None:
         """Offer one request until accepted; for a demand, wait for and return the response."""
@@ -214,6 +219,7 @@ async def run_lockstep(drv: CacheDriver, n_ops: int, *, bad_experts=(), check_da
     for layer, expert in bad_experts:
         model.inject_error(layer, expert)
     pinned: list[int] = []      # slots pinned by responses, one entry per pin
+    slot_of: dict[int, int | None] = {}     # trace demand id -> slot pinned (None: failed)
     hot = max(2, min(cfg.n_experts, cfg.slots))
     rid = 0
     for step in range(n_ops):
@@ -230,6 +236,11 @@ async def run_lockstep(drv: CacheDriver, n_ops: int, *, bad_experts=(), check_da
             else:
                 kind = "demand" if rng.random() < 0.7 else "prefetch"
                 op = (kind, *random_expert(rng, cfg, hot))
+        if op[0] == "release_id":
+            slot = slot_of.pop(op[1])
+            if slot is None:
+                continue
+            op = ("release", slot)
         if op[0] == "release":
             slot = op[1]
             if ops is None and model.slot_state(slot).pins and slot in pinned:
@@ -240,10 +251,12 @@ async def run_lockstep(drv: CacheDriver, n_ops: int, *, bad_experts=(), check_da
                 pass
             await drv.release(slot)
         else:
-            kind, layer, expert = op
+            kind, layer, expert = op[:3]
             if kind == "demand":
                 trial = copy.deepcopy(model)
                 if trial.access(layer, expert, "demand").waited:
+                    if ops is not None:
+                        raise ValueError(f"op {step} {op}: demand would wait forever in lockstep")
                     continue          # lockstep traffic never sends a demand that would wait
             n_alloc = len(drv.allocs)
             want = model.access(layer, expert, kind)
@@ -254,6 +267,8 @@ async def run_lockstep(drv: CacheDriver, n_ops: int, *, bad_experts=(), check_da
                 got = (bool(resp["hit"]), resp["slot"], bool(resp["error"]))
                 assert got == (want.hit, want.slot, want.error), (
                     f"op {step} {op}: RTL hit/slot/error {got}, golden {want}")
+                if len(op) > 3:
+                    slot_of[op[3]] = None if want.error else want.slot
                 if not want.error:
                     pinned.append(want.slot)
                     if check_data:
@@ -276,6 +291,155 @@ async def run_lockstep(drv: CacheDriver, n_ops: int, *, bad_experts=(), check_da
         assert not diff, f"op {step} {op}: counters differ (RTL, golden): {diff}"
         model.check_invariants()
     return model
+
+
+def trace_ops(trace) -> list[tuple]:
+    """A request trace (:mod:`golden.trace`) as :func:`run_lockstep` operations."""
+    ops = []
+    for r in trace.records:
+        if r.op == "D":
+            ops.append(("demand", r.layer, r.expert, r.id))
+        elif r.op == "P":
+            ops.append(("prefetch", r.layer, r.expert))
+        elif r.op == "R":
+            ops.append(("release_id", r.id))
+    return ops
+
+
+def mobile_trace(n_tokens: int = 12, seed: int = 0):
+    """A MoBiLE request trace of the trained tiny LM (:mod:`golden.mobile`) over held-out text."""
+    from golden.mobile import MobileDecoder, build_trace, heldout_windows
+    from golden.offload import load_tiny_model
+    from golden.text import split
+
+    model, source = load_tiny_model()
+    window = heldout_windows(split()[1], n_tokens, 1 + seed % 7)[seed % 7]
+    run = MobileDecoder(model).run(window)
+    cfg = model.config
+    return build_trace(run.steps, cfg.n_layers, cfg.n_experts, source=source)
+
+
+async def run_overlap(drv: CacheDriver, n_requests: int, *, bad_experts=(), p_req=0.6,
+                      p_prefetch=0.35, hold=(4, 60), sample_words=6) -> dict:
+    """Overlapping traffic with invariant checks; returns statistics.
+
+    Requests are offered back to back while fills are in flight (demand and prefetch
+    mixed), responses are taken at random, every response's slot is read back (a sample of
+    words, through the memory read port) while it is pinned, and each pin is held for a
+    random time before its release. Checked: every response's slot holds the requested
+    expert's bytes, no allocation ever takes a slot the client holds pinned, every demand
+    completes within a bound, and the counters add up.
+    """
+    cfg, rng = drv.cfg, drv.rng
+    bad = set(map(tuple, bad_experts))
+    hot = max(2, min(cfg.n_experts, cfg.slots + 2))
+    fill_cycles = drv.wps * 4 + 200
+    bound = (cfg.queue_depth + 3) * fill_cycles + hold[1] * 2 * cfg.slots + 500
+    held: list[dict] = []            # pins the client holds: slot, tag, release time, verified
+    pinned_count = [0] * cfg.slots
+    outstanding: dict[int, tuple] = {}
+    violations: list[str] = []
+
+    def on_alloc(slot):
+        if pinned_count[slot]:
+            violations.append(f"cycle {drv.cycles}: slot {slot} allocated while pinned")
+    drv.on_alloc = on_alloc
+
+    sent = {"demand": 0, "prefetch": 0}
+    releases = 0
+    worst = 0
+    req = None
+    rel = None
+    verify = None     # (pin, words to read, pending word)
+    rid = 0
+    while sent["demand"] + sent["prefetch"] < n_requests or outstanding or held or req:
+        if drv.cycles > 400 * n_requests + 10 * bound:
+            raise AssertionError(f"overlap traffic stuck: {len(outstanding)} responses missing")
+        inputs = {}
+        if req is None and sent["demand"] + sent["prefetch"] < n_requests and \
+                rng.random() < p_req and len(held) + len(outstanding) < 2 * cfg.slots:
+            kind = "prefetch" if rng.random() < p_prefetch else "demand"
+            layer, expert = random_expert(rng, cfg, hot)
+            req = (kind, layer, expert, rid % 256, drv.cycles)
+            rid += 1
+        if req is not None:
+            inputs["req__valid"] = 1
+            inputs["req__payload"] = pack(drv.req_layout, layer=req[1], expert=req[2],
+                                          kind=int(req[0] == "prefetch"), id=req[3])
+        if rel is None:
+            for pin in held:
+                if pin["verified"] and pin["until"] <= drv.cycles:
+                    rel = pin
+                    break
+        if rel is not None:
+            inputs["release__valid"] = 1
+            inputs["release__payload"] = rel["slot"]
+        if verify is None:
+            for pin in held:
+                if not pin["verified"]:
+                    words = sorted({0, drv.wps - 1,
+                                    *(int(w) for w in rng.integers(0, drv.wps, sample_words))})
+                    verify = [pin, words, None]
+                    break
+        if verify is not None and verify[1]:
+            inputs["mem__en"] = 1
+            inputs["mem__addr"] = verify[0]["slot"] * drv.wps + verify[1][0]
+        ready = int(rng.random() >= drv.resp_stall)
+        inputs["resp__ready"] = ready
+        await drv.cycle(**inputs)
+        # Read data of the word addressed in the previous cycle.
+        if verify is not None and verify[2] is not None:
+            pin = verify[0]
+            want = drv.expected_word(*pin["tag"], verify[2])
+            got = drv.ports.get("mem__data")
+            if got != want:
+                violations.append(f"slot {pin['slot']} word {verify[2]}: {got:#x}, expected "
+                                  f"expert {pin['tag']} word {want:#x}")
+            verify[2] = None
+            if not verify[1]:
+                pin["verified"] = True
+                verify = None
+        if verify is not None and verify[1] and inputs.get("mem__en"):
+            verify[2] = verify[1].pop(0)
+        if req is not None and drv.ports.get("req__ready"):
+            sent[req[0]] += 1
+            if req[0] == "demand":
+                outstanding[req[3]] = req
+            req = None
+        if rel is not None and drv.ports.get("release__ready"):
+            held.remove(rel)
+            pinned_count[rel["slot"]] -= 1
+            releases += 1
+            rel = None
+        if ready and drv.ports.get("resp__valid"):
+            r = unpack(drv.resp_layout, drv.ports.get("resp__payload"))
+            kind, layer, expert, r_id, t0 = outstanding.pop(r["id"])
+            worst = max(worst, drv.cycles - t0)
+            if drv.cycles - t0 > bound:
+                violations.append(f"demand ({layer}, {expert}) took {drv.cycles - t0} cycles")
+            if r["error"]:
+                if (layer, expert) not in bad:
+                    violations.append(f"demand ({layer}, {expert}) failed, not a bad expert")
+            else:
+                if (layer, expert) in bad:
+                    violations.append(f"demand ({layer}, {expert}) of a bad expert succeeded")
+                pinned_count[r["slot"]] += 1
+                held.append({"slot": r["slot"], "tag": (layer, expert), "verified": False,
+                             "until": drv.cycles + int(rng.integers(*hold))})
+        if len(violations) >= 5:
+            break
+    assert not violations, violations
+    await drv.wait_idle()
+    await drv.cycle()
+    c = drv.counters()
+    assert c["demands"] == sent["demand"] == c["hits"] + c["misses"], c
+    assert c["prefetches"] == sent["prefetch"] == c["prefetches_issued"] + c["prefetches_dropped"], c
+    assert c["bytes_read"] == (c["misses"] + c["prefetches_issued"]) * cfg.expert_bytes, c
+    assert c["releases"] == releases and c["bad_releases"] == 0, c
+    assert c["errors"] == sum(t in bad for t in drv.alloc_tags), c
+    assert c["evictions"] == sum(v is not None for _, v in drv.allocs), c
+    assert c["prefetches_useful"] <= c["prefetches_issued"], c
+    return {"cycles": drv.cycles, "worst_demand_cycles": worst, "bound": bound, **c}
 
 
 class AmaranthPorts:

@@ -8,6 +8,8 @@ environment: the ``CACHE_*`` variables of :class:`sim.cache_flow.CacheConfig`, a
 ``CACHE_BAD``       experts whose fills fail, ``layer:expert,...`` (one word of each
                     returns SLVERR)
 ``CACHE_R_IDLE``    probability of an idle R cycle
+``CACHE_OVERLAP``   requests of overlapping traffic (0 skips that test)
+``CACHE_TRACE``     tokens of the MoBiLE trace to replay (0 skips that test)
 ``CACHE_STATS``     optional JSON file for cycles and wall time
 ``SPEQMOE_SEED``    the run's seed (printed; rerun with it to reproduce)
 """
@@ -25,7 +27,9 @@ from cocotb.triggers import ReadOnly, RisingEdge
 from cocotbext.axi import AxiRamRead, AxiReadBus
 
 from golden.seed import base_seed, derived_seed
-from sim.cache_flow import CacheConfig, CacheDriver, host_pattern, run_lockstep
+from hw.dma import BOUNDARY
+from sim.cache_flow import (CacheConfig, CacheDriver, host_pattern, mobile_trace, run_lockstep,
+                            run_overlap, trace_ops)
 
 
 class CocotbPorts:
@@ -83,7 +87,27 @@ async def _setup(dut, cfg, seed):
     for _ in range(3):
         await RisingEdge(dut.clk)
     dut.rst.value = 0
-    return host
+    violations = []
+    cocotb.start_soon(_ar_monitor(dut, cfg, violations))
+    return host, violations
+
+
+async def _ar_monitor(dut, cfg, violations):
+    """Every AR burst: INCR, full width, within one 4 KiB page, at most max_burst beats."""
+    bus_bytes = cfg.data_width // 8
+    while True:
+        await RisingEdge(dut.clk)
+        await ReadOnly()
+        if dut.m_axi__arvalid.value and dut.m_axi__arready.value:
+            addr = int(dut.m_axi__araddr.value)
+            beats = int(dut.m_axi__arlen.value) + 1
+            if addr // BOUNDARY != (addr + beats * bus_bytes - 1) // BOUNDARY:
+                violations.append(f"burst {addr:#x}+{beats} beats crosses 4 KiB")
+            if beats > cfg.max_burst:
+                violations.append(f"burst {addr:#x} of {beats} beats > max_burst {cfg.max_burst}")
+            if addr % bus_bytes or int(dut.m_axi__arburst.value) != 1 or \
+                    1 << int(dut.m_axi__arsize.value) != bus_bytes:
+                violations.append(f"burst {addr:#x}: unaligned or not INCR of the bus width")
 
 
 @cocotb.test()
@@ -91,14 +115,45 @@ async def lockstep_matches_golden(dut):
     cfg = CacheConfig.from_env(os.environ)
     seed = derived_seed(f"tb_expert_cache/lockstep/{cfg}")
     dut._log.info("SPEQMOE_SEED=%d (stimulus seed %d) %s", base_seed(), seed, cfg)
-    host = await _setup(dut, cfg, seed)
+    host, violations = await _setup(dut, cfg, seed)
     drv = CacheDriver(CocotbPorts(dut), cfg, host, np.random.default_rng(seed))
     start = time.perf_counter()
     model = await run_lockstep(drv, int(os.environ.get("CACHE_OPS", "300")),
                                bad_experts=_bad_experts())
     seconds = time.perf_counter() - start
+    assert not violations, violations[:5]
     stats = {"cycles": drv.cycles, "seconds": seconds, **model.counters.as_dict()}
     dut._log.info("stats %s", stats)
     if os.environ.get("CACHE_STATS"):
         with open(os.environ["CACHE_STATS"], "w") as f:
             json.dump(stats, f)
+
+
+@cocotb.test(skip=os.environ.get("CACHE_OVERLAP", "0") == "0")
+async def overlapping_traffic_keeps_invariants(dut):
+    cfg = CacheConfig.from_env(os.environ)
+    seed = derived_seed(f"tb_expert_cache/overlap/{cfg}")
+    dut._log.info("SPEQMOE_SEED=%d (stimulus seed %d) %s", base_seed(), seed, cfg)
+    host, violations = await _setup(dut, cfg, seed)
+    drv = CacheDriver(CocotbPorts(dut), cfg, host, np.random.default_rng(seed))
+    stats = await run_overlap(drv, int(os.environ["CACHE_OVERLAP"]), bad_experts=_bad_experts())
+    dut._log.info("overlap stats %s", stats)
+    assert not violations, violations[:5]
+    assert stats["hits_in_flight"] > 0 and stats["prefetches_useful"] > 0, stats
+
+
+@cocotb.test(skip=os.environ.get("CACHE_TRACE", "0") == "0")
+async def mobile_trace_replays_like_golden(dut):
+    cfg = CacheConfig.from_env(os.environ)
+    trace = mobile_trace(int(os.environ["CACHE_TRACE"]))
+    assert (trace.n_layers, trace.n_experts) == (cfg.n_layers, cfg.n_experts)
+    seed = derived_seed(f"tb_expert_cache/trace/{cfg}")
+    host, violations = await _setup(dut, cfg, seed)
+    drv = CacheDriver(CocotbPorts(dut), cfg, host, np.random.default_rng(seed))
+    ops = trace_ops(trace)
+    model = await run_lockstep(drv, len(ops), ops=ops, bad_experts=_bad_experts())
+    c = model.counters
+    dut._log.info("trace: %d demands, %d hits, %d misses, %d prefetches issued, %d useful",
+                  c.demands, c.hits, c.misses, c.prefetches_issued, c.prefetches_useful)
+    assert c.demands == trace.count("D") and c.hits > 0
+    assert not violations, violations[:5]

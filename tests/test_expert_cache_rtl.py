@@ -66,6 +66,29 @@ def test_failed_fills_invalidate_their_slot_and_serving_goes_on(seed):
     assert counters["errors"] > 0 and counters["hits"] > 0
 
 
+def test_overlapping_traffic_keeps_invariants_in_amaranth_sim(seed):
+    from amaranth.sim import Simulator
+    from sim.cache_flow import AmaranthPorts, CacheDriver, host_pattern, run_overlap
+
+    cfg = CacheConfig(slots=3, queue_depth=2, **SMALL)
+    dut = cfg.build()
+    host = host_pattern(cfg, seed)
+    rng = np.random.default_rng(seed)
+    bad = [(1, 1)]
+    ranges = [(cfg.address(1, 1) + 16, cfg.address(1, 1) + 17)]
+    out = {}
+
+    async def bench(ctx):
+        ports = AmaranthPorts(ctx, dut, host, rng, r_idle=0.3, bad_ranges=ranges)
+        out.update(await run_overlap(CacheDriver(ports, cfg, host, rng), 200, bad_experts=bad))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert out["hits_in_flight"] > 0 and out["demand_stall_cycles"] > 0
+
+
 def test_pinned_slots_are_never_evicted_and_a_release_unblocks(seed):
     # Two slots, both pinned: a third demand waits (stall cycles count) until a release.
     from amaranth.sim import Simulator
@@ -103,14 +126,17 @@ def test_pinned_slots_are_never_evicted_and_a_release_unblocks(seed):
 # --- cocotb on the generated Verilog ------------------------------------------------------
 
 def run_cache_cocotb(simulator: str, cfg: CacheConfig, build_dir: Path, *, ops: int,
-                     bad: str = "", r_idle: float = 0.2, stats: Path | None = None):
+                     overlap: int = 0, trace: int = 0, bad: str = "", r_idle: float = 0.2,
+                     stats: Path | None = None, testcase: str | None = None):
     v = write_verilog(cfg.build(), "expert_cache", build_dir / "expert_cache.v")
     env = {**cfg.to_env(), "CACHE_OPS": str(ops), "CACHE_BAD": bad, "CACHE_R_IDLE": str(r_idle),
+           "CACHE_OVERLAP": str(overlap), "CACHE_TRACE": str(trace),
            "SPEQMOE_SEED": str(base_seed())}
     if stats is not None:
         env["CACHE_STATS"] = str(stats)
     return run_cocotb(simulator=simulator, verilog_path=v, toplevel="expert_cache",
-                      test_module="sim.tb_expert_cache", build_dir=build_dir, extra_env=env)
+                      test_module="sim.tb_expert_cache", build_dir=build_dir, extra_env=env,
+                      testcase=testcase)
 
 
 COCOTB_CONFIGS = {
@@ -125,14 +151,16 @@ COCOTB_CONFIGS = {
 
 
 @pytest.mark.parametrize("name", list(COCOTB_CONFIGS))
-def test_controller_verilog_lockstep_matches_golden(name):
+def test_controller_verilog_matches_golden_and_keeps_invariants(name):
+    """Lockstep vs golden, overlapping traffic, and (16 slots) the MoBiLE trace, with
+    injected read errors and an AR monitor, on one Verilator build per configuration."""
     reason = simulator_missing("verilator")
     if reason:
         pytest.skip(reason)
     cfg = COCOTB_CONFIGS[name]
     result = run_cache_cocotb("verilator", cfg, BUILD / f"cache_{name}" / "verilator", ops=300,
-                              bad="1:2,3:5")
-    assert result.failed == 0 and result.tests >= 1
+                              overlap=300, trace=12 if cfg.slots >= 16 else 0, bad="1:2,3:5")
+    assert result.failed == 0 and result.tests == 3
 
 
 def test_controller_verilog_lockstep_on_icarus():
