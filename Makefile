@@ -21,6 +21,8 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e '.[train]' \
+	  || echo "warning: torch (extra 'train') not installed; trainer tests will be skipped"
 	touch $(STAMP)
 
 demo: setup
