@@ -74,6 +74,46 @@ class CacheConfig:
         return cls(**kw)
 
 
+# The configurations the tests, the bench and the demo simulate (one Verilator build each).
+CACHE_CONFIGS = {
+    # 64-bit bus, 4 slots, 2.5 KiB experts (not a multiple of 4 KiB), base not 4 KiB-aligned.
+    "w64_s4": CacheConfig(slots=4, expert_bytes=2560, n_layers=4, n_experts=8, data_width=64,
+                          max_burst=16, policy="lru", queue_depth=2, base_addr=0x10340),
+    # 128-bit bus, 16 slots, 1.25 KiB experts, LFU, the tiny LM's 4 x 16 experts.
+    "w128_s16": CacheConfig(slots=16, expert_bytes=1280, n_layers=4, n_experts=16,
+                            data_width=128, max_burst=8, policy="lfu", queue_depth=3,
+                            base_addr=0x23F80),
+    # The demo and bench: 64-bit bus, 16 slots of 2.5 KiB, LRU, the tiny LM's experts.
+    "demo": CacheConfig(slots=16, expert_bytes=2560, n_layers=4, n_experts=16, data_width=64,
+                        max_burst=16, policy="lru", queue_depth=2, base_addr=0x10340),
+}
+
+
+def run_cache_cocotb(simulator: str, cfg: CacheConfig, build_dir, *, seed: int, ops: int = 300,
+                     overlap: int = 0, trace: int = 0, misses: int = 0, bad: str = "",
+                     r_idle: float = 0.2):
+    """Generate, build and simulate the controller; returns (SimResult, {test: stats})."""
+    import json
+    from pathlib import Path
+
+    from sim.runner import run_cocotb, write_verilog
+
+    build_dir = Path(build_dir).resolve()
+    stats_dir = build_dir / "stats"
+    stats_dir.mkdir(parents=True, exist_ok=True)
+    for f in stats_dir.glob("*.json"):
+        f.unlink()
+    ctl = cfg.build()
+    v = write_verilog(ctl, "expert_cache", build_dir / "expert_cache.v")
+    env = {**cfg.to_env(), "CACHE_OPS": str(ops), "CACHE_BAD": bad, "CACHE_R_IDLE": str(r_idle),
+           "CACHE_OVERLAP": str(overlap), "CACHE_TRACE": str(trace), "CACHE_MISSES": str(misses),
+           "CACHE_STATS": str(stats_dir), "SPEQMOE_SEED": str(seed)}
+    result = run_cocotb(simulator=simulator, verilog_path=v, toplevel="expert_cache",
+                        test_module="sim.tb_expert_cache", build_dir=build_dir, extra_env=env)
+    stats = {f.stem: json.loads(f.read_text()) for f in stats_dir.glob("*.json")}
+    return result, stats
+
+
 def _field_offsets(layout) -> dict[str, tuple[int, int]]:
     return {name: (f.offset, f.width) for name, f in layout}
 
@@ -351,6 +391,7 @@ async def run_overlap(drv: CacheDriver, n_requests: int, *, bad_experts=(), p_re
     req = None
     rel = None
     verify = None     # (pin, words to read, pending word)
+    last_prefetch = None
     rid = 0
     while sent["demand"] + sent["prefetch"] < n_requests or outstanding or held or req:
         if drv.cycles > 400 * n_requests + 10 * bound:
@@ -360,6 +401,10 @@ async def run_overlap(drv: CacheDriver, n_requests: int, *, bad_experts=(), p_re
                 rng.random() < p_req and len(held) + len(outstanding) < 2 * cfg.slots:
             kind = "prefetch" if rng.random() < p_prefetch else "demand"
             layer, expert = random_expert(rng, cfg, hot)
+            if kind == "demand" and last_prefetch is not None and rng.random() < 0.4:
+                layer, expert = last_prefetch       # likely still in flight
+            if kind == "prefetch":
+                last_prefetch = (layer, expert)
             req = (kind, layer, expert, rid % 256, drv.cycles)
             rid += 1
         if req is not None:

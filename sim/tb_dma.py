@@ -4,6 +4,7 @@ Configuration arrives through the environment (set by :func:`sim.runner.run_coco
 
 ``DMA_MAX_BURST``   the DMA's ``max_burst`` (the AR monitor checks it)
 ``DMA_FILLS``       random fills in the traffic test
+``DMA_EFF_FILLS``   fills in the efficiency run (at most 32)
 ``DMA_STATS``       optional path of a JSON file for the efficiency run
 ``SPEQMOE_SEED``    the run's seed (printed; rerun with it to reproduce)
 
@@ -217,7 +218,7 @@ async def dma_efficiency_without_backpressure(dut):
     expert = 2560 if bus <= 8 else 5120    # bytes, not a multiple of 4 KiB
     beats = expert // bus
     dest_words = 1 << len(dut.wr__addr)
-    n = min(32, dest_words // beats)
+    n = min(int(os.environ.get("DMA_EFF_FILLS", "32")), dest_words // beats)
     fills = [(0x3040 + k * expert, beats, k * beats) for k in range(n)]
     start = time.perf_counter()
     cycles = await tb.run_fills(fills)

@@ -10,7 +10,8 @@ environment: the ``CACHE_*`` variables of :class:`sim.cache_flow.CacheConfig`, a
 ``CACHE_R_IDLE``    probability of an idle R cycle
 ``CACHE_OVERLAP``   requests of overlapping traffic (0 skips that test)
 ``CACHE_TRACE``     tokens of the MoBiLE trace to replay (0 skips that test)
-``CACHE_STATS``     optional JSON file for cycles and wall time
+``CACHE_MISSES``    demand misses in a row for the bus-efficiency run (0 skips it)
+``CACHE_STATS``     optional folder; each test writes ``<test>.json`` there
 ``SPEQMOE_SEED``    the run's seed (printed; rerun with it to reproduce)
 """
 
@@ -47,6 +48,13 @@ class CocotbPorts:
 
     def get(self, name):
         return int(getattr(self.dut, name).value)
+
+
+def _write_stats(name, stats):
+    folder = os.environ.get("CACHE_STATS")
+    if folder:
+        with open(os.path.join(folder, f"{name}.json"), "w") as f:
+            json.dump(stats, f)
 
 
 def _bad_experts():
@@ -110,7 +118,7 @@ async def _ar_monitor(dut, cfg, violations):
                 violations.append(f"burst {addr:#x}: unaligned or not INCR of the bus width")
 
 
-@cocotb.test()
+@cocotb.test(skip=os.environ.get("CACHE_OPS", "300") == "0")
 async def lockstep_matches_golden(dut):
     cfg = CacheConfig.from_env(os.environ)
     seed = derived_seed(f"tb_expert_cache/lockstep/{cfg}")
@@ -124,9 +132,7 @@ async def lockstep_matches_golden(dut):
     assert not violations, violations[:5]
     stats = {"cycles": drv.cycles, "seconds": seconds, **model.counters.as_dict()}
     dut._log.info("stats %s", stats)
-    if os.environ.get("CACHE_STATS"):
-        with open(os.environ["CACHE_STATS"], "w") as f:
-            json.dump(stats, f)
+    _write_stats("lockstep", stats)
 
 
 @cocotb.test(skip=os.environ.get("CACHE_OVERLAP", "0") == "0")
@@ -138,6 +144,7 @@ async def overlapping_traffic_keeps_invariants(dut):
     drv = CacheDriver(CocotbPorts(dut), cfg, host, np.random.default_rng(seed))
     stats = await run_overlap(drv, int(os.environ["CACHE_OVERLAP"]), bad_experts=_bad_experts())
     dut._log.info("overlap stats %s", stats)
+    _write_stats("overlap", stats)
     assert not violations, violations[:5]
     assert stats["hits_in_flight"] > 0 and stats["prefetches_useful"] > 0, stats
 
@@ -151,9 +158,51 @@ async def mobile_trace_replays_like_golden(dut):
     host, violations = await _setup(dut, cfg, seed)
     drv = CacheDriver(CocotbPorts(dut), cfg, host, np.random.default_rng(seed))
     ops = trace_ops(trace)
+    start = time.perf_counter()
     model = await run_lockstep(drv, len(ops), ops=ops, bad_experts=_bad_experts())
+    seconds = time.perf_counter() - start
     c = model.counters
+    _write_stats("trace", {"cycles": drv.cycles, "seconds": seconds, "records": len(ops),
+                           "tokens": int(os.environ["CACHE_TRACE"]),
+                           "rtl": drv.counters(), "golden": c.as_dict()})
     dut._log.info("trace: %d demands, %d hits, %d misses, %d prefetches issued, %d useful",
                   c.demands, c.hits, c.misses, c.prefetches_issued, c.prefetches_useful)
     assert c.demands == trace.count("D") and c.hits > 0
     assert not violations, violations[:5]
+
+
+@cocotb.test(skip=os.environ.get("CACHE_MISSES", "0") == "0")
+async def miss_stream_keeps_the_bus_busy(dut):
+    """Back-to-back demand misses, no memory backpressure: bytes / (cycles x bus bytes)."""
+    cfg = CacheConfig.from_env(os.environ)
+    seed = derived_seed(f"tb_expert_cache/misses/{cfg}")
+    old = os.environ.get("CACHE_R_IDLE")
+    os.environ["CACHE_R_IDLE"] = "0"
+    try:
+        host, violations = await _setup(dut, cfg, seed)
+    finally:
+        if old is not None:
+            os.environ["CACHE_R_IDLE"] = old
+    drv = CacheDriver(CocotbPorts(dut), cfg, host, np.random.default_rng(seed), resp_stall=0.0)
+    n = int(os.environ["CACHE_MISSES"])
+    tags = [(t // cfg.n_experts, t % cfg.n_experts) for t in range(cfg.n_layers * cfg.n_experts)]
+    bad = set(_bad_experts())
+    tags = [t for t in tags if t not in bad]
+    await drv.cycle()
+    start_cycle = drv.cycles
+    start = time.perf_counter()
+    for k in range(n):
+        layer, expert = tags[k % len(tags)]
+        r = await drv.request(layer, expert, "demand", k)
+        assert not r["hit"] and not r["error"], r
+        await drv.release(r["slot"])
+    cycles = drv.cycles - start_cycle
+    seconds = time.perf_counter() - start
+    c = drv.counters()
+    bus_bytes = cfg.data_width // 8
+    stats = {"misses": n, "bytes": c["bytes_read"], "cycles": cycles, "bus_bytes": bus_bytes,
+             "efficiency": c["bytes_read"] / (cycles * bus_bytes), "seconds": seconds}
+    dut._log.info("miss stream %s", stats)
+    _write_stats("misses", stats)
+    assert c["misses"] == n and not violations, (c, violations[:5])
+    await drv.check_slot(r["slot"], layer, expert, full=True)

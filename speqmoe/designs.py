@@ -18,9 +18,21 @@ def _fp16_pe(cfg: Config):
     return Fp16PE()
 
 
+def _expert_cache(**params):
+    # Synthesis configurations: experts of two bus words, because generic synthesis maps the
+    # expert SRAM to flip-flops; the figures measure the controller and DMA logic.
+    def build(cfg: Config):
+        from hw.expert_cache import ExpertCacheController
+        return ExpertCacheController(**params)
+    return build
+
+
 DESIGNS: dict[str, Callable] = {
     "reconfigurable_pe": _reconfigurable_pe,
     "fp16_pe": _fp16_pe,
+    "expert_cache_w64_s4": _expert_cache(slots=4, data_width=64, expert_bytes=16, policy="lru"),
+    "expert_cache_w128_s16": _expert_cache(slots=16, data_width=128, expert_bytes=32,
+                                           policy="lfu"),
 }
 
 DEFAULT_DESIGNS = ["reconfigurable_pe", "fp16_pe"]
