@@ -1,0 +1,205 @@
+"""PE array: weight-streaming, activation-broadcast, output-stationary (DESIGN §5).
+
+``rows x cols`` :class:`hw.pe.ReconfigurablePE` s run in lockstep. Every accepted beat
+carries one 16-bit word per PE (PE ``p`` at row ``p // cols``, column ``p % cols``) and
+one activation beat of 4 FP16 values that every PE sees. A beat with ``last=1`` closes a
+*tile*: each PE's four lanes hold finished binary32 dot products, which move into the PE's
+result register while the lanes restart from +0.0 with the next tile. The results then
+leave on ``results`` one PE per beat, PE 0 first, while the next tile accumulates (the
+lanes and the result registers are the two buffers). What the words mean is set by the
+configuration (see :mod:`golden.pe_array` for the mapping of a layer onto the array):
+
+* **draft**: each word is a draft-plane word, 4 nibbles for 4 output rows; lane ``j``
+  multiplies its nibble's ``lut`` value by activation 0.
+* **verify**: each word is a full BSFP word of one output row; lane ``j`` multiplies it by
+  activation ``j`` (token ``j``).
+"""
+
+from amaranth import *
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.pe import LANES, PeMode, ReconfigurablePE
+
+__all__ = ["ConfigBeat", "ResultBeat", "PEArray", "hierarchical_verilog"]
+
+
+class ConfigBeat(data.Struct):
+    """The array's configuration: mode and the per-tensor BSFP tables."""
+    mode: PeMode
+    base: data.ArrayLayout(5, 8)
+    lut: data.ArrayLayout(15, 8)
+
+
+class ResultBeat(data.Struct):
+    """Four binary32 results of one PE; ``last`` marks the last PE of a tile."""
+    data: data.ArrayLayout(32, LANES)
+    last: 1
+
+
+def weight_beat_layout(pes: int) -> data.StructLayout:
+    """One 16-bit word per PE and the flag that closes a tile."""
+    return data.StructLayout({"words": data.ArrayLayout(16, pes), "last": 1})
+
+
+class PEArray(wiring.Component):
+    """A ``rows x cols`` array of reconfigurable PEs with a draining result stream.
+
+    Throughput: one weight beat and one activation beat per cycle, ``4 * rows * cols``
+    MACs per cycle in both modes. Latency: a tile's first result beat is valid 3 cycles
+    after its last beat is accepted; its ``rows * cols`` result beats follow at one per
+    cycle while ``results.ready`` is high. The array stalls only when a tile ends while
+    the previous tile's results have not all been taken, so tiles of ``K >= rows * cols``
+    beats run back to back with no stall.
+
+    A configuration beat (always accepted) applies to every weight beat accepted after
+    the cycle of its handshake; beats already accepted finish with the old configuration.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Array shape, each at least 1.
+    pe_module : str, optional
+        If given, the PEs are instances of an external Verilog module of that name (the
+        Verilog of :class:`hw.pe.ReconfigurablePE`, see :func:`hierarchical_verilog`) instead
+        of elaborated submodules. The array then exists once per PE in the netlist as one
+        module definition, which keeps Verilator builds of large arrays small; it cannot run
+        in Amaranth's simulator.
+
+    Members
+    -------
+    config : In(stream.Signature(ConfigBeat))
+    weights : In(stream.Signature(StructLayout({"words": ArrayLayout(16, rows * cols), "last": 1})))
+    acts : In(stream.Signature(ArrayLayout(16, 4)))
+        Broadcast to every PE: verify mode one FP16 activation per token, draft mode element 0.
+    results : Out(stream.Signature(ResultBeat))
+    busy_cycles, starved_cycles, blocked_cycles : Out(32)
+        Cycles in which a beat was accepted; in which the array could accept one but none
+        was offered (idle included); in which the array could not accept because a finished
+        tile's results were not yet taken.
+    macs : Out(48)
+        MACs done, ``4 * rows * cols`` per accepted beat.
+    """
+
+    def __init__(self, rows: int, cols: int, *, pe_module: str | None = None):
+        for name, value in (("rows", rows), ("cols", cols)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        if pe_module is not None and (not isinstance(pe_module, str)
+                                      or not pe_module.isidentifier()):
+            raise ValueError(f"pe_module must be a Verilog module name, not {pe_module!r}")
+        self._rows = rows
+        self._cols = cols
+        self._pe_module = pe_module
+        super().__init__({
+            "config": In(stream.Signature(ConfigBeat)),
+            "weights": In(stream.Signature(weight_beat_layout(rows * cols))),
+            "acts": In(stream.Signature(data.ArrayLayout(16, LANES))),
+            "results": Out(stream.Signature(ResultBeat)),
+            "busy_cycles": Out(32),
+            "starved_cycles": Out(32),
+            "blocked_cycles": Out(32),
+            "macs": Out(48),
+        })
+
+    @property
+    def rows(self) -> int:
+        return self._rows
+
+    @property
+    def cols(self) -> int:
+        return self._cols
+
+    @property
+    def pes(self) -> int:
+        return self._rows * self._cols
+
+    latency = ReconfigurablePE.latency
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.pes
+        cfg = Signal(ConfigBeat)
+        m.d.comb += self.config.ready.eq(1)
+        with m.If(self.config.valid):
+            m.d.sync += cfg.eq(self.config.payload)
+
+        # Every PE sees the same beats and the same result handshake, so all PEs hold the
+        # same pipeline state: one PE's ready is every PE's ready.
+        if self._pe_module is None:
+            pes = [ReconfigurablePE() for _ in range(n)]
+            for p, pe in enumerate(pes):
+                m.submodules[f"pe{p}"] = pe
+        else:
+            sig = wiring.Signature(dict(ReconfigurablePE.__annotations__))
+            pes = [sig.create(path=(f"pe{p}",)) for p in range(n)]
+            for p, pe in enumerate(pes):
+                m.submodules[f"pe{p}"] = Instance(
+                    self._pe_module,
+                    i_clk=ClockSignal(), i_rst=ResetSignal(),
+                    i_weights__valid=pe.weights.valid,
+                    i_weights__payload=pe.weights.payload.as_value(),
+                    o_weights__ready=pe.weights.ready,
+                    i_acts__valid=pe.acts.valid, i_acts__payload=pe.acts.payload.as_value(),
+                    o_acts__ready=pe.acts.ready,
+                    o_results__valid=pe.results.valid,
+                    o_results__payload=pe.results.payload.as_value(),
+                    i_results__ready=pe.results.ready,
+                    i_mode=pe.mode.as_value(), i_base=pe.base.as_value(),
+                    i_lut=pe.lut.as_value())
+        can_take = Signal()
+        fire = Signal()
+        drain = Signal(range(n))
+        take_all = Signal()
+        m.d.comb += [
+            can_take.eq(Cat(pe.weights.ready for pe in pes).all()),
+            fire.eq(can_take & self.weights.valid & self.acts.valid),
+            self.weights.ready.eq(can_take & self.acts.valid),
+            self.acts.ready.eq(can_take & self.weights.valid),
+            take_all.eq(self.results.ready & (drain == n - 1)),
+        ]
+        for p, pe in enumerate(pes):
+            m.d.comb += [
+                pe.mode.eq(cfg.mode),
+                pe.base.eq(cfg.base),
+                pe.lut.eq(cfg.lut),
+                pe.weights.valid.eq(fire),
+                pe.weights.payload.word.eq(self.weights.payload.words[p]),
+                pe.weights.payload.last.eq(self.weights.payload.last),
+                pe.acts.valid.eq(1),
+                pe.acts.payload.eq(self.acts.payload),
+                pe.results.ready.eq(take_all),
+            ]
+
+        outs = Array(pe.results.payload.as_value() for pe in pes)
+        m.d.comb += [
+            self.results.valid.eq(pes[0].results.valid),
+            self.results.payload.data.eq(outs[drain]),
+            self.results.payload.last.eq(drain == n - 1),
+        ]
+        with m.If(self.results.valid & self.results.ready):
+            m.d.sync += drain.eq(Mux(drain == n - 1, 0, drain + 1))
+
+        with m.If(fire):
+            m.d.sync += [self.busy_cycles.eq(self.busy_cycles + 1),
+                         self.macs.eq(self.macs + LANES * n)]
+        with m.If(~can_take):
+            m.d.sync += self.blocked_cycles.eq(self.blocked_cycles + 1)
+        with m.If(can_take & ~(self.weights.valid & self.acts.valid)):
+            m.d.sync += self.starved_cycles.eq(self.starved_cycles + 1)
+        return m
+
+
+def hierarchical_verilog(rows: int, cols: int, name: str) -> str:
+    """Verilog of ``PEArray(rows, cols)`` as module *name* whose PEs instantiate one module
+    ``<name>_pe`` (the Verilog of :class:`hw.pe.ReconfigurablePE`), defined in the same text.
+
+    Equivalent to converting ``PEArray(rows, cols)`` itself, but the PE logic appears once
+    instead of ``rows * cols`` times.
+    """
+    from amaranth.back import verilog
+
+    pe = verilog.convert(ReconfigurablePE(), name=f"{name}_pe", emit_src=False)
+    top = verilog.convert(PEArray(rows, cols, pe_module=f"{name}_pe"), name=name,
+                          emit_src=False)
+    return top + "\n" + pe

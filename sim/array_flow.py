@@ -1,0 +1,354 @@
+"""PE-array stimulus and simulation flows: Amaranth simulator and cocotb (Verilator, Icarus).
+
+A *job* is one pass of the array over a layer (:class:`ArrayJob`): its configuration, its
+weight and activation beats and the result beats the golden model expects, all produced by
+:mod:`golden.pe_array`. A run is a list of jobs streamed one after another; the
+configuration of a job is loaded once every beat of the previous job has been accepted,
+while the pipeline still holds them (or, with ``overlap=False``, once all its results have
+left, so that each job's cycle count can be compared with :func:`golden.pe_array.cycles`).
+
+:func:`simulate_array` runs the Amaranth simulator; :func:`run_array_cocotb` writes the jobs
+to a file and runs :mod:`sim.tb_array` on the generated Verilog. Both return per-job result
+beats (uint32, ``(beats, 4)``) and statistics; callers compare them with the golden model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from golden import pe_array
+from golden.bsfp import encode
+
+JOB_KEYS = ("base", "lut", "words", "last", "acts", "expected")
+
+
+@dataclass
+class ArrayJob:
+    mode: str
+    n: int
+    k: int
+    tokens: int
+    base: np.ndarray          # (8,) uint16
+    lut: np.ndarray           # (8,) uint16, 15-bit magnitudes
+    words: np.ndarray         # (beats, P) uint16
+    last: np.ndarray          # (beats,) bool
+    acts: np.ndarray          # (beats, 4) uint16
+    expected: np.ndarray      # (tiles * P, 4) uint32
+    cycles: int               # golden cycle count without stalls
+    macs: int
+
+    @property
+    def beats(self) -> int:
+        return int(self.words.shape[0])
+
+
+def make_job(mode: str, enc, acts: np.ndarray, rows: int, cols: int) -> ArrayJob:
+    """The job of one pass of a ``rows x cols`` array over ``enc`` with ``acts``."""
+    n, k = enc.shape
+    words, last = pe_array.weight_stream(mode, enc, rows, cols)
+    base, lut = pe_array.pe_tables(enc)
+    tokens = 1 if mode == "draft" else acts.shape[0]
+    return ArrayJob(mode=mode, n=n, k=k, tokens=tokens, base=base, lut=lut, words=words,
+                    last=last, acts=pe_array.acts_stream(mode, acts, n, rows, cols),
+                    expected=pe_array.result_beats(mode, enc, acts, rows, cols),
+                    cycles=pe_array.cycles(mode, n, k, rows, cols),
+                    macs=pe_array.macs(mode, n, k, rows, cols))
+
+
+def random_layer(rng: np.random.Generator, n: int, k: int, edges: bool = False) -> np.ndarray:
+    """FP16 weights spread over many exponents; ``edges`` mixes in zeros, subnormals, inf, NaN."""
+    w = rng.normal(size=(n, k)) * 2.0 ** rng.integers(-12, 3, size=(n, k))
+    w = w.astype(np.float16)
+    if edges:
+        from sim.pe_stimulus import FP16_EDGES
+        pick = rng.random((n, k)) < 0.05
+        w[pick] = FP16_EDGES[rng.integers(0, FP16_EDGES.size, int(pick.sum()))].view(np.float16)
+    return w
+
+
+def random_job(rng: np.random.Generator, mode: str, n: int, k: int, rows: int, cols: int,
+               tokens: int = 4, edges: bool = False) -> ArrayJob:
+    enc = encode(random_layer(rng, n, k, edges))
+    shape = (k,) if mode == "draft" else (tokens, k)
+    acts = rng.normal(size=shape).astype(np.float16)
+    if edges:
+        from sim.pe_stimulus import FP16_EDGES
+        pick = rng.random(shape) < 0.02
+        acts[pick] = FP16_EDGES[rng.integers(0, FP16_EDGES.size, int(pick.sum()))].view(np.float16)
+    return make_job(mode, enc, acts, rows, cols)
+
+
+def standard_jobs(rows: int, cols: int, seed: int, *, edges: bool = True) -> list[ArrayJob]:
+    """The shapes every configuration runs, both modes, 1 to 4 verify tokens:
+    ``(N, K)`` = (16, 32), (64, 128) and (4 * P + 4, 100)."""
+    rng = np.random.default_rng(seed)
+    p = rows * cols
+    jobs = []
+    for i, (n, k) in enumerate([(16, 32), (64, 128), (4 * p + 4, 100)]):
+        jobs.append(random_job(rng, "draft", n, k, rows, cols, edges=edges and i == 0))
+        for tokens in ((1, 4) if i == 0 else (2, 3) if i == 1 else (4,)):
+            jobs.append(random_job(rng, "verify", n, k, rows, cols, tokens,
+                                   edges=edges and i == 0))
+    return jobs
+
+
+def save_jobs(path: Path, jobs: list[ArrayJob]) -> None:
+    arrays = {}
+    meta = []
+    for i, j in enumerate(jobs):
+        for key in JOB_KEYS:
+            arrays[f"{i}_{key}"] = getattr(j, key)
+        meta.append({"mode": j.mode, "n": j.n, "k": j.k, "tokens": j.tokens,
+                     "cycles": j.cycles, "macs": j.macs})
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+
+
+def load_jobs(path: Path) -> list[ArrayJob]:
+    with np.load(path) as f:
+        meta = json.loads(f["meta"].tobytes().decode())
+        return [ArrayJob(**m, **{key: f[f"{i}_{key}"] for key in JOB_KEYS})
+                for i, m in enumerate(meta)]
+
+
+@dataclass
+class JobStats:
+    first_beat: int = -1      # cycle of the first accepted beat
+    last_result: int = -1     # cycle of the last result taken
+
+    @property
+    def cycles(self) -> int:
+        return self.last_result - self.first_beat + 1
+
+
+@dataclass
+class ArrayRun:
+    results: list             # per job: (beats, 4) uint32
+    stats: list               # per job: JobStats
+    cycles: int
+    seconds: float
+    counters: dict = field(default_factory=dict)
+
+    @property
+    def cycles_per_s(self) -> float:
+        return self.cycles / self.seconds if self.seconds else 0.0
+
+
+def mismatches(run: ArrayRun, jobs: list[ArrayJob], limit: int = 5) -> list[str]:
+    """Describe results that differ from the golden beats (all NaNs equal); empty if none."""
+    from golden.fp import fp32_equal
+
+    out = []
+    for i, (got, job) in enumerate(zip(run.results, jobs)):
+        got = np.asarray(got, dtype=np.uint32).reshape(-1, 4)
+        if got.shape != job.expected.shape:
+            out.append(f"job {i} ({job.mode} N={job.n} K={job.k}): {got.shape[0]} result beats, "
+                       f"expected {job.expected.shape[0]}")
+            continue
+        bad = np.argwhere(~fp32_equal(got, job.expected))
+        for b, lane in bad[:limit]:
+            out.append(f"job {i} ({job.mode} N={job.n} K={job.k} T={job.tokens}) beat {b} lane "
+                       f"{lane}: got {int(got[b, lane]):08x}, "
+                       f"golden {int(job.expected[b, lane]):08x}")
+    if len(run.results) != len(jobs):
+        out.append(f"{len(run.results)} jobs finished, {len(jobs)} expected")
+    return out[:limit]
+
+
+class ArrayDriver:
+    """The cycle-by-cycle stimulus policy shared by the Amaranth and cocotb testbenches.
+
+    Each cycle :meth:`offer` says what to present (a config beat, the next weight and
+    activation beats, results.ready), and :meth:`update` takes the handshakes seen.
+    Offered beats stay offered until taken (stream rules); idle cycles and backpressure
+    are drawn from *seed*.
+    """
+
+    def __init__(self, jobs, *, stall: float, backpressure: float, seed: int, overlap: bool):
+        self.jobs = jobs
+        self.stall = stall
+        self.backpressure = backpressure
+        self.overlap = overlap
+        self.rng = np.random.default_rng(seed)
+        self.job_w = 0            # job whose beats are streaming (or whose config is due)
+        self.wi = self.ai = 0     # next beat index within job_w
+        self.configured = -1      # last job whose config was loaded
+        self.w_on = self.a_on = False
+        self.results = [[] for _ in jobs]
+        self.stats = [JobStats() for _ in jobs]
+        self.job_r = 0            # job whose results are draining
+        self.cycle = 0
+
+    @property
+    def done(self) -> bool:
+        return self.job_r >= len(self.jobs)
+
+    def offer(self):
+        """Return ``(config_job or None, weight_beat or None, acts_beat or None, ready)``."""
+        cfg = None
+        if self.job_w < len(self.jobs) and self.configured < self.job_w:
+            if self.overlap or self.job_r >= self.job_w:
+                cfg = self.job_w
+        streaming = self.job_w < len(self.jobs) and self.configured == self.job_w
+        job = self.jobs[self.job_w] if streaming else None
+        if streaming and not self.w_on and self.wi < job.beats and self.rng.random() >= self.stall:
+            self.w_on = True
+        if streaming and not self.a_on and self.ai < job.beats and self.rng.random() >= self.stall:
+            self.a_on = True
+        w = (job.words[self.wi], bool(job.last[self.wi])) if self.w_on else None
+        a = job.acts[self.ai] if self.a_on else None
+        ready = self.rng.random() >= self.backpressure
+        return cfg, w, a, ready
+
+    def update(self, cfg, w_fire: bool, a_fire: bool, result) -> None:
+        """Record one cycle's handshakes (``result``: the 4 lanes taken, or ``None``)."""
+        if cfg is not None:
+            self.configured = cfg
+        if w_fire and a_fire and self.stats[self.job_w].first_beat < 0:
+            self.stats[self.job_w].first_beat = self.cycle
+        if w_fire:
+            self.w_on = False
+            self.wi += 1
+        if a_fire:
+            self.a_on = False
+            self.ai += 1
+        if self.job_w < len(self.jobs) and self.wi == self.ai == self.jobs[self.job_w].beats:
+            self.job_w += 1
+            self.wi = self.ai = 0
+        if result is not None:
+            if self.job_r >= len(self.jobs):
+                raise AssertionError("the array produced a result nobody asked for")
+            self.results[self.job_r].append(result)
+            if len(self.results[self.job_r]) == self.jobs[self.job_r].expected.shape[0]:
+                self.stats[self.job_r].last_result = self.cycle
+                self.job_r += 1
+        self.cycle += 1
+
+    def result_arrays(self) -> list:
+        return [np.array(r, dtype=np.uint32).reshape(-1, 4) for r in self.results]
+
+
+def simulate_array(rows: int, cols: int, jobs: list[ArrayJob], *, stall: float = 0.2,
+                   backpressure: float = 0.2, seed: int = 0, overlap: bool = True,
+                   max_cycles: int | None = None) -> ArrayRun:
+    """Run *jobs* on a fresh ``PEArray(rows, cols)`` in the Amaranth simulator."""
+    from amaranth.sim import Simulator
+
+    from hw.array import PEArray
+    from hw.pe import PeMode
+
+    dut = PEArray(rows, cols)
+    p = rows * cols
+    drv = ArrayDriver(jobs, stall=stall, backpressure=backpressure, seed=seed, overlap=overlap)
+    limit = max_cycles or 20 * sum(j.beats + j.expected.shape[0] for j in jobs) + 1000
+    counters = {}
+
+    async def testbench(ctx):
+        while not drv.done:
+            if drv.cycle >= limit:
+                raise AssertionError(f"timeout after {limit} cycles")
+            cfg, w, a, ready = drv.offer()
+            ctx.set(dut.config.valid, cfg is not None)
+            if cfg is not None:
+                job = jobs[cfg]
+                ctx.set(dut.config.payload.mode,
+                        PeMode.DRAFT if job.mode == "draft" else PeMode.VERIFY)
+                for d in range(8):
+                    ctx.set(dut.config.payload.base[d], int(job.base[d]))
+                    ctx.set(dut.config.payload.lut[d], int(job.lut[d]))
+            ctx.set(dut.weights.valid, w is not None)
+            if w is not None:
+                for i in range(p):
+                    ctx.set(dut.weights.payload.words[i], int(w[0][i]))
+                ctx.set(dut.weights.payload.last, w[1])
+            ctx.set(dut.acts.valid, a is not None)
+            if a is not None:
+                for j in range(4):
+                    ctx.set(dut.acts.payload[j], int(a[j]))
+            ctx.set(dut.results.ready, ready)
+            w_fire = w is not None and ctx.get(dut.weights.ready)
+            a_fire = a is not None and ctx.get(dut.acts.ready)
+            result = None
+            if ready and ctx.get(dut.results.valid):
+                result = [ctx.get(dut.results.payload.data[j]) for j in range(4)]
+            await ctx.tick()
+            drv.update(cfg, w_fire, a_fire, result)
+        for name in ("busy_cycles", "starved_cycles", "blocked_cycles", "macs"):
+            counters[name] = ctx.get(getattr(dut, name))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    start = time.perf_counter()
+    sim.run()
+    return ArrayRun(results=drv.result_arrays(), stats=drv.stats, cycles=drv.cycle,
+                    seconds=time.perf_counter() - start, counters=counters)
+
+
+def run_array_cocotb(simulator: str, rows: int, cols: int, jobs: list[ArrayJob],
+                     build_dir: Path, *, seed: int, stall: float = 0.2,
+                     backpressure: float = 0.2, overlap: bool = True,
+                     flat: bool = False, optimize: bool = False) -> ArrayRun:
+    """Run *jobs* on the generated Verilog of ``PEArray(rows, cols)`` under cocotb.
+
+    The Verilog is :func:`hw.array.hierarchical_verilog` (one PE module instantiated
+    ``rows * cols`` times), or with ``flat`` the plain conversion of ``PEArray``. The build
+    folder is reused while the Verilog does not change. Verilator compiles the model with
+    ``-O0`` unless ``optimize`` (its default ``-Os`` takes many minutes for a 4x4 array);
+    use separate build folders for the two.
+    """
+    from amaranth.back import verilog
+
+    from hw.array import PEArray, hierarchical_verilog
+    from sim.runner import run_cocotb, simulator_missing
+
+    reason = simulator_missing(simulator)
+    if reason:
+        raise RuntimeError(reason)
+    top = f"pe_array_{rows}x{cols}"
+    build_dir = Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    v = build_dir / f"{top}.v"
+    if flat:
+        text = verilog.convert(PEArray(rows, cols), name=top, emit_src=False)
+    else:
+        # Verilator would inline the PE module into the array and compile the PE's logic
+        # rows * cols times; its metacomment keeps one PE class with rows * cols instances.
+        text = hierarchical_verilog(rows, cols, top)
+        head = f"module {top}_pe("
+        at = text.index(";", text.index(head)) + 1
+        text = text[:at] + "\n  /*verilator no_inline_module*/" + text[at:]
+    if not v.exists() or v.read_text() != text:
+        v.write_text(text)
+    jobs_path = build_dir / "jobs.npz"
+    save_jobs(jobs_path, jobs)
+    out_path = build_dir / "run.npz"
+    if out_path.exists():
+        out_path.unlink()
+    makeflags = os.environ.get("MAKEFLAGS")
+    if simulator == "verilator" and not optimize:
+        os.environ["MAKEFLAGS"] = f"{makeflags or ''} OPT_FAST=-O0".strip()
+    try:
+        run_cocotb(simulator=simulator, verilog_path=v, toplevel=top,
+                   test_module="sim.tb_array", build_dir=build_dir, check=True,
+                   extra_env={"ARRAY_PES": str(rows * cols), "ARRAY_JOBS": str(jobs_path),
+                              "ARRAY_OUT": str(out_path), "ARRAY_STALL": str(stall),
+                              "ARRAY_BACKPRESSURE": str(backpressure),
+                              "ARRAY_OVERLAP": str(int(overlap)), "SPEQMOE_SEED": str(seed)})
+    finally:
+        if makeflags is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = makeflags
+    with np.load(out_path) as f:
+        info = json.loads(f["info"].tobytes().decode())
+        results = [f[f"r{i}"] for i in range(len(jobs))]
+    stats = [JobStats(**s) for s in info["stats"]]
+    return ArrayRun(results=results, stats=stats, cycles=info["cycles"],
+                    seconds=info["seconds"], counters=info["counters"])
