@@ -95,8 +95,8 @@ class ExpertCacheController(wiring.Component):
     counters : Out, one ``COUNTER_WIDTH``-bit member per name in :data:`COUNTERS`.
     idle : Out(1).
 
-    Latency: a demand hit responds 2 cycles after it is offered; a miss when its fill's
-    last beat has arrived (plus 2 cycles).
+    Latency: a demand hit responds 2 cycles after it is offered (one more right after another
+    event); a miss 2 cycles after its fill's last beat has arrived.
     """
 
     def __init__(self, *, slots=4, expert_bytes=2560, n_layers=4, n_experts=16, data_width=64,
@@ -279,10 +279,17 @@ class ExpertCacheController(wiring.Component):
             keys = [Cat(lru[i], use[i]) for i in range(S)]
         victim_valid, _, victim_slot = self._argmin(
             m, [(evictable[i], keys[i], C(i, range(S))) for i in range(S)])
+        # The slot a miss would take is computed from the state and registered; it is used
+        # only when the state did not change in the previous cycle (``fresh``), so a
+        # request waits one cycle after any event. This keeps the victim search (a
+        # comparator tree) off the paths that update the state.
         take_any = Signal()
         take_slot = Signal(range(S))
-        m.d.comb += [take_any.eq(invalid.any() | victim_valid),
-                     take_slot.eq(Mux(invalid.any(), inv_slot, victim_slot))]
+        fresh = Signal()
+        event = Signal()
+        m.d.sync += [take_any.eq(invalid.any() | victim_valid),
+                     take_slot.eq(Mux(invalid.any(), inv_slot, victim_slot)),
+                     fresh.eq(~event)]
         hit_st = Signal(2)
         hit_pins = Signal.like(pins[0])
         take_st = Signal(2)
@@ -297,8 +304,7 @@ class ExpertCacheController(wiring.Component):
         d_valid = Signal()
         d_slot = Signal(range(S))
         m.submodules.pfq = pfq = fifo.SyncFIFO(width=len(d_slot), depth=max(1, self._queue_depth))
-        m.submodules.order = order = fifo.SyncFIFO(width=len(d_slot) + 1,
-                                                   depth=max(1, self._queue_depth) + 3)
+        m.submodules.order = order = fifo.SyncFIFO(width=len(d_slot) + 1, depth=4)
         pf_inflight = Signal(range(self._queue_depth + 2))
         cmd_slot = Signal(range(S))
         cmd_tag = Signal.like(tag[0])
@@ -306,15 +312,21 @@ class ExpertCacheController(wiring.Component):
         for i in range(S):
             with m.If(cmd_slot == i):
                 m.d.comb += cmd_tag.eq(tag[i])
+        # One register stage holds the next fill command (its host address is a multiply
+        # and an add); fills enter the ``order`` FIFO here, in the order the DMA runs them.
+        c_valid = Signal()
         m.d.comb += [
-            dma.cmd.valid.eq((d_valid | pfq.r_rdy) & order.w_rdy),
-            dma.cmd.payload.addr.eq(self.base_addr + cmd_tag * self._expert_bytes),
+            dma.cmd.valid.eq(c_valid),
             dma.cmd.payload.beats.eq(wps),
-            dma.cmd.payload.dest.eq(cmd_slot * wps),
             order.w_data.eq(Cat(cmd_slot, ~d_valid)),
         ]
         with m.If(dma.cmd.valid & dma.cmd.ready):
+            m.d.sync += c_valid.eq(0)
+        with m.If((d_valid | pfq.r_rdy) & order.w_rdy & (~c_valid | dma.cmd.ready)):
             m.d.comb += order.w_en.eq(1)
+            m.d.sync += [c_valid.eq(1),
+                         dma.cmd.payload.addr.eq(self.base_addr + cmd_tag * self._expert_bytes),
+                         dma.cmd.payload.dest.eq(cmd_slot * wps)]
             with m.If(d_valid):
                 m.d.sync += d_valid.eq(0)
             with m.Else():
@@ -382,6 +394,8 @@ class ExpertCacheController(wiring.Component):
                             m.d.sync += pins[i].eq(pins[i] - 1)
                             inc("releases")
                     per_slot(rs, rel)
+                with m.Elif(~fresh):
+                    pass
                 with m.Elif(self.req.valid & (req.kind == 0)):
                     with m.If(match.any() & (hit_st == _VALID)):
                         with m.If(hit_pins == self._max_pins):
@@ -447,7 +461,10 @@ class ExpertCacheController(wiring.Component):
                 with m.If(self.resp.ready):
                     m.d.sync += self.resp.valid.eq(0)
                     m.next = "IDLE"
+        m.d.comb += event.eq(~fsm.ongoing("IDLE") | done_fire
+                             | (self.release.valid & self.release.ready)
+                             | (self.req.valid & self.req.ready))
         m.d.comb += self.idle.eq(
-            fsm.ongoing("IDLE") & ~self.resp.valid & ~d_valid & ~pfq.r_rdy & ~order.r_rdy
+            fsm.ongoing("IDLE") & ~self.resp.valid & ~d_valid & ~pfq.r_rdy & ~c_valid & ~order.r_rdy
             & ~dma.busy)
         return m
