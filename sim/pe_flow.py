@@ -49,6 +49,6 @@ def run_pe_cocotb(simulator: str, kind: str, modes: str, sequences: int, build_d
                                    "SPEQMOE_SEED": str(seed), "PE_STATS": str(stats_path)})
     stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
     return PeSimReport(simulator=simulator, kind=kind, modes=modes,
-                       sequences=int(stats.get("sequences", 0)),
+                       sequences=int(stats.get("results", 0)),
                        cycles=int(stats.get("cycles", 0)), seconds=float(stats.get("seconds", 0.0)),
                        passed=result.tests > 0 and result.failed == 0 and bool(stats))

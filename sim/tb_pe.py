@@ -99,10 +99,11 @@ async def pe_matches_golden(dut):
         if cycles > max_cycles:
             raise AssertionError(f"timeout: {ri} of {len(expected)} results after {cycles} cycles")
         # Tables of the next batch may load once every beat of this batch was accepted.
-        if reconfigurable and wi < n_beats and ai < n_beats:
-            nb = batch_of_beat[min(wi, ai)]
-            if nb != table_of and batch_of_beat[wi] == nb and batch_of_beat[ai] == nb:
-                load_tables(batches[nb])
+        if wi < n_beats and ai < n_beats:
+            nb = batch_of_beat[wi]
+            if nb != table_of and batch_of_beat[ai] == nb:
+                if reconfigurable:
+                    load_tables(batches[nb])
                 table_of = nb
         if not w_on and wi < n_beats and batch_of_beat[wi] == table_of and rng.random() >= stall:
             w_on = True
