@@ -381,6 +381,8 @@ class ExpertCacheController(wiring.Component):
 
         with m.FSM() as fsm:
             with m.State("IDLE"):
+                # One event per cycle: a completing fill (it changes a slot's state), else
+                # a release, else, if the registered victim is up to date, a request.
                 with m.If(done_fire):
                     pass
                 with m.Elif(self.release.valid):

@@ -90,9 +90,13 @@ CACHE_CONFIGS = {
 
 
 def run_cache_cocotb(simulator: str, cfg: CacheConfig, build_dir, *, seed: int, ops: int = 300,
-                     overlap: int = 0, trace: int = 0, misses: int = 0, bad: str = "",
-                     r_idle: float = 0.2):
-    """Generate, build and simulate the controller; returns (SimResult, {test: stats})."""
+                     overlap: int = 0, trace: int = 0, trace_file=None, misses: int = 0,
+                     bad: str = "", r_idle: float = 0.2):
+    """Generate, build and simulate the controller; returns (SimResult, {test: stats}).
+
+    ``trace``: tokens of the MoBiLE trace to replay, recorded from the tiny LM on the fly
+    or, if ``trace_file`` is given, the first ``trace`` steps of that recorded trace.
+    """
     import json
     from pathlib import Path
 
@@ -108,6 +112,8 @@ def run_cache_cocotb(simulator: str, cfg: CacheConfig, build_dir, *, seed: int, 
     env = {**cfg.to_env(), "CACHE_OPS": str(ops), "CACHE_BAD": bad, "CACHE_R_IDLE": str(r_idle),
            "CACHE_OVERLAP": str(overlap), "CACHE_TRACE": str(trace), "CACHE_MISSES": str(misses),
            "CACHE_STATS": str(stats_dir), "SPEQMOE_SEED": str(seed)}
+    if trace_file is not None:
+        env["CACHE_TRACE_FILE"] = str(Path(trace_file).resolve())
     result = run_cocotb(simulator=simulator, verilog_path=v, toplevel="expert_cache",
                         test_module="sim.tb_expert_cache", build_dir=build_dir, extra_env=env)
     stats = {f.stem: json.loads(f.read_text()) for f in stats_dir.glob("*.json")}
@@ -357,6 +363,12 @@ def mobile_trace(n_tokens: int = 12, seed: int = 0):
     run = MobileDecoder(model).run(window)
     cfg = model.config
     return build_trace(run.steps, cfg.n_layers, cfg.n_experts, source=source)
+
+
+def first_steps(trace, n_steps: int):
+    """The records of ``trace`` whose decode step is below ``n_steps`` (releases included)."""
+    from golden.trace import Trace
+    return Trace(dict(trace.meta), [r for r in trace.records if r.step < n_steps])
 
 
 async def run_overlap(drv: CacheDriver, n_requests: int, *, bad_experts=(), p_req=0.6,

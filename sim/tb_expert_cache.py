@@ -10,6 +10,8 @@ environment: the ``CACHE_*`` variables of :class:`sim.cache_flow.CacheConfig`, a
 ``CACHE_R_IDLE``    probability of an idle R cycle
 ``CACHE_OVERLAP``   requests of overlapping traffic (0 skips that test)
 ``CACHE_TRACE``     tokens of the MoBiLE trace to replay (0 skips that test)
+``CACHE_TRACE_FILE`` a recorded trace to take those tokens from (default: record the
+                    tiny LM's trace now)
 ``CACHE_MISSES``    demand misses in a row for the bus-efficiency run (0 skips it)
 ``CACHE_STATS``     optional folder; each test writes ``<test>.json`` there
 ``SPEQMOE_SEED``    the run's seed (printed; rerun with it to reproduce)
@@ -29,8 +31,9 @@ from cocotbext.axi import AxiRamRead, AxiReadBus
 
 from golden.seed import base_seed, derived_seed
 from hw.dma import BOUNDARY
-from sim.cache_flow import (CacheConfig, CacheDriver, host_pattern, mobile_trace, run_lockstep,
-                            run_overlap, trace_ops)
+from golden.trace import read_trace
+from sim.cache_flow import (CacheConfig, CacheDriver, first_steps, host_pattern, mobile_trace,
+                            run_lockstep, run_overlap, trace_ops)
 
 
 class CocotbPorts:
@@ -152,7 +155,11 @@ async def overlapping_traffic_keeps_invariants(dut):
 @cocotb.test(skip=os.environ.get("CACHE_TRACE", "0") == "0")
 async def mobile_trace_replays_like_golden(dut):
     cfg = CacheConfig.from_env(os.environ)
-    trace = mobile_trace(int(os.environ["CACHE_TRACE"]))
+    tokens = int(os.environ["CACHE_TRACE"])
+    if os.environ.get("CACHE_TRACE_FILE"):
+        trace = first_steps(read_trace(os.environ["CACHE_TRACE_FILE"]), tokens)
+    else:
+        trace = mobile_trace(tokens)
     assert (trace.n_layers, trace.n_experts) == (cfg.n_layers, cfg.n_experts)
     seed = derived_seed(f"tb_expert_cache/trace/{cfg}")
     host, violations = await _setup(dut, cfg, seed)
@@ -163,7 +170,7 @@ async def mobile_trace_replays_like_golden(dut):
     seconds = time.perf_counter() - start
     c = model.counters
     _write_stats("trace", {"cycles": drv.cycles, "seconds": seconds, "records": len(ops),
-                           "tokens": int(os.environ["CACHE_TRACE"]),
+                           "tokens": tokens, "file": os.environ.get("CACHE_TRACE_FILE", ""),
                            "rtl": drv.counters(), "golden": c.as_dict()})
     dut._log.info("trace: %d demands, %d hits, %d misses, %d prefetches issued, %d useful",
                   c.demands, c.hits, c.misses, c.prefetches_issued, c.prefetches_useful)

@@ -141,9 +141,20 @@ def test_controller_verilog_matches_golden_and_keeps_invariants(name):
     if reason:
         pytest.skip(reason)
     cfg = COCOTB_CONFIGS[name]
-    result, stats = run_cache_cocotb("verilator", cfg, BUILD / f"cache_{name}" / "verilator",
-                                     ops=200, overlap=200, trace=8 if cfg.slots >= 16 else 0,
+    build = BUILD / f"cache_{name}" / "verilator"
+    trace_file = None
+    if cfg.slots >= 16:
+        # A MoBiLE trace of the tiny LM, recorded to a file and replayed from it.
+        from golden.trace import write_trace
+        from sim.cache_flow import mobile_trace
+        build.mkdir(parents=True, exist_ok=True)
+        trace_file = build / "mobile.trace"
+        write_trace(trace_file, mobile_trace(8))
+    result, stats = run_cache_cocotb("verilator", cfg, build, ops=200, overlap=200,
+                                     trace=8 if trace_file else 0, trace_file=trace_file,
                                      misses=24, bad="1:2,3:5")
+    if trace_file:
+        assert stats["trace"]["file"] and stats["trace"]["rtl"]["hits"] > 0
     assert result.failed == 0 and result.tests == 4
     # Back-to-back demand misses keep the bus at least 90 % busy (the goal) once a
     # fill is a few hundred beats long; each miss costs about ten cycles beyond its beats

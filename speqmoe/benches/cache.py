@@ -9,7 +9,9 @@
 * ``cache_<config>_{cells,transistors,logic_depth,flip_flops}``: Yosys synthesis of two
   configurations (``speqmoe synth``); experts of two bus words, because generic synthesis
   maps the expert SRAM to flip-flops.
-* ``cache_trace_*``: the MoBiLE trace of the trained tiny LM replayed through the RTL.
+* ``cache_trace_*``: a MoBiLE trace replayed through the RTL in lockstep (identical to the
+  golden model, checked): the first tokens of ``<out>/mobile.trace`` recorded by the
+  ``mobile`` section when it exists, else the trained tiny LM's trace recorded now.
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ def run(ctx) -> dict:
         cfg = CACHE_CONFIGS["demo"]
         ctx.progress(f"controller on Verilator: {MISSES} misses, {LOCKSTEP_OPS} lockstep ops, "
                      f"{TRACE_TOKENS}-token MoBiLE trace ...")
+        recorded = Path(ctx.out_dir) / "mobile.trace"
         result, stats = run_cache_cocotb("verilator", cfg, build / "cache_demo", seed=base_seed(),
-                                         ops=LOCKSTEP_OPS, trace=TRACE_TOKENS, misses=MISSES)
+                                         ops=LOCKSTEP_OPS, trace=TRACE_TOKENS, misses=MISSES,
+                                         trace_file=recorded if recorded.is_file() else None)
         m, ls, tr = stats["misses"], stats["lockstep"], stats["trace"]
         out.update({
             "dma_efficiency": m["efficiency"],

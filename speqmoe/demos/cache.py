@@ -19,6 +19,11 @@ def run(ctx):
         from golden.seed import base_seed
         seed = base_seed()
     tokens = 8 if ctx.quick else TRACE_TOKENS
+    # The trace `speqmoe bench` recorded (the mobile section), else one recorded now.
+    recorded = ctx.build_dir / "bench" / "mobile.trace"
+    trace_file = recorded if recorded.is_file() else None
+    origin = (f"the first {tokens} tokens of the recorded trace `{recorded}`" if trace_file
+              else f"the trace of the trained tiny LM over {tokens} held-out tokens")
     vdir = ctx.build_dir / "verilog"
     ctx.progress("generating the controller's Verilog ...")
     v = write_verilog(cfg.build(), "expert_cache", vdir / "expert_cache.v")
@@ -27,10 +32,11 @@ def run(ctx):
         return DemoSection(title="Expert-cache DMA controller (MoBiLE offloading)",
                            markdown=f"Verilog: `{v.name}`. Simulation skipped: {reason}.",
                            summary=[f"expert cache: simulation skipped ({reason})"], ok=False)
-    ctx.progress(f"simulating on Verilator: the {tokens}-token MoBiLE trace of the tiny LM, "
-                 f"then {MISSES} back-to-back misses ...")
+    ctx.progress(f"simulating on Verilator: MoBiLE requests, {origin}, then {MISSES} "
+                 "back-to-back misses ...")
     result, stats = run_cache_cocotb("verilator", cfg, ctx.build_dir / "demo" / "cache_sim",
-                                     seed=seed, ops=0, trace=tokens, misses=MISSES)
+                                     seed=seed, ops=0, trace=tokens, trace_file=trace_file,
+                                     misses=MISSES)
     ok = result.failed == 0 and "trace" in stats and "misses" in stats
     tr, ms = stats.get("trace", {}), stats.get("misses", {})
     rtl, gold = tr.get("rtl", {}), tr.get("golden", {})
@@ -48,8 +54,8 @@ def run(ctx):
         f"{cfg.base_addr:#x} (not 4 KiB-aligned). Verilog: `{v.name}` (in `{vdir}`).",
         "",
         f"**Trace replay** (measured, Verilator via cocotb, host memory cocotbext-axi `AxiRamRead` "
-        f"with 20 % idle R cycles): the MoBiLE request trace of the trained tiny LM over "
-        f"{tokens} held-out tokens ({tr.get('records', 0)} requests and releases), in lockstep; "
+        f"with 20 % idle R cycles): MoBiLE requests, {origin} ({tr.get('records', 0)} requests "
+        f"and releases), in lockstep; "
         f"every response and every counter is {verdict}, and every missed expert's bytes were "
         f"read back through the memory read port.",
         "",
