@@ -21,6 +21,7 @@ class DmaRun:
     bursts: list[tuple[int, int]]  # (araddr, beats)
     done: list[bool]               # error flag per fill, in completion order
     cycles: int
+    max_in_flight: int = 0         # bursts accepted on AR whose last beat had not arrived
 
 
 def simulate_dma(dma, host: bytes, fills, *, seed: int, ar_idle: float = 0.0,
@@ -46,6 +47,7 @@ def simulate_dma(dma, host: bytes, fills, *, seed: int, ar_idle: float = 0.0,
         r_beats = deque()     # (data, resp, last) of bursts being returned
         cmd_i = 0
         cycles = 0
+        in_flight = 0
         while len(run.done) < len(fills):
             cycles += 1
             if cycles > max_cycles:
@@ -79,8 +81,11 @@ def simulate_dma(dma, host: bytes, fills, *, seed: int, ar_idle: float = 0.0,
                 assert ctx.get(axi.arburst) == 1 and 1 << ctx.get(axi.arsize) == bus_bytes
                 run.bursts.append(burst)
                 ar_queue.append(burst)
+                in_flight += 1
+                run.max_in_flight = max(run.max_in_flight, in_flight)
             if r_offer and ctx.get(axi.rready):
-                r_beats.popleft()
+                if r_beats.popleft()[2]:
+                    in_flight -= 1
             if ctx.get(dma.wr.en):
                 run.memory[ctx.get(dma.wr.addr)] = ctx.get(dma.wr.data)
             if ctx.get(dma.done.valid) and ctx.get(dma.done.ready):

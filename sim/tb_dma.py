@@ -3,6 +3,7 @@
 Configuration arrives through the environment (set by :func:`sim.runner.run_cocotb`):
 
 ``DMA_MAX_BURST``   the DMA's ``max_burst`` (the AR monitor checks it)
+``DMA_OUTSTANDING`` the DMA's ``outstanding`` (the monitor checks bursts in flight)
 ``DMA_FILLS``       random fills in the traffic test
 ``DMA_EFF_FILLS``   fills in the efficiency run (at most 32)
 ``DMA_STATS``       optional path of a JSON file for the efficiency run
@@ -38,6 +39,9 @@ class Bench:
         self.rng = np.random.default_rng(seed)
         self.bus_bytes = len(dut.m_axi__rdata) // 8
         self.max_burst = int(os.environ.get("DMA_MAX_BURST", "16"))
+        self.outstanding = int(os.environ.get("DMA_OUTSTANDING", "4"))
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.ram = AxiRamRead(AxiReadBus.from_prefix(dut, "m_axi", bus_separator="__"),
                               dut.clk, dut.rst, size=HOST_BYTES)
         pattern = self.rng.integers(0, 256, HOST_BYTES, dtype=np.uint8).tobytes()
@@ -98,6 +102,12 @@ class Bench:
                         1 << int(dut.m_axi__arsize.value) != self.bus_bytes:
                     self.violations.append(f"burst {addr:#x}: not INCR of the full bus width")
                 self.bursts.append((addr, beats))
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                if self.in_flight > self.outstanding:
+                    self.violations.append(f"{self.in_flight} bursts in flight > {self.outstanding}")
+            if dut.m_axi__rvalid.value and dut.m_axi__rready.value and dut.m_axi__rlast.value:
+                self.in_flight -= 1
             if dut.wr__en.value:
                 self.memory[int(dut.wr__addr.value)] = int(dut.wr__data.value)
             if dut.done__valid.value and dut.done__ready.value:
@@ -229,9 +239,11 @@ async def dma_efficiency_without_backpressure(dut):
     delivered = n * beats * bus
     efficiency = delivered / (cycles * bus)
     stats = {"bytes": delivered, "cycles": cycles, "bus_bytes": bus, "efficiency": efficiency,
-             "fills": n, "expert_bytes": expert, "seconds": seconds}
+             "fills": n, "expert_bytes": expert, "seconds": seconds,
+             "max_bursts_in_flight": tb.max_in_flight}
     dut._log.info("efficiency %s", stats)
     if os.environ.get("DMA_STATS"):
         with open(os.environ["DMA_STATS"], "w") as f:
             json.dump(stats, f)
     assert efficiency >= 0.90, stats
+    assert tb.max_in_flight >= 2, stats     # several bursts outstanding

@@ -97,6 +97,8 @@ def test_dma_fills_memory_and_splits_bursts_in_amaranth_sim(rng, seed, data_widt
         dest += beats
     run = simulate_dma(dma, host, fills, seed=seed, ar_idle=0.3, r_idle=0.3, done_stall=0.3)
     assert run.done == [False] * len(fills)
+    # Several bursts are outstanding, never more than allowed.
+    assert run.max_in_flight == min(outstanding, 5), run.max_in_flight
     expect_bursts = [b for a, n, _ in fills
                      for b in split_bursts(a, n, bus_bytes=bus, max_burst=max_burst)]
     assert run.bursts == expect_bursts
@@ -137,7 +139,7 @@ def run_dma_cocotb(simulator: str, data_width: int, max_burst: int, build_dir: P
     dma = AxiReadDma(data_width=data_width, max_burst=max_burst, outstanding=4, max_beats=512,
                      mem_addr_width=13)
     v = write_verilog(dma, "axi_read_dma", build_dir / "axi_read_dma.v")
-    env = {"DMA_MAX_BURST": str(max_burst), "DMA_FILLS": str(fills),
+    env = {"DMA_MAX_BURST": str(max_burst), "DMA_OUTSTANDING": "4", "DMA_FILLS": str(fills),
            "DMA_EFF_FILLS": str(eff_fills), "SPEQMOE_SEED": str(base_seed())}
     if stats is not None:
         env["DMA_STATS"] = str(stats)
