@@ -18,6 +18,18 @@ def _fp16_pe(cfg: Config):
     return Fp16PE()
 
 
+def _pe_array(rows: int, cols: int):
+    def build(cfg: Config):
+        from hw.array import PEArray
+        return PEArray(rows, cols)
+    return build
+
+
+def _pe_array_config(cfg: Config):
+    from hw.array import PEArray
+    return PEArray(cfg.array.rows, cfg.array.cols)
+
+
 def _expert_cache(**params):
     # Synthesis configurations: experts of two bus words, because generic synthesis maps the
     # expert SRAM to flip-flops; the figures measure the controller and DMA logic.
@@ -33,6 +45,9 @@ DESIGNS: dict[str, Callable] = {
     "expert_cache_w64_s4": _expert_cache(slots=4, data_width=64, expert_bytes=16, policy="lru"),
     "expert_cache_w128_s16": _expert_cache(slots=16, data_width=128, expert_bytes=32,
                                            policy="lfu"),
+    "pe_array_2x2": _pe_array(2, 2),
+    "pe_array_4x4": _pe_array(4, 4),
+    "pe_array": _pe_array_config,
 }
 
 DEFAULT_DESIGNS = ["reconfigurable_pe", "fp16_pe"]
