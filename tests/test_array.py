@@ -50,6 +50,23 @@ def test_array_interface_scales_with_the_number_of_pes():
     Fragment.get(a, None)   # elaborates: 6 PEs, each with its own result register
 
 
+def test_array_rejects_bad_pe_module_name():
+    from hw.array import PEArray
+
+    with pytest.raises(ValueError, match="Verilog module name"):
+        PEArray(1, 1, pe_module="not a name")
+
+
+def test_hierarchical_verilog_defines_the_pe_once_and_instantiates_it_per_pe():
+    import re
+
+    from hw.array import hierarchical_verilog
+
+    text = hierarchical_verilog(1, 3, "arr")
+    assert re.findall(r"^module (arr_pe)\b", text, re.M) == ["arr_pe"]
+    assert len(re.findall(r"^\s*arr_pe pe\d+ \(", text, re.M)) == 3
+
+
 # --- Amaranth simulator ------------------------------------------------------------------
 
 @pytest.mark.parametrize("rows,cols", [(1, 1), (2, 2)])
