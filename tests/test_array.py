@@ -94,6 +94,15 @@ def test_array_bit_exact_with_stalls_and_backpressure_in_amaranth_sim(rows, cols
     _check(run, jobs, timing=False)
 
 
+def test_array_4x4_bit_exact_on_16x32_in_amaranth_sim(seed):
+    rng = np.random.default_rng(seed)
+    jobs = [random_job(rng, "draft", 16, 32, 4, 4, edges=True),
+            random_job(rng, "verify", 16, 32, 4, 4, tokens=4, edges=True),
+            random_job(rng, "verify", 20, 3, 4, 4, tokens=1)]
+    run = simulate_array(4, 4, jobs, stall=0.2, backpressure=0.3, seed=seed, overlap=True)
+    _check(run, jobs, timing=False)
+
+
 # --- cocotb on the generated Verilog -----------------------------------------------------
 # Each configuration is built once (one build folder) and runs every listed shape twice:
 # with no injected stall, one job at a time, comparing each job's cycle count with the
