@@ -40,7 +40,7 @@ from amaranth.utils import ceil_log2
 
 from hw.dma import AXI_DATA_WIDTHS, AxiReadDma, AxiReadSignature
 
-__all__ = ["POLICIES", "COUNTERS", "ExpertCacheController"]
+__all__ = ["POLICIES", "COUNTERS", "RankOrder", "VictimSelect", "ExpertCacheController"]
 
 POLICIES = ("lru", "fifo", "lfu")
 COUNTERS = ("demands", "prefetches", "hits", "hits_in_flight", "misses", "prefetches_issued",
@@ -53,6 +53,87 @@ _INVALID, _FILLING, _VALID = 0, 1, 2
 def _positive(name, value, minimum=1):
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, not {value!r}")
+
+
+class RankOrder(wiring.Component):
+    """A total order of ``slots`` slots kept as one distinct rank per slot.
+
+    Rank 0 is the oldest, ``slots - 1`` the newest; the order starts as slot 0 (oldest) ..
+    slot ``slots - 1`` (newest). A *touch* of slot ``s`` (``touch_en``) makes it the newest
+    in the next cycle: every slot ranked above it moves down one. This is the recency list
+    of the LRU policy (touched on allocation and demand hit) and the allocation list of
+    FIFO (touched on allocation).
+    """
+
+    def __init__(self, *, slots: int):
+        _positive("slots", slots)
+        self._slots = slots
+        super().__init__({
+            "touch_en": In(1),
+            "touch_slot": In(range(slots)),
+            "ranks": Out(data.ArrayLayout(range(slots), slots)),
+        })
+
+    slots = property(lambda self: self._slots)
+
+    def elaborate(self, platform):
+        m = Module()
+        S = self._slots
+        ranks = [Signal(range(S), init=i, name=f"rank{i}") for i in range(S)]
+        sel = Signal(range(S))
+        m.d.comb += sel.eq(Array(ranks)[self.touch_slot])
+        for j in range(S):
+            m.d.comb += self.ranks[j].eq(ranks[j])
+        with m.If(self.touch_en):
+            for j in range(S):
+                with m.If(self.touch_slot == j):
+                    m.d.sync += ranks[j].eq(S - 1)
+                with m.Elif(ranks[j] > sel):
+                    m.d.sync += ranks[j].eq(ranks[j] - 1)
+        return m
+
+
+class VictimSelect(wiring.Component):
+    """The eligible slot with the smallest key (combinational comparator tree).
+
+    Keys must be distinct among eligible slots (the controller's keys contain a rank), so
+    there are no ties. ``valid`` is low when no slot is eligible.
+    """
+
+    def __init__(self, *, slots: int, key_width: int):
+        _positive("slots", slots)
+        _positive("key_width", key_width)
+        self._slots, self._key_width = slots, key_width
+        super().__init__({
+            "eligible": In(slots),
+            "keys": In(data.ArrayLayout(key_width, slots)),
+            "valid": Out(1),
+            "slot": Out(range(slots)),
+        })
+
+    slots = property(lambda self: self._slots)
+    key_width = property(lambda self: self._key_width)
+
+    def elaborate(self, platform):
+        m = Module()
+        entries = [(self.eligible[i], self.keys[i], C(i, range(self._slots)))
+                   for i in range(self._slots)]
+        while len(entries) > 1:
+            nxt = []
+            for k in range(0, len(entries) - 1, 2):
+                (va, ka, ia), (vb, kb, ib) = entries[k], entries[k + 1]
+                take_b = Signal()
+                m.d.comb += take_b.eq(vb & (~va | (kb < ka)))
+                v, key, idx = Signal(), Signal(self._key_width), Signal(range(self._slots))
+                m.d.comb += [v.eq(va | vb), key.eq(Mux(take_b, kb, ka)),
+                             idx.eq(Mux(take_b, ib, ia))]
+                nxt.append((v, key, idx))
+            if len(entries) % 2:
+                nxt.append(entries[-1])
+            entries = nxt
+        valid, _, slot = entries[0]
+        m.d.comb += [self.valid.eq(valid), self.slot.eq(slot)]
+        return m
 
 
 class ExpertCacheController(wiring.Component):
@@ -177,23 +258,6 @@ class ExpertCacheController(wiring.Component):
     words_per_slot = property(lambda self: self._expert_bytes // (self._data_width // 8))
     mem_depth = property(lambda self: self._slots * self.words_per_slot)
 
-    def _argmin(self, m, entries):
-        """Tree of comparators: ``entries`` are ``(valid, key, index)``; returns the same."""
-        while len(entries) > 1:
-            nxt = []
-            for k in range(0, len(entries) - 1, 2):
-                (va, ka, ia), (vb, kb, ib) = entries[k], entries[k + 1]
-                take_b = Signal()
-                m.d.comb += take_b.eq(vb & (~va | (kb < ka)))
-                v, key, idx = Signal(), Signal.like(ka), Signal.like(ia)
-                m.d.comb += [v.eq(va | vb), key.eq(Mux(take_b, kb, ka)),
-                             idx.eq(Mux(take_b, ib, ia))]
-                nxt.append((v, key, idx))
-            if len(entries) % 2:
-                nxt.append(entries[-1])
-            entries = nxt
-        return entries[0]
-
     def elaborate(self, platform):
         m = Module()
         S = self._slots
@@ -220,8 +284,9 @@ class ExpertCacheController(wiring.Component):
         pins = [Signal(range(self._max_pins + 1), name=f"pins{i}") for i in range(S)]
         use = [Signal(range(self._lfu_max + 1), name=f"use{i}") for i in range(S)]
         pf = [Signal(name=f"pf{i}") for i in range(S)]
-        lru = [Signal(range(S), init=i, name=f"lru{i}") for i in range(S)]
-        age = [Signal(range(S), init=i, name=f"fifo{i}") for i in range(S)]
+        m.submodules.lru = lru_order = RankOrder(slots=S)
+        m.submodules.fifo_order = fifo_order = RankOrder(slots=S)
+        lru = [lru_order.ranks[i] for i in range(S)]
         cnt = {n: Signal(COUNTER_WIDTH, name=f"cnt_{n}") for n in COUNTERS}
         for n in COUNTERS:
             m.d.comb += getattr(self.counters, n).eq(cnt[n])
@@ -229,24 +294,12 @@ class ExpertCacheController(wiring.Component):
         def inc(name, by=1):
             m.d.sync += cnt[name].eq(cnt[name] + by)
 
-        # A touch moves one slot to the top of a rank order (the newest / most recent).
-        touches = {}
-        for name, ranks in (("lru", lru), ("fifo", age)):
-            en, slot = Signal(name=f"touch_{name}"), Signal(range(S), name=f"touch_{name}_slot")
-            m.d.comb += en.eq(0)
-            touches[name] = (en, slot)
-            sel = Signal(range(S), name=f"touch_{name}_rank")
-            m.d.comb += sel.eq(Array(ranks)[slot])
-            with m.If(en):
-                for j in range(S):
-                    with m.If(slot == j):
-                        m.d.sync += ranks[j].eq(S - 1)
-                    with m.Elif(ranks[j] > sel):
-                        m.d.sync += ranks[j].eq(ranks[j] - 1)
+        touches = {"lru": lru_order, "fifo": fifo_order}
+        for order_ in touches.values():
+            m.d.comb += order_.touch_en.eq(0)
 
         def touch(name, s_sig):
-            en, slot = touches[name]
-            m.d.comb += [en.eq(1), slot.eq(s_sig)]
+            m.d.comb += [touches[name].touch_en.eq(1), touches[name].touch_slot.eq(s_sig)]
 
         def per_slot(sel, fn):
             for i in range(S):
@@ -274,11 +327,15 @@ class ExpertCacheController(wiring.Component):
         if self._policy == "lru":
             keys = lru
         elif self._policy == "fifo":
-            keys = age
+            keys = [fifo_order.ranks[i] for i in range(S)]
         else:
             keys = [Cat(lru[i], use[i]) for i in range(S)]
-        victim_valid, _, victim_slot = self._argmin(
-            m, [(evictable[i], keys[i], C(i, range(S))) for i in range(S)])
+        m.submodules.victim = victim = VictimSelect(slots=S,
+                                                    key_width=max(1, len(Value.cast(keys[0]))))
+        m.d.comb += victim.eligible.eq(evictable)
+        for i in range(S):
+            m.d.comb += victim.keys[i].eq(keys[i])
+        victim_valid, victim_slot = victim.valid, victim.slot
         # The slot a miss would take is computed from the state and registered; it is used
         # only when the state did not change in the previous cycle (``fresh``), so a
         # request waits one cycle after any event. This keeps the victim search (a
