@@ -82,12 +82,16 @@ class PEArray(wiring.Component):
     """
 
     def __init__(self, rows: int, cols: int, *, pe_module: str | None = None):
+        problem = None
         for name, value in (("rows", rows), ("cols", cols)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+                problem = problem or f"{name} must be a positive integer, not {value!r}"
         if pe_module is not None and (not isinstance(pe_module, str)
                                       or not pe_module.isidentifier()):
-            raise ValueError(f"pe_module must be a Verilog module name, not {pe_module!r}")
+            problem = problem or f"pe_module must be a Verilog module name, not {pe_module!r}"
+        if problem:
+            self._MustUse__silence = True      # never built: no "created but never used"
+            raise ValueError(problem)
         self._rows = rows
         self._cols = cols
         self._pe_module = pe_module
