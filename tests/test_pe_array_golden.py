@@ -141,3 +141,13 @@ def test_nan_and_inf_follow_the_lane_arithmetic():
     assert got[0, 1] == 0x7FC00000      # 0 * -inf
     assert got[1, 1] == 0x7F800000      # inf * 1 + 0 * 1
     assert got[1, 2] == 0x40000000      # 2 + -0
+
+
+def test_verify_words_are_the_two_planes_joined_and_bytes_match_the_streams(rng):
+    from golden.bsfp import words_from_planes
+
+    _, enc = _layer(rng, 64, 40)
+    assert np.array_equal(words_from_planes(enc.draft_plane(), enc.residual_plane(), 64), enc.words)
+    for mode in ("draft", "verify"):
+        words, _ = pe_array.weight_stream(mode, enc, 4, 4)   # 64 rows: no padding on 4x4
+        assert words.size * 2 == pe_array.weight_bytes(mode, 64, 40)
