@@ -174,6 +174,8 @@ class ExpertCacheController(wiring.Component):
     m_axi : the AXI4 read master.
     alloc : Out ``{valid, slot, tag, evict, victim}`` pulse per allocation.
     counters : Out, one ``COUNTER_WIDTH``-bit member per name in :data:`COUNTERS`.
+    release_error : Out(1), high in the cycle a release of an unpinned slot is accepted
+        (it changes nothing else and counts ``bad_releases``).
     idle : Out(1).
 
     Latency: a demand hit responds 2 cycles after it is offered (one more right after another
@@ -238,6 +240,7 @@ class ExpertCacheController(wiring.Component):
                 "valid": Out(1), "slot": Out(slot_shape), "tag": Out(range(n_layers * n_experts)),
                 "evict": Out(1), "victim": Out(range(n_layers * n_experts))})),
             "counters": Out(wiring.Signature({n: Out(COUNTER_WIDTH) for n in COUNTERS})),
+            "release_error": Out(1),
             "idle": Out(1),
         })
 
@@ -449,6 +452,7 @@ class ExpertCacheController(wiring.Component):
                     def rel(i):
                         with m.If(pins[i] == 0):
                             inc("bad_releases")
+                            m.d.comb += self.release_error.eq(1)
                         with m.Else():
                             m.d.sync += pins[i].eq(pins[i] - 1)
                             inc("releases")

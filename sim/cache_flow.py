@@ -205,11 +205,12 @@ class CacheDriver:
             if waited > self.max_wait:
                 raise AssertionError(f"no response to demand ({layer}, {expert}) in {waited} cycles")
 
-    async def release(self, slot):
+    async def release(self, slot) -> bool:
+        """Release ``slot`` once; returns the controller's ``release_error`` flag."""
         while True:
             await self.cycle(release__valid=1, release__payload=slot)
             if self.ports.get("release__ready"):
-                return
+                return bool(self.ports.get("release_error"))
 
     async def wait_idle(self):
         await self.cycle()
@@ -291,11 +292,13 @@ async def run_lockstep(drv: CacheDriver, n_ops: int, *, bad_experts=(), check_da
             slot = op[1]
             if ops is None and model.slot_state(slot).pins and slot in pinned:
                 pinned.remove(slot)
+            bad = False
             try:
                 model.release(slot)
             except BadReleaseError:
-                pass
-            await drv.release(slot)
+                bad = True
+            flagged = await drv.release(slot)
+            assert flagged == bad, f"op {step} {op}: release_error {flagged}, golden bad release {bad}"
         else:
             kind, layer, expert = op[:3]
             if kind == "demand":

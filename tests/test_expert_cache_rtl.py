@@ -165,6 +165,11 @@ def test_pinned_slots_are_never_evicted_and_a_release_unblocks(seed):
         assert len(drv.allocs) == 2
         await drv.request(1, 4, "prefetch")          # no slot: dropped
         await drv.release(b["slot"])
+        assert not drv.ports.get("release_error")
+        await drv.release(b["slot"])                 # not pinned any more: flagged
+        assert drv.ports.get("release_error")
+        await drv.cycle()
+        assert drv.counters()["bad_releases"] == 1 and drv.counters()["releases"] == 1
         c = await drv.request(1, 3, "demand", 3)
         assert c["slot"] == b["slot"] and not c["hit"]
         assert drv.allocs[-1] == (b["slot"], (0, 2))
