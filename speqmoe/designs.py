@@ -50,13 +50,16 @@ DESIGNS: dict[str, Callable] = {
     "pe_array": _pe_array_config,
 }
 
-DEFAULT_DESIGNS = ["reconfigurable_pe", "fp16_pe"]
+# `speqmoe verilog` writes every design by default; `speqmoe synth` the ones that take
+# seconds (the arrays take minutes: name them with --designs).
+DEFAULT_VERILOG = [n for n in DESIGNS if n != "pe_array"]
+DEFAULT_DESIGNS = ["reconfigurable_pe", "fp16_pe", "expert_cache_w64_s4", "expert_cache_w128_s16"]
 
 
-def select(names: str | None) -> list[str]:
-    """Parse a comma-separated design list (``None``: the defaults)."""
+def select(names: str | None, default: list[str] | None = None) -> list[str]:
+    """Parse a comma-separated design list (``None``: *default*, else the synthesis defaults)."""
     if not names:
-        return list(DEFAULT_DESIGNS)
+        return list(default if default is not None else DEFAULT_DESIGNS)
     chosen = [n.strip() for n in names.split(",") if n.strip()]
     unknown = [n for n in chosen if n not in DESIGNS]
     if unknown:

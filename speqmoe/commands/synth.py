@@ -11,7 +11,9 @@ def add_parser(sub):
                        description=__doc__)
     p.add_argument("--out", type=Path, default=Path("build/synth"), help="output folder")
     p.add_argument("--config", type=Path, default=None, help="configuration TOML")
-    p.add_argument("--designs", default=None, help="comma-separated design names")
+    p.add_argument("--designs", default=None,
+                   help="comma-separated design names (default: the PEs and the two expert-cache "
+                        "configurations; the arrays take minutes: pe_array_2x2, pe_array_4x4)")
     p.set_defaults(func=run)
     return p
 

@@ -10,7 +10,8 @@ def add_parser(sub):
     p.add_argument("--out", type=Path, default=Path("build/verilog"), help="output folder")
     p.add_argument("--config", type=Path, default=None, help="configuration TOML")
     p.add_argument("--designs", default=None,
-                   help="comma-separated design names (default: all PEs); see --list")
+                   help="comma-separated design names (default: all but the configurable "
+                        "pe_array); see --list")
     p.add_argument("--list", action="store_true", help="list the designs and exit")
     p.set_defaults(func=run)
     return p
@@ -25,7 +26,7 @@ def run(args) -> int:
         print("\n".join(designs.DESIGNS))
         return 0
     cfg = load_config(args.config)
-    for name in designs.select(args.designs):
+    for name in designs.select(args.designs, designs.DEFAULT_VERILOG):
         path = write_verilog(designs.build(name, cfg), name, args.out / f"{name}.v")
         print(f"wrote {path}")
     return 0
