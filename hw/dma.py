@@ -122,7 +122,9 @@ class AxiReadDma(wiring.Component):
         ``{addr, beats, dest}``; ``beats`` must be >= 1. Accepted when the previous fill's
         bursts have all been issued and fewer than two fills are waiting for data.
     done : Out(stream)
-        ``{error}``, one per fill, in command order.
+        ``{error}``, one per fill, in command order. ``error`` is set when any beat of the
+        fill returned an ``RRESP`` error, or when ``addr`` was not aligned to the bus width
+        (the fill then reads from the aligned address below, and its data must not be used).
     wr : Out
         ``{en, addr, data}``: the memory write port (one word per R beat).
     m_axi : Out(AxiReadSignature)
@@ -179,7 +181,8 @@ class AxiReadDma(wiring.Component):
         beats_shape = self.cmd_layout["beats"].shape
 
         # Fills whose bursts are issued but whose data has not all arrived.
-        info_layout = data.StructLayout({"beats": beats_shape, "dest": self._mem_addr_width})
+        info_layout = data.StructLayout({"beats": beats_shape, "dest": self._mem_addr_width,
+                                         "misaligned": 1})
         m.submodules.info = info = fifo.SyncFIFO(width=info_layout.size, depth=2)
         info_w = data.View(info_layout, info.w_data)
         info_r = data.View(info_layout, info.r_data)
@@ -228,6 +231,7 @@ class AxiReadDma(wiring.Component):
             info.w_en.eq(self.cmd.valid & self.cmd.ready),
             info_w.beats.eq(self.cmd.payload.beats),
             info_w.dest.eq(self.cmd.payload.dest),
+            info_w.misaligned.eq(self.cmd.payload.addr[:shift].any()),
         ]
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += [
@@ -262,7 +266,7 @@ class AxiReadDma(wiring.Component):
         with m.If((~r_active | (r_fire & last_beat)) & info.r_rdy):
             m.d.comb += info.r_en.eq(1)
             m.d.sync += [r_active.eq(1), r_dest.eq(info_r.dest), r_beats.eq(info_r.beats),
-                         r_error.eq(0)]
+                         r_error.eq(info_r.misaligned)]
 
         m.d.comb += self.busy.eq(a_busy | r_active | info.r_rdy | self.done.valid)
         return m

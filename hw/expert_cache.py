@@ -169,7 +169,9 @@ class ExpertCacheController(wiring.Component):
     req : In(stream) ``{layer, expert, kind, id}``, ``kind`` 0 demand, 1 prefetch.
     resp : Out(stream) ``{id, slot, hit, error}``, one per demand.
     release : In(stream) ``{slot}``.
-    base_addr : In(addr_width), host address of expert (0, 0).
+    base_addr : In(addr_width), host address of expert (0, 0). It must be aligned to the
+        bus width: otherwise every fill completes with ``error=1`` (its slot is invalidated
+        and counted in ``errors``), never with the bytes of a neighbouring address.
     mem : the on-chip memory's read port (synchronous, 1 cycle latency).
     m_axi : the AXI4 read master.
     alloc : Out ``{valid, slot, tag, evict, victim}`` pulse per allocation.

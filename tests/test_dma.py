@@ -119,6 +119,18 @@ def test_dma_reports_rresp_error_for_that_fill_only(rng, seed):
     assert sum(n for a, n in run.bursts) == 120
 
 
+def test_dma_flags_a_fill_whose_address_is_not_bus_aligned(rng, seed):
+    # A host address below the bus width cannot be read as whole beats: the fill must
+    # complete with error=1 rather than deliver the bytes of the aligned address.
+    dma = AxiReadDma(data_width=64, max_burst=8, outstanding=3, max_beats=256, mem_addr_width=10)
+    host = _host(rng, 1 << 14)
+    fills = [(0x0000, 20, 0), (0x1004, 20, 20), (0x2000, 20, 40), (0x3001, 3, 60)]
+    run = simulate_dma(dma, host, fills, seed=seed, r_idle=0.2, done_stall=0.2)
+    assert run.done == [False, True, False, True]
+    for d in range(20):
+        assert run.memory[40 + d] == int.from_bytes(host[0x2000 + 8 * d:0x2008 + 8 * d], "little")
+
+
 def test_dma_keeps_r_channel_busy_without_backpressure(rng, seed):
     dma = AxiReadDma(data_width=64, max_burst=16, outstanding=4, max_beats=512, mem_addr_width=12)
     host = _host(rng, 1 << 16)
