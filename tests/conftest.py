@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import golden.model as gm
+from golden.model import ModelConfig, MoeLM
 from golden.seed import base_seed, derived_seed
+
+# A small random MoE LM shared by the model, SPEQ and MoBiLE tests.
+SMALL = ModelConfig(d_model=32, n_layers=2, n_heads=2, n_experts=4, top_k=2, d_expert=16,
+                    max_seq=96)
 
 
 @pytest.fixture
@@ -19,6 +25,20 @@ def seed(request) -> int:
 @pytest.fixture
 def rng(seed) -> np.random.Generator:
     return np.random.default_rng(seed)
+
+
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    """Small matmuls run many times faster on one BLAS thread on 2 shared cores; results
+    do not depend on it (tests/test_model.py checks the logits are bit-identical)."""
+    with gm.blas_threads(1):
+        yield
+
+
+@pytest.fixture
+def small(seed) -> MoeLM:
+    """A seeded random :data:`SMALL` model."""
+    return MoeLM.init_random(SMALL, seed)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -5,22 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import SMALL
 from golden import model as gm
 from golden.model import KVCache, ModelConfig, MoeLM, generate, top_k_route
-
-SMALL = ModelConfig(d_model=32, n_layers=2, n_heads=2, n_experts=4, top_k=2, d_expert=16,
-                    max_seq=64)
-
-
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    with gm.blas_threads(1):
-        yield
-
-
-@pytest.fixture
-def small(seed) -> MoeLM:
-    return MoeLM.init_random(SMALL, seed)
 
 
 @pytest.mark.parametrize("field,value", [("d_model", 0), ("n_heads", 3), ("top_k", 5),
@@ -167,7 +154,7 @@ def test_generate_rejects_bad_input(small):
     with pytest.raises(ValueError, match="empty"):
         generate(small, b"", 4)
     with pytest.raises(ValueError, match="context"):
-        generate(small, b"x" * 60, 10)
+        generate(small, b"x" * (SMALL.max_seq - 4), 10)
     with pytest.raises(ValueError):
         small.forward([0, 256], small.new_cache())
     cache = small.new_cache()

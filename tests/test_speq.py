@@ -7,10 +7,9 @@ import pytest
 
 from golden import model as gm
 from golden import speq
+from conftest import SMALL
 from golden.model import ModelConfig, MoeLM
 
-SMALL = ModelConfig(d_model=32, n_layers=2, n_heads=2, n_experts=4, top_k=2, d_expert=16,
-                    max_seq=96)
 PROMPTS = [b"x", b"def f(a, b):\n    return ", b"The Python language ", bytes(range(40, 70))]
 
 # chi-square critical values at significance 0.001 (df -> value); with the fixed seed the test
@@ -22,17 +21,6 @@ def chi_square(counts: np.ndarray, probs: np.ndarray) -> float:
     expected = probs * counts.sum()
     assert expected.min() >= 5, "cells too small for a chi-square test"
     return float(((counts - expected) ** 2 / expected).sum())
-
-
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    with gm.blas_threads(1):
-        yield
-
-
-@pytest.fixture
-def small(seed) -> MoeLM:
-    return MoeLM.init_random(SMALL, seed)
 
 
 @pytest.mark.parametrize("gamma", [1, 2, 3, 4, 5, 6])
