@@ -28,11 +28,24 @@ class SimConfig:
     pe_sequences: int = 500
     simulators: tuple[str, ...] = ("verilator",)
 
+    def validate(self, where: str) -> None:
+        if self.pe_sequences < 1:
+            raise UserError(f"{where}.pe_sequences must be at least 1, not {self.pe_sequences}")
+        bad = [s for s in self.simulators if s not in ("verilator", "icarus")]
+        if bad or not self.simulators:
+            raise UserError(f"{where}.simulators must name verilator and/or icarus, not "
+                            f"{list(self.simulators)!r}")
+
 
 @dataclass
 class ArrayConfig:
     rows: int = 4
     cols: int = 4
+
+    def validate(self, where: str) -> None:
+        for key in ("rows", "cols"):
+            if getattr(self, key) < 1:
+                raise UserError(f"{where}.{key} must be at least 1, not {getattr(self, key)}")
 
 
 @dataclass
@@ -41,22 +54,27 @@ class Config:
     array: ArrayConfig = field(default_factory=ArrayConfig)
 
 
-def _fill(cls, table: dict, where: str):
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(table) - set(known))
+def _reject_unknown(given, known, what: str, where: str) -> None:
+    unknown = sorted(set(given) - set(known))
     if unknown:
-        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        raise UserError(f"{where}: unknown {what} {', '.join(unknown)}; known: {', '.join(known)}")
+
+
+def _fill(cls, table: dict, where: str):
+    """Build a *cls* from a TOML table; every value must have its default's type exactly
+    (a list for a tuple; ``true`` is not an integer)."""
     obj = cls()
+    _reject_unknown(table, [f.name for f in fields(cls)], "key(s)", where)
     for key, value in table.items():
         default = getattr(obj, key)
         if isinstance(default, tuple):
-            if not isinstance(value, list):
-                raise UserError(f"{where}.{key} must be a list, not {value!r}")
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise UserError(f"{where}.{key} must be a list of strings, not {value!r}")
             value = tuple(value)
-        elif isinstance(default, bool) or not isinstance(value, type(default)):
-            if not (isinstance(default, bool) and isinstance(value, bool)):
-                raise UserError(f"{where}.{key} must be {type(default).__name__}, not {value!r}")
+        elif type(value) is not type(default):
+            raise UserError(f"{where}.{key} must be {type(default).__name__}, not {value!r}")
         setattr(obj, key, value)
+    obj.validate(where)
     return obj
 
 
@@ -71,10 +89,7 @@ def load_config(path: Path | None) -> Config:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path}: not valid TOML: {exc}") from None
-    sections = {f.name: f for f in fields(Config)}
-    unknown = sorted(set(data) - set(sections))
-    if unknown:
-        raise UserError(f"{path}: unknown table(s) {', '.join(unknown)}; known: {', '.join(sections)}")
+    _reject_unknown(data, [f.name for f in fields(Config)], "table(s)", str(path))
     cfg = Config()
     for name, value in data.items():
         if not isinstance(value, dict):
