@@ -13,6 +13,7 @@ import numpy as np
 from amaranth.sim import Simulator
 
 from hw.pe import Fp16PE, PeMode, ReconfigurablePE
+from sim.pe_stimulus import beats_of
 
 
 def simulate_pe(kind: str, batches, *, stall: float = 0.2, backpressure: float = 0.2,
@@ -28,11 +29,7 @@ def simulate_pe(kind: str, batches, *, stall: float = 0.2, backpressure: float =
     else:
         raise ValueError(f"unknown PE kind {kind!r}")
     rng = np.random.default_rng(seed)
-    beats = []
-    for bi, b in enumerate(batches):
-        for words, acts in zip(b.words, b.acts):
-            for k in range(words.size):
-                beats.append((bi, int(words[k]), k == words.size - 1, [int(a) for a in acts[k]]))
+    beats = beats_of(batches)
     n_expected = sum(len(b.words) for b in batches)
     limit = max_cycles if max_cycles is not None else 40 * len(beats) + 1000
     results = []
@@ -54,17 +51,17 @@ def simulate_pe(kind: str, batches, *, stall: float = 0.2, backpressure: float =
             if counters["cycles"] >= limit:
                 raise AssertionError(f"timeout after {limit} cycles with {len(results)} results")
             if wi < len(beats) and ai < len(beats):
-                nb = beats[wi][0]
-                if nb != loaded and beats[ai][0] == nb:
+                nb = beats[wi].batch
+                if nb != loaded and beats[ai].batch == nb:
                     load(batches[nb])
                     loaded = nb
-            if not w_on and wi < len(beats) and beats[wi][0] == loaded and rng.random() >= stall:
+            if not w_on and wi < len(beats) and beats[wi].batch == loaded and rng.random() >= stall:
                 w_on = True
-                ctx.set(dut.weights.payload.word, beats[wi][1])
-                ctx.set(dut.weights.payload.last, beats[wi][2])
-            if not a_on and ai < len(beats) and beats[ai][0] == loaded and rng.random() >= stall:
+                ctx.set(dut.weights.payload.word, beats[wi].word)
+                ctx.set(dut.weights.payload.last, beats[wi].last)
+            if not a_on and ai < len(beats) and beats[ai].batch == loaded and rng.random() >= stall:
                 a_on = True
-                for j, a in enumerate(beats[ai][3]):
+                for j, a in enumerate(beats[ai].acts):
                     ctx.set(dut.acts.payload[j], a)
             ctx.set(dut.weights.valid, w_on)
             ctx.set(dut.acts.valid, a_on)

@@ -65,6 +65,23 @@ class Batch:
         return sum(w.size for w in self.words)
 
 
+@dataclass(frozen=True)
+class Beat:
+    """One cycle's worth of PE input: a weight word, its ``last`` flag, four activations."""
+    batch: int
+    word: int
+    last: bool
+    acts: tuple
+
+
+def beats_of(batches) -> list[Beat]:
+    """The batches' dot products as the beat sequence a testbench drives, in order."""
+    return [Beat(bi, int(words[k]), k == words.size - 1, tuple(int(a) for a in acts[k]))
+            for bi, b in enumerate(batches)
+            for words, acts in zip(b.words, b.acts)
+            for k in range(words.size)]
+
+
 def encode_full_table(fp16_bits) -> np.ndarray:
     """Encode FP16 patterns as BSFP words under :data:`FULL_BASE` (D = e // 4, x = e % 4)."""
     v = np.asarray(fp16_bits, dtype=np.uint32)

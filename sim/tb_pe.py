@@ -31,7 +31,7 @@ from cocotb.triggers import ReadOnly, RisingEdge
 
 from golden.fp import fp32_equal
 from golden.seed import base_seed, derived_seed
-from sim.pe_stimulus import pe_batches
+from sim.pe_stimulus import beats_of, pe_batches
 
 _MODE_CODE = {"verify": 0, "draft": 1, "fp16": 0}
 
@@ -59,15 +59,12 @@ async def pe_matches_golden(dut):
     rng = np.random.default_rng(seed ^ 0x5EED)
 
     # Flatten the stimulus into beat lists; remember where each batch starts.
-    w_beats, a_beats, expected, batch_of_beat = [], [], [], []
-    for bi, b in enumerate(batches):
-        for words, acts, exp in zip(b.words, b.acts, b.expected):
-            for k in range(words.size):
-                w_beats.append(int(words[k]) | ((k == words.size - 1) << 16))
-                a_beats.append(_pack(acts[k], 16))
-                batch_of_beat.append(bi)
-            expected.append((b.mode, exp))
-    n_beats = len(w_beats)
+    beats = beats_of(batches)
+    w_beats = [b.word | (b.last << 16) for b in beats]
+    a_beats = [_pack(b.acts, 16) for b in beats]
+    batch_of_beat = [b.batch for b in beats]
+    expected = [(b.mode, exp) for b in batches for exp in b.expected]
+    n_beats = len(beats)
     reconfigurable = kind == "reconfigurable"
 
     def load_tables(b):
