@@ -43,7 +43,7 @@ from golden.pe import LANES, check_tables
 
 __all__ = ["MODES", "MAX_TOKENS", "PIPELINE_LATENCY", "ArrayShape", "matmul", "tiles",
            "weight_stream", "acts_stream", "result_beats", "assemble", "cycles", "macs",
-           "weight_bytes", "pe_tables"]
+           "weight_bytes", "pe_tables", "stream_results"]
 
 MODES = ("draft", "verify")
 MAX_TOKENS = LANES
@@ -195,18 +195,33 @@ def result_beats(mode: str, w: BsfpTensor, acts: np.ndarray, rows: int, cols: in
     """Every result beat the array emits, in order: uint32 of shape ``(tiles * P, 4)``.
 
     Beat ``t * P + p`` holds PE ``p``'s 4 lanes after tile ``t``, padding included, computed
-    lane by lane from the streams exactly as the PEs do (:func:`golden.pe.lane_operands`).
+    lane by lane from the streams exactly as the PEs do (:func:`stream_results`).
     """
-    from golden.pe import decode_draft, decode_verify
-
     n, k = _check_layer(w)
-    p = ArrayShape(rows, cols).pes
     words, _ = weight_stream(mode, w, rows, cols)
     a = acts_stream(mode, acts, n, rows, cols)
-    nt = words.shape[0] // k
     base, lut = pe_tables(w)
-    words = words.reshape(nt, k, p).transpose(0, 2, 1)            # (tiles, P, K)
-    a = a[:k]                                                       # (K, 4): same each tile
+    return stream_results(mode, words, a[:k], base, lut)
+
+
+def stream_results(mode: str, words: np.ndarray, acts: np.ndarray, base, lut) -> np.ndarray:
+    """Result beats of the array fed the weight beats ``words`` (uint16 ``(tiles * K, P)``),
+    the activation beats ``acts`` (uint16 ``(K, 4)``, the same for every tile) and the tables.
+
+    Returns uint32 ``(tiles * P, 4)``: beat ``t * P + p`` is PE ``p``'s lanes after tile ``t``
+    (:func:`golden.pe.lane_operands`: draft lanes use activation 0).
+    """
+    from golden.pe import check_tables, decode_draft, decode_verify
+
+    _check_mode(mode)
+    base, lut = check_tables(base, lut)
+    a = np.asarray(acts, dtype=np.uint16)
+    k = a.shape[0]
+    if a.shape != (k, LANES) or k < 1 or words.ndim != 2 or words.shape[0] % k:
+        raise ValueError(f"words {words.shape} and acts {a.shape} do not form K-beat tiles")
+    p = words.shape[1]
+    nt = words.shape[0] // k
+    words = words.reshape(nt, k, p).transpose(0, 2, 1)             # (tiles, P, K)
     if mode == "draft":
         wl = decode_draft(words, lut)                               # (tiles, P, K, 4)
         wl = wl.transpose(0, 1, 3, 2)                               # (tiles, P, 4, K)

@@ -178,6 +178,9 @@ class ExpertCacheController(wiring.Component):
     counters : Out, one ``COUNTER_WIDTH``-bit member per name in :data:`COUNTERS`.
     release_error : Out(1), high in the cycle a release of an unpinned slot is accepted
         (it changes nothing else and counts ``bad_releases``).
+    pinned : Out(slots), bit ``s`` high while slot ``s`` is valid and pinned at least once.
+    fill_prefetch : Out(1), high while the fill whose bursts the DMA issues last was a prefetch
+        (an arbiter in front of the AXI port may rank prefetch fills below other traffic).
     idle : Out(1).
 
     Latency: a demand hit responds 2 cycles after it is offered (one more right after another
@@ -243,6 +246,8 @@ class ExpertCacheController(wiring.Component):
                 "evict": Out(1), "victim": Out(range(n_layers * n_experts))})),
             "counters": Out(wiring.Signature({n: Out(COUNTER_WIDTH) for n in COUNTERS})),
             "release_error": Out(1),
+            "pinned": Out(slots),
+            "fill_prefetch": Out(1),
             "idle": Out(1),
         })
 
@@ -319,6 +324,8 @@ class ExpertCacheController(wiring.Component):
         invalid = Signal(S)
         evictable = Signal(S)
         for i in range(S):
+            m.d.comb += self.pinned[i].eq((st[i] == _VALID) & (pins[i] != 0))
+        for i in range(S):
             m.d.comb += [match[i].eq((st[i] != _INVALID) & (tag[i] == idx)),
                          invalid[i].eq(st[i] == _INVALID),
                          evictable[i].eq((st[i] == _VALID) & (pins[i] == 0))]
@@ -382,11 +389,12 @@ class ExpertCacheController(wiring.Component):
             dma.cmd.payload.beats.eq(wps),
             order.w_data.eq(Cat(cmd_slot, ~d_valid)),
         ]
+        c_prefetch = Signal()
         with m.If(dma.cmd.valid & dma.cmd.ready):
-            m.d.sync += c_valid.eq(0)
+            m.d.sync += [c_valid.eq(0), self.fill_prefetch.eq(c_prefetch)]
         with m.If((d_valid | pfq.r_rdy) & order.w_rdy & (~c_valid | dma.cmd.ready)):
             m.d.comb += order.w_en.eq(1)
-            m.d.sync += [c_valid.eq(1),
+            m.d.sync += [c_valid.eq(1), c_prefetch.eq(~d_valid),
                          dma.cmd.payload.addr.eq(self.base_addr + cmd_tag * self._expert_bytes),
                          dma.cmd.payload.dest.eq(cmd_slot * wps)]
             with m.If(d_valid):
