@@ -79,6 +79,8 @@ class PEArray(wiring.Component):
         tile's results were not yet taken.
     macs : Out(48)
         MACs done, ``4 * rows * cols`` per accepted beat.
+    stall_in, stall_out : Out(1)
+        This cycle is one counted in ``starved_cycles`` (resp. ``blocked_cycles``).
     """
 
     def __init__(self, rows: int, cols: int, *, pe_module: str | None = None):
@@ -104,6 +106,8 @@ class PEArray(wiring.Component):
             "starved_cycles": Out(32),
             "blocked_cycles": Out(32),
             "macs": Out(48),
+            "stall_in": Out(1),
+            "stall_out": Out(1),
         })
 
     @property
@@ -187,9 +191,11 @@ class PEArray(wiring.Component):
         with m.If(fire):
             m.d.sync += [self.busy_cycles.eq(self.busy_cycles + 1),
                          self.macs.eq(self.macs + LANES * n)]
-        with m.If(~can_take):
+        m.d.comb += [self.stall_out.eq(~can_take),
+                     self.stall_in.eq(can_take & ~(self.weights.valid & self.acts.valid))]
+        with m.If(self.stall_out):
             m.d.sync += self.blocked_cycles.eq(self.blocked_cycles + 1)
-        with m.If(can_take & ~(self.weights.valid & self.acts.valid)):
+        with m.If(self.stall_in):
             m.d.sync += self.starved_cycles.eq(self.starved_cycles + 1)
         return m
 
