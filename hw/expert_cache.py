@@ -179,6 +179,10 @@ class ExpertCacheController(wiring.Component):
     release_error : Out(1), high in the cycle a release of an unpinned slot is accepted
         (it changes nothing else and counts ``bad_releases``).
     pinned : Out(slots), bit ``s`` high while slot ``s`` is valid and pinned at least once.
+    blocked : Out(1), high while the demand offered on ``req`` can never be accepted without a
+        release: it misses, no slot can be taken and no fill is in flight, or it hits a slot
+        pinned ``max_pins`` times. A master that cannot release (its releases queue behind the
+        demand) withdraws the request instead of waiting forever.
     fill_prefetch : Out(1), high while the fill whose bursts the DMA issues last was a prefetch
         (an arbiter in front of the AXI port may rank prefetch fills below other traffic).
     idle : Out(1).
@@ -248,6 +252,7 @@ class ExpertCacheController(wiring.Component):
             "release_error": Out(1),
             "pinned": Out(slots),
             "fill_prefetch": Out(1),
+            "blocked": Out(1),
             "idle": Out(1),
         })
 
@@ -321,6 +326,7 @@ class ExpertCacheController(wiring.Component):
         idx = Signal(range(n_tags))
         m.d.comb += idx.eq(req.layer * self._n_experts + req.expert)
         match = Signal(S)
+        filling = Signal(S)
         invalid = Signal(S)
         evictable = Signal(S)
         for i in range(S):
@@ -328,6 +334,7 @@ class ExpertCacheController(wiring.Component):
         for i in range(S):
             m.d.comb += [match[i].eq((st[i] != _INVALID) & (tag[i] == idx)),
                          invalid[i].eq(st[i] == _INVALID),
+                         filling[i].eq(st[i] == _FILLING),
                          evictable[i].eq((st[i] == _VALID) & (pins[i] == 0))]
         hit_slot = Signal(range(S))
         inv_slot = Signal(range(S))
@@ -473,6 +480,7 @@ class ExpertCacheController(wiring.Component):
                     with m.If(match.any() & (hit_st == _VALID)):
                         with m.If(hit_pins == self._max_pins):
                             inc("demand_stall_cycles")
+                            m.d.comb += self.blocked.eq(1)
                         with m.Else():
                             m.d.comb += self.req.ready.eq(1)
                             inc("demands")
@@ -502,6 +510,7 @@ class ExpertCacheController(wiring.Component):
                         m.next = "WAIT_FILL"
                     with m.Else():
                         inc("demand_stall_cycles")
+                        m.d.comb += self.blocked.eq(~filling.any())
                 with m.Elif(self.req.valid):
                     m.d.comb += self.req.ready.eq(1)
                     inc("prefetches")
