@@ -576,7 +576,7 @@ class AccelModel:
 
     # -- figures --------------------------------------------------------------------------
     def min_cycles(self, cmd) -> int:
-        """A lower bound on the cycles the command keeps the accelerator busy."""
+        """A lower bound on the cycles a successful command keeps the accelerator busy."""
         if isinstance(cmd, Matmul) and cmd.n >= 1 and cmd.k >= 1:
             from golden.pe_array import cycles
             return cycles(cmd.mode, cmd.n, cmd.k, self.rows, self.cols)

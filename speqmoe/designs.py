@@ -39,6 +39,13 @@ def _expert_cache(**params):
     return build
 
 
+def _accel(rows: int, cols: int, **params):
+    def build(cfg: Config):
+        from hw.accel import Accelerator
+        return Accelerator(rows, cols, **params)
+    return build
+
+
 DESIGNS: dict[str, Callable] = {
     "reconfigurable_pe": _reconfigurable_pe,
     "fp16_pe": _fp16_pe,
@@ -48,6 +55,10 @@ DESIGNS: dict[str, Callable] = {
     "pe_array_2x2": _pe_array(2, 2),
     "pe_array_4x4": _pe_array(4, 4),
     "pe_array": _pe_array_config,
+    # The accelerator top: 2x2 / 64-bit / 4 slots (small memories, so that generic synthesis,
+    # which turns every memory into flip-flops, stays minutes) and 4x4 / 256-bit / 8 slots.
+    "accel_2x2": _accel(2, 2, slots=4, expert_bytes=256, k_max=64, n_max=64, fifo_lines=32),
+    "accel_4x4": _accel(4, 4, slots=8, expert_bytes=16384, k_max=1024, n_max=1024),
 }
 
 # `speqmoe verilog` writes every design by default; `speqmoe synth` the ones that take

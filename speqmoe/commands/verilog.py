@@ -26,7 +26,13 @@ def run(args) -> int:
         print("\n".join(designs.DESIGNS))
         return 0
     cfg = load_config(args.config)
-    for name in designs.select(args.designs, designs.DEFAULT_VERILOG):
+    chosen = designs.select(args.designs, designs.DEFAULT_VERILOG)
+    for name in chosen:
         path = write_verilog(designs.build(name, cfg), name, args.out / f"{name}.v")
+        print(f"wrote {path}")
+    if any(name.startswith("accel") for name in chosen):
+        from hw.accel import register_doc
+        path = args.out / "accel_registers.md"
+        path.write_text(register_doc())
         print(f"wrote {path}")
     return 0
