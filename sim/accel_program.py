@@ -108,52 +108,73 @@ def _expert_shape(rng, p: AccelParams) -> tuple[int, int]:
             return n, k
 
 
-def random_program(params: AccelParams, rng: np.random.Generator, n_commands: int, *,
-                   errors: bool = True) -> Program:
-    """Lay out host memory and draw about ``n_commands`` commands (see the module docstring)."""
-    p = params
-    mem = bytearray(rng.integers(0, 256, MEM_BYTES, dtype=np.uint8).tobytes())
-    mem[OUT_BASE:OUT_BASE + OUT_BYTES] = bytes(OUT_BYTES)
-    dense = []
-    addr = DENSE_BASE + p.line * int(rng.integers(0, 64))
-    for i in range(6):
-        n = int(rng.integers(1, p.n_max + 1)) if i else p.n_max
-        k = 4 * int(rng.integers(1, p.k_max // 4 + 1)) if i else p.k_max
-        placed = _place(mem, _matrix(rng, n, k), p.pes, addr)
-        dense.append(placed)
-        size = verify_tiles(n, p.pes) * k * p.line
-        addr += size + p.line * int(rng.integers(0, 40))
-    assert addr < POISON_BASE, "dense matrices overflow their area"
-    experts = {}
-    for layer in range(p.n_layers):
-        for e in range(p.n_experts):
-            n, k = _expert_shape(rng, p)
-            base = EXPERT_BASE + (layer * p.n_experts + e) * p.expert_bytes
-            placed = _place(mem, _matrix(rng, n, k), p.pes, base)
-            experts[layer, e] = Placed(placed.w, placed.draft - base, placed.resid - base)
-    poison = _place(mem, _matrix(rng, 2 * p.pes, 8), p.pes, POISON_BASE)
-    bad_reads = [(poison.resid + p.line, poison.resid + 2 * p.line),
-                 (ACTS_BASE + 0x8000, ACTS_BASE + 0x8000 + p.line)]
-    bad_layer, bad_expert = p.n_layers - 1, p.n_experts - 1
-    bad_base = EXPERT_BASE + (bad_layer * p.n_experts + bad_expert) * p.expert_bytes
-    bad_reads.append((bad_base + p.expert_bytes - p.line, bad_base + p.expert_bytes))
-    prog = Program(p, mem, [], bad_reads, [BAD_OUT])
-    model = prog.model()
-    cmds = prog.commands
+class Builder:
+    """Host memory laid out for a program, the program so far and the golden model run on it.
 
-    def run(cmd):
-        cmds.append(cmd)
-        return model.run(cmd)
+    Memory: six dense matrices (the first N = n_max, K = k_max) at line-aligned, otherwise
+    random places; one matrix per expert; a poisoned dense matrix (one residual line answers
+    SLVERR); a poisoned activation line; a poisoned last line of the last expert; a poisoned
+    output range.
+    """
 
-    def ensure(k, tables_of, tokens=None):
-        if model.acts_k != k or (tokens is not None and model.acts_tokens != tokens):
-            t = tokens or int(rng.integers(1, 5))
+    def __init__(self, params: AccelParams, rng: np.random.Generator):
+        p = self.p = params
+        self.rng = rng
+        mem = bytearray(rng.integers(0, 256, MEM_BYTES, dtype=np.uint8).tobytes())
+        mem[OUT_BASE:OUT_BASE + OUT_BYTES] = bytes(OUT_BYTES)
+        self.dense = []
+        addr = DENSE_BASE + p.line * int(rng.integers(0, 64))
+        for i in range(6):
+            n = int(rng.integers(1, p.n_max + 1)) if i else p.n_max
+            k = 4 * int(rng.integers(1, p.k_max // 4 + 1)) if i else p.k_max
+            self.dense.append(_place(mem, _matrix(rng, n, k), p.pes, addr))
+            addr += verify_tiles(n, p.pes) * k * p.line + p.line * int(rng.integers(0, 40))
+        assert addr < POISON_BASE, "dense matrices overflow their area"
+        self.experts = {}
+        for layer in range(p.n_layers):
+            for e in range(p.n_experts):
+                n, k = _expert_shape(rng, p)
+                base = EXPERT_BASE + (layer * p.n_experts + e) * p.expert_bytes
+                placed = _place(mem, _matrix(rng, n, k), p.pes, base)
+                self.experts[layer, e] = Placed(placed.w, placed.draft - base, placed.resid - base)
+        self.poison = _place(mem, _matrix(rng, 2 * p.pes, 8), p.pes, POISON_BASE)
+        self.bad_acts = ACTS_BASE + 0x8000
+        bad_reads = [(self.poison.resid + p.line, self.poison.resid + 2 * p.line),
+                     (self.bad_acts, self.bad_acts + p.line)]
+        self.bad_expert = (p.n_layers - 1, p.n_experts - 1)
+        bad_base = EXPERT_BASE + (self.bad_expert[0] * p.n_experts + self.bad_expert[1]) \
+            * p.expert_bytes
+        bad_reads.append((bad_base + p.expert_bytes - p.line, bad_base + p.expert_bytes))
+        self.prog = Program(p, mem, [], bad_reads, [BAD_OUT])
+        self.model = self.prog.model()
+        self.pinned: list[int] = []
+        self.prefetch_pending = False
+
+    def run(self, cmd):
+        if isinstance(cmd, (Demand, Prefetch)) and self.prefetch_pending:
+            self.run(Fence())
+        if isinstance(cmd, (Prefetch, Fence)):
+            self.prefetch_pending = isinstance(cmd, Prefetch)
+        self.prog.commands.append(cmd)
+        outcome = self.model.run(cmd)
+        if isinstance(cmd, Demand) and outcome.ok:
+            self.pinned.append(outcome.resp[0])
+        if isinstance(cmd, Release) and outcome.ok:
+            self.pinned.remove(cmd.slot)
+        return outcome
+
+    def ensure(self, k: int, tables_of) -> None:
+        """Load activations of length ``k`` and the tables of ``tables_of`` unless present."""
+        p, rng, model = self.p, self.rng, self.model
+        if model.acts_k != k:
             stride = p.line * int(rng.integers(-(-2 * k // p.line), 40))
-            run(LoadActs(t, k, ACTS_BASE + p.line * int(rng.integers(0, 32)), stride))
+            self.run(LoadActs(int(rng.integers(1, 5)), k,
+                              ACTS_BASE + p.line * int(rng.integers(0, 32)), stride))
         if model.tables != SetTables.of(tables_of):
-            run(SetTables.of(tables_of))
+            self.run(SetTables.of(tables_of))
 
-    def out_args(n, fp16):
+    def out_args(self, n: int, fp16: bool) -> tuple[int, int]:
+        p, rng = self.p, self.rng
         e = 2 if fp16 else 4
         stride = p.line * -(-(n * e) // p.line) + p.line * int(rng.integers(0, 4))
         if 4 * stride > OUT_BYTES:
@@ -161,71 +182,119 @@ def random_program(params: AccelParams, rng: np.random.Generator, n_commands: in
         start = OUT_BASE + p.line * int(rng.integers(0, (OUT_BYTES - 4 * stride) // p.line))
         return start, stride
 
-    def matmul(placed, slot=None):
-        w = placed.w
-        n, k = w.shape
-        ensure(k, w)
-        fp16 = bool(rng.random() < 0.4)
-        out, stride = out_args(n, fp16)
-        mode = "draft" if rng.random() < 0.5 else "verify"
-        run(Matmul(mode, n, k, placed.draft, placed.resid, out, stride, fp16, slot))
+    def matmul(self, placed: Placed, slot=None, mode=None, fp16=None):
+        n, k = placed.w.shape
+        self.ensure(k, placed.w)
+        fp16 = bool(self.rng.random() < 0.4) if fp16 is None else fp16
+        out, stride = self.out_args(n, fp16)
+        mode = mode or ("draft" if self.rng.random() < 0.5 else "verify")
+        return self.run(Matmul(mode, n, k, placed.draft, placed.resid, out, stride, fp16, slot))
 
-    pinned: list[int] = []
-    prefetch_pending = False
+    def demand_and_matmul(self, tag, mode=None):
+        o = self.run(Demand(*tag))
+        if o.ok:
+            self.matmul(self.experts[tag], slot=o.resp[0], mode=mode)
+        return o
+
+    def weight_read_error(self):
+        ps = self.poison
+        self.ensure(8, ps.w)
+        out, stride = self.out_args(ps.w.shape[0], False)
+        return self.run(Matmul("verify", ps.w.shape[0], 8, ps.draft, ps.resid, out, stride))
+
+    def acts_read_error(self):
+        return self.run(LoadActs(2, 8, self.bad_acts, 4 * self.p.line))
+
+    def write_error(self):
+        w = self.dense[1].w
+        self.ensure(w.shape[1], w)
+        return self.run(Matmul("draft", w.shape[0], w.shape[1], self.dense[1].draft,
+                               self.dense[1].resid, BAD_OUT[0], 0))
+
+    def bad_release(self):
+        free = [s for s in range(self.p.slots) if self.model.cache.slot_state(s).pins == 0]
+        if free:
+            return self.run(Release(free[int(self.rng.integers(0, len(free)))]))
+        return None
+
+    def finish(self) -> Program:
+        for slot in list(self.pinned):
+            self.run(Release(slot))
+        self.run(Fence())
+        return self.prog
+
+
+def random_program(params: AccelParams, rng: np.random.Generator, n_commands: int, *,
+                   errors: bool = True) -> Program:
+    """Lay out host memory and draw about ``n_commands`` commands (see the module docstring)."""
+    b = Builder(params, rng)
+    p = params
     malformed = _malformed(p)
-    while len(cmds) < n_commands:
+    while len(b.prog.commands) < n_commands:
         r = rng.random()
         if r < 0.3:
-            matmul(dense[int(rng.integers(0, len(dense)))])
+            b.matmul(b.dense[int(rng.integers(0, len(b.dense)))])
         elif r < 0.5:
-            if prefetch_pending:
-                run(Fence())
-                prefetch_pending = False
-            tag = (int(rng.integers(0, p.n_layers)), int(rng.integers(0, p.n_experts)))
-            o = run(Demand(*tag))
-            if o.ok:
-                pinned.append(o.resp[0])
-                matmul(experts[tag], slot=o.resp[0])
+            b.demand_and_matmul((int(rng.integers(0, p.n_layers)),
+                                 int(rng.integers(0, p.n_experts))))
         elif r < 0.66:
-            if pinned:
-                run(Release(pinned.pop(int(rng.integers(0, len(pinned))))))
+            if b.pinned:
+                b.run(Release(b.pinned[int(rng.integers(0, len(b.pinned)))]))
         elif r < 0.7:
-            if prefetch_pending:
-                run(Fence())
-            run(Prefetch(int(rng.integers(0, p.n_layers)), int(rng.integers(0, p.n_experts))))
-            prefetch_pending = True
+            b.run(Prefetch(int(rng.integers(0, p.n_layers)), int(rng.integers(0, p.n_experts))))
         elif r < 0.75:
-            run(Fence())
-            prefetch_pending = False
+            b.run(Fence())
         elif errors:
             kind = int(rng.integers(0, 6))
-            if kind == 5:                           # a release of an unpinned slot
-                free = [s for s in range(p.slots) if model.cache.slot_state(s).pins == 0]
-                if free:
-                    run(Release(free[int(rng.integers(0, len(free)))]))
-            elif kind == 0:
-                run(malformed[int(rng.integers(0, len(malformed)))])
-            elif kind == 1:                         # read error on weights
-                ensure(8, poison.w)
-                out, stride = out_args(poison.w.shape[0], False)
-                run(Matmul("verify", poison.w.shape[0], 8, poison.draft, poison.resid, out,
-                           stride))
-            elif kind == 2:                         # read error on activations, then recover
-                run(LoadActs(2, 8, ACTS_BASE + 0x8000, 4 * p.line))
-            elif kind == 3:                         # write error
-                w = dense[1].w
-                ensure(w.shape[1], w)
-                run(Matmul("draft", w.shape[0], w.shape[1], dense[1].draft, dense[1].resid,
-                           BAD_OUT[0], 0))
-            else:                                   # a fill that fails
-                if prefetch_pending:
-                    run(Fence())
-                    prefetch_pending = False
-                run(Demand(bad_layer, bad_expert))
-    for slot in pinned:
-        run(Release(slot))
-    run(Fence())
-    return prog
+            if kind == 0:
+                b.run(malformed[int(rng.integers(0, len(malformed)))])
+            elif kind == 1:
+                b.weight_read_error()
+            elif kind == 2:
+                b.acts_read_error()
+            elif kind == 3:
+                b.write_error()
+            elif kind == 4:
+                b.run(Demand(*b.bad_expert))
+            else:
+                b.bad_release()
+    return b.finish()
+
+
+def directed_program(params: AccelParams, rng: np.random.Generator) -> Program:
+    """Every malformed command class and every bus error, each followed by a command that
+    must succeed; a full cache; and a verify and a draft pass of the same matrix from host
+    memory and from a slot, back to back (their bytes must be 4:1)."""
+    b = Builder(params, rng)
+    p = params
+    good = b.dense[2]
+
+    def then_good():
+        assert b.matmul(good).ok
+    for cmd in _malformed(p):
+        assert not b.run(cmd).ok, cmd
+        then_good()
+    other = 8 if b.model.acts_k == 4 else 4
+    assert b.run(Matmul("verify", 4, other, DENSE_BASE, DENSE_BASE, OUT_BASE, 0)).cause == "ACTS"
+    then_good()
+    for fail in (b.weight_read_error, b.acts_read_error, b.write_error,
+                 lambda: b.run(Demand(*b.bad_expert)), b.bad_release):
+        assert not fail().ok
+        then_good()
+    tags = [t for t in b.experts if t != b.bad_expert]
+    if len(tags) <= p.slots:
+        raise ValueError("the directed program needs more good experts than slots")
+    for tag in tags[:p.slots]:                 # fill the cache with pinned experts
+        assert b.run(Demand(*tag)).ok
+    assert b.run(Demand(*tags[p.slots])).cause == "FULL"
+    b.finish()
+    for tag in ((0, 0),):
+        for mode in ("verify", "draft"):
+            b.matmul(good, mode=mode)
+        o = b.run(Demand(*tag))
+        for mode in ("verify", "draft"):
+            b.matmul(b.experts[tag], slot=o.resp[0], mode=mode)
+    return b.finish()
 
 
 def _malformed(p: AccelParams) -> list:

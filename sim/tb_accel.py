@@ -32,7 +32,7 @@ from golden.accel import (CAUSE_NAMES, AccelModel, Fence, LoadActs, Matmul, Pref
 from golden.seed import base_seed, derived_seed
 from hw.accel import CACHE_COUNTERS, register_map
 from sim.accel_flow import params_from_env
-from sim.accel_program import EXPERT_BASE, MEM_BYTES, random_program
+from sim.accel_program import EXPERT_BASE, MEM_BYTES, directed_program, random_program
 
 REGS = {r.name: r.offset for r in register_map().registers}
 
@@ -189,7 +189,7 @@ async def check_command(host: Host, model: AccelModel, cmd, i: int, *,
     busy = got["busy_cycles"] - before
     if outcome.ok:
         assert busy >= model.min_cycles(cmd), f"{where}: {busy} busy cycles, below the bound"
-    return {"busy": busy}
+    return {"busy": busy, "counters": got, "cause": outcome.cause}
 
 
 def _seed(name: str) -> int:
@@ -214,24 +214,58 @@ async def random_program_matches_golden_model(dut):
         return
     seed = _seed("random_program")
     prog = random_program(params, np.random.default_rng(seed), n)
+    t0 = time.perf_counter()
+    causes = {}
+    for r in await run_program(dut, prog, seed):
+        causes[r["cause"] or "ok"] = causes.get(r["cause"] or "ok", 0) + 1
+    cocotb.log.info("%d commands in %.1f s: %s", len(prog.commands), time.perf_counter() - t0,
+                    causes)
+    _write_stats("random_program", {"commands": len(prog.commands), "causes": causes})
+
+
+async def run_program(dut, prog, seed: int) -> list[dict]:
     host = Host(dut, bytearray(prog.mem), bad_reads=prog.bad_read_ranges,
                 bad_writes=prog.bad_write_ranges, pauses=float(os.environ.get("ACCEL_PAUSES", 0)),
                 seed=seed)
     await host.reset()
     await host.write("EXPERT_BASE", EXPERT_BASE)
     model = prog.model()
-    t0 = time.perf_counter()
-    causes = {}
     pending = False
+    out = []
     for i, cmd in enumerate(prog.commands):
         if isinstance(cmd, (Prefetch, Fence)):
             pending = isinstance(cmd, Prefetch)
-        await check_command(host, model, cmd, i, settled=not pending)
-        cause = model.last_error[1] if model.last_error and model.last_error[0] == i else None
-        causes[cause or "ok"] = causes.get(cause or "ok", 0) + 1
-    cocotb.log.info("%d commands in %.1f s: %s", len(prog.commands), time.perf_counter() - t0,
-                    causes)
-    _write_stats("random_program", {"commands": len(prog.commands), "causes": causes})
+        out.append(await check_command(host, model, cmd, i, settled=not pending))
+    return out
+
+
+@cocotb.test()
+async def every_malformed_command_and_bus_error_fails_alone(dut):
+    """Each malformed command class and each bus error fails with its cause, and the command
+    after it succeeds; a draft pass reads exactly a quarter of the bytes of a verify pass of
+    the same matrix, from host memory and from an expert slot."""
+    seed = _seed("directed")
+    prog = directed_program(params_from_env(), np.random.default_rng(seed))
+    runs = await run_program(dut, prog, seed)
+    causes = {r["cause"] for r in runs} - {None}
+    assert causes == {"OPCODE", "DIMS", "ALIGN", "TABLES", "READ", "SLOT", "FILL", "RELEASE",
+                      "ACTS", "WRITE", "EXPERT", "FULL"}, causes
+    mm = [(cmd, r) for cmd, r in zip(prog.commands, runs) if isinstance(cmd, Matmul)][-4:]
+    ratios = {}
+    for (verify, rv), (draft, rd), key in ((mm[0], mm[1], "bytes_dense"),
+                                           (mm[2], mm[3], "bytes_slot")):
+        assert (verify.mode, draft.mode) == ("verify", "draft")
+        before = rv["counters"][key]
+        v_bytes = before - previous_value(runs, rv, key)
+        d_bytes = rd["counters"][key] - before
+        assert 4 * d_bytes == v_bytes > 0, (key, d_bytes, v_bytes)
+        ratios[key] = d_bytes / v_bytes
+    _write_stats("directed", {"causes": sorted(causes), "draft_bytes_ratio": ratios})
+
+
+def previous_value(runs, run, key):
+    i = next(i for i, r in enumerate(runs) if r is run)
+    return runs[i - 1]["counters"][key]
 
 
 @cocotb.test()

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build" / "tests"
 
 SMALL = AccelParams()                                      # 2x2, 64-bit, 4 slots
-LARGE = AccelParams(rows=4, cols=4, slots=8, expert_bytes=4096, k_max=128, n_max=128)
+LARGE = AccelParams(rows=4, cols=4, slots=8, expert_bytes=4096, n_experts=8, k_max=128,
+                    n_max=128)
 
 
 def test_hardware_and_golden_share_opcodes_and_causes():
@@ -69,7 +70,7 @@ def _run(simulator, params, name, seed, **kw):
 def test_accel_2x2_verilator_random_programs_match_golden(seed):
     result, stats = _run("verilator", SMALL, "accel_2x2_verilator", seed, commands=150,
                          pauses=0.2, latency=12)
-    assert result.failed == 0 and result.tests == 3
+    assert result.failed == 0 and result.tests == 4
     causes = stats["random_program"]["causes"]
     assert causes["ok"] > 50 and len(causes) > 4, causes
 
