@@ -16,7 +16,7 @@ command at transaction level.
 """
 
 from amaranth import *
-from amaranth.lib import data, enum, fifo, stream, wiring
+from amaranth.lib import data, enum, fifo, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 

@@ -88,3 +88,47 @@ def test_accel_2x2_icarus_random_programs_match_golden(seed):
     result, _ = _run("icarus", SMALL, "accel_2x2_icarus", seed, commands=40, pauses=0.2,
                      latency=4, testcase="random_program_matches_golden_model")
     assert result.failed == 0
+
+
+def test_top_in_the_amaranth_simulator_matches_golden(seed):
+    """A short program in the Amaranth simulator: tables (all 8 lut entries reach the array),
+    dense and slot MATMULs in both modes, an FP16 store, a bad release, an unknown opcode."""
+    import numpy as np
+
+    from golden.accel import Demand, Matmul, Raw, Release
+    from sim.accel_flow import accelerator
+    from sim.accel_program import EXPERT_BASE, Builder
+    from sim.amaranth_accel import simulate_accel
+
+    rng = np.random.default_rng(seed)
+    b = Builder(SMALL, rng)
+    good = b.dense[3]
+    for mode, fp16 in (("verify", False), ("draft", True)):
+        b.matmul(good, mode=mode, fp16=fp16)
+    tag = (0, 1)
+    o = b.run(Demand(*tag))
+    b.matmul(b.experts[tag], slot=o.resp[0], mode="draft")
+    b.run(Release(o.resp[0]))
+    b.run(Release(o.resp[0]))
+    b.run(Raw((12,) + (0,) * 7))
+    prog = b.finish()
+    mem = bytearray(prog.mem)
+    model = prog.model()
+
+    def check(i, cmd, regs):
+        outcome = model.run(cmd)
+        where = f"command {i} {cmd}"
+        if outcome.cause:
+            assert regs["ERR_LAST"] & 15 == GOLDEN_CAUSES[outcome.cause], where
+            assert regs["ERR_LAST_INDEX"] == outcome.index, where
+        assert regs["ERR_COUNT"] == model.counters["errors"], where
+        for name in ("bytes_dense", "bytes_slot", "bytes_fill", "bytes_acts", "bytes_written"):
+            assert regs[name.upper()] == model.counters[name], (where, name)
+        assert regs["MACS_LO"] == model.counters["macs"], where
+        assert mem == model.mem, f"{where}: host memory differs from golden"
+
+    simulate_accel(accelerator(SMALL), mem, prog.commands, check=check, seed=seed,
+                   expert_base=EXPERT_BASE, bad_reads=prog.bad_read_ranges,
+                   bad_writes=prog.bad_write_ranges, idle=0.2)
+    assert model.counters["cmds_done"] == len(prog.commands)
+    assert {model.last_error[1], model.first_error[1]} == {"OPCODE", "RELEASE"}
