@@ -61,10 +61,11 @@ DESIGNS: dict[str, Callable] = {
     "accel_4x4": _accel(4, 4, slots=8, expert_bytes=16384, k_max=1024, n_max=1024),
 }
 
-# `speqmoe verilog` writes every design by default; `speqmoe synth` the ones that take
-# seconds (the arrays take minutes: name them with --designs).
+# `speqmoe verilog` writes every design by default; `speqmoe synth` the PEs, the caches and the
+# small top (about 90 s); the arrays and the large top take many minutes: name them.
 DEFAULT_VERILOG = [n for n in DESIGNS if n != "pe_array"]
-DEFAULT_DESIGNS = ["reconfigurable_pe", "fp16_pe", "expert_cache_w64_s4", "expert_cache_w128_s16"]
+DEFAULT_DESIGNS = ["reconfigurable_pe", "fp16_pe", "expert_cache_w64_s4", "expert_cache_w128_s16",
+                   "accel_2x2"]
 
 
 def select(names: str | None, default: list[str] | None = None) -> list[str]:

@@ -12,8 +12,9 @@ def add_parser(sub):
     p.add_argument("--out", type=Path, default=Path("build/synth"), help="output folder")
     p.add_argument("--config", type=Path, default=None, help="configuration TOML")
     p.add_argument("--designs", default=None,
-                   help="comma-separated design names (default: the PEs and the two expert-cache "
-                        "configurations; the arrays take minutes: pe_array_2x2, pe_array_4x4)")
+                   help="comma-separated design names (default: the PEs, the two expert-cache "
+                        "configurations and accel_2x2; the arrays and accel_4x4 take many "
+                        "minutes: pe_array_2x2, pe_array_4x4, accel_4x4)")
     p.set_defaults(func=run)
     return p
 
