@@ -1,14 +1,19 @@
 """AXI4 read DMA: fills regions of an on-chip memory from host memory in INCR bursts.
 
 A *fill* command ``{addr, beats, dest}`` asks for ``beats`` bus words starting at host
-byte address ``addr`` (aligned to the bus width; the low bits are ignored) to be written
-to consecutive on-chip words starting at ``dest``. The engine splits the fill into INCR
-bursts that never cross a 4 KiB boundary and never exceed ``max_burst`` beats, keeps up to
-``outstanding`` bursts in flight on the AR channel so that the R channel stays busy, and
-writes every R beat to the on-chip memory through :attr:`AxiReadDma.wr` in the cycle it
-arrives. When the last beat of a fill has arrived, one ``done`` beat reports whether any
-beat of that fill came back with an ``RRESP`` error (SLVERR or DECERR). Fills complete in
-command order; every burst of a fill is read even after an error.
+byte address ``addr`` to be written to consecutive on-chip words starting at ``dest``. The
+engine splits the fill into INCR bursts that never cross a 4 KiB boundary and never exceed
+``max_burst`` beats, keeps up to ``outstanding`` bursts in flight on the AR channel so that
+the R channel stays busy, and writes every R beat to the on-chip memory through
+:attr:`AxiReadDma.wr` in the cycle it arrives. When the last beat of a fill has arrived,
+one ``done`` beat reports whether any beat of that fill came back with an ``RRESP`` error
+(SLVERR or DECERR). Fills complete in command order; every burst of a fill is read even
+after an error.
+
+A *malformed* fill -- ``addr`` not aligned to the bus width, ``beats == 0``, or ``beats >
+max_beats`` (when the ``beats`` field can hold such a value) -- issues no burst and writes
+no word: it completes with ``done.error = 1``, in command order with the other fills, and
+the engine goes on with the next command.
 
 The AXI4 port uses the AXI signal names (``arvalid``, ``rdata``, ...) as the members of
 :class:`AxiReadSignature`, so that the flattened Verilog ports of a component member
@@ -119,12 +124,13 @@ class AxiReadDma(wiring.Component):
     Interfaces
     ----------
     cmd : In(stream)
-        ``{addr, beats, dest}``; ``beats`` must be >= 1. Accepted when the previous fill's
-        bursts have all been issued and fewer than two fills are waiting for data.
+        ``{addr, beats, dest}``. Accepted when the previous fill's bursts have all been
+        issued and fewer than two fills are waiting for data or for their ``done`` beat.
     done : Out(stream)
         ``{error}``, one per fill, in command order. ``error`` is set when any beat of the
-        fill returned an ``RRESP`` error, or when ``addr`` was not aligned to the bus width
-        (the fill then reads from the aligned address below, and its data must not be used).
+        fill returned an ``RRESP`` error, or when the fill was malformed: ``addr`` not
+        aligned to the bus width, ``beats`` 0 or greater than ``max_beats``. A malformed
+        fill touches neither the AXI bus nor the on-chip memory.
     wr : Out
         ``{en, addr, data}``: the memory write port (one word per R beat).
     m_axi : Out(AxiReadSignature)
@@ -181,8 +187,9 @@ class AxiReadDma(wiring.Component):
         beats_shape = self.cmd_layout["beats"].shape
 
         # Fills whose bursts are issued but whose data has not all arrived.
+        # ``bad``: a malformed fill, which issues no burst and only reports done.error=1.
         info_layout = data.StructLayout({"beats": beats_shape, "dest": self._mem_addr_width,
-                                         "misaligned": 1})
+                                         "bad": 1})
         m.submodules.info = info = fifo.SyncFIFO(width=info_layout.size, depth=2)
         info_w = data.View(info_layout, info.w_data)
         info_r = data.View(info_layout, info.r_data)
@@ -226,18 +233,22 @@ class AxiReadDma(wiring.Component):
             with m.If(a_beats == blen):
                 m.d.sync += a_busy.eq(0)
 
+        cmd_beats = self.cmd.payload.beats
+        cmd_bad = Signal()
+        m.d.comb += cmd_bad.eq(self.cmd.payload.addr[:shift].any() | (cmd_beats == 0)
+                               | (cmd_beats > self._max_beats))
         m.d.comb += [
             self.cmd.ready.eq(~a_busy & info.w_rdy),
             info.w_en.eq(self.cmd.valid & self.cmd.ready),
-            info_w.beats.eq(self.cmd.payload.beats),
+            info_w.beats.eq(cmd_beats),
             info_w.dest.eq(self.cmd.payload.dest),
-            info_w.misaligned.eq(self.cmd.payload.addr[:shift].any()),
+            info_w.bad.eq(cmd_bad),
         ]
-        with m.If(self.cmd.valid & self.cmd.ready):
+        with m.If(self.cmd.valid & self.cmd.ready & ~cmd_bad):
             m.d.sync += [
                 a_busy.eq(1),
-                a_addr.eq(self.cmd.payload.addr & ~(self.bus_bytes - 1)),
-                a_beats.eq(self.cmd.payload.beats),
+                a_addr.eq(self.cmd.payload.addr),
+                a_beats.eq(cmd_beats),
             ]
 
         # -- R side: write beats to memory, report each fill --------------------------
@@ -263,10 +274,16 @@ class AxiReadDma(wiring.Component):
             with m.If(last_beat):
                 m.d.sync += [r_active.eq(0), self.done.valid.eq(1),
                              self.done.payload.error.eq(r_error | r_bad)]
-        with m.If((~r_active | (r_fire & last_beat)) & info.r_rdy):
+        # The next fill: a good one starts receiving as the previous one's last beat
+        # arrives; a malformed one reports done.error=1 once the R side is idle and the
+        # done register is free (so its done beat follows the previous fill's).
+        with m.If(info.r_rdy & ~info_r.bad & (~r_active | (r_fire & last_beat))):
             m.d.comb += info.r_en.eq(1)
             m.d.sync += [r_active.eq(1), r_dest.eq(info_r.dest), r_beats.eq(info_r.beats),
-                         r_error.eq(info_r.misaligned)]
+                         r_error.eq(0)]
+        with m.If(info.r_rdy & info_r.bad & ~r_active & (~self.done.valid | self.done.ready)):
+            m.d.comb += info.r_en.eq(1)
+            m.d.sync += [self.done.valid.eq(1), self.done.payload.error.eq(1)]
 
         m.d.comb += self.busy.eq(a_busy | r_active | info.r_rdy | self.done.valid)
         return m

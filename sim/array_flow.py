@@ -133,7 +133,10 @@ class ArrayRun:
     stats: list               # per job: JobStats
     cycles: int
     seconds: float
+    # The array's counters over the driver's ``cycles`` cycles, and what the testbench's
+    # flow model (:class:`FlowModel`) says they must be.
     counters: dict = field(default_factory=dict)
+    model_counters: dict = field(default_factory=dict)
 
     @property
     def cycles_per_s(self) -> float:
@@ -141,9 +144,8 @@ class ArrayRun:
 
 
 def mismatches(run: ArrayRun, jobs: list[ArrayJob], limit: int = 5) -> list[str]:
-    """Describe results that differ from the golden beats (all NaNs equal); empty if none."""
-    from golden.fp import fp32_equal
-
+    """Describe results that differ bit for bit (NaNs included) from the golden beats;
+    empty if none."""
     out = []
     for i, (got, job) in enumerate(zip(run.results, jobs)):
         got = np.asarray(got, dtype=np.uint32).reshape(-1, 4)
@@ -151,7 +153,7 @@ def mismatches(run: ArrayRun, jobs: list[ArrayJob], limit: int = 5) -> list[str]
             out.append(f"job {i} ({job.mode} N={job.n} K={job.k}): {got.shape[0]} result beats, "
                        f"expected {job.expected.shape[0]}")
             continue
-        bad = np.argwhere(~fp32_equal(got, job.expected))
+        bad = np.argwhere(got != np.asarray(job.expected, np.uint32))
         for b, lane in bad[:limit]:
             out.append(f"job {i} ({job.mode} N={job.n} K={job.k} T={job.tokens}) beat {b} lane "
                        f"{lane}: got {int(got[b, lane]):08x}, "
@@ -161,13 +163,60 @@ def mismatches(run: ArrayRun, jobs: list[ArrayJob], limit: int = 5) -> list[str]
     return out[:limit]
 
 
+class FlowModel:
+    """When the array accepts beats and offers results, cycle by cycle, from the stimulus.
+
+    The testbench's own model of the array's documented flow control (:class:`hw.array.PEArray`):
+    a beat moves through two pipeline stages; when a tile's last beat reaches the second one
+    while the previous tile's results still wait in the result registers (and their last
+    beat is not taken in this cycle), nothing advances and no beat is accepted. A tile's
+    results enter the result registers when its last beat leaves the second stage and leave
+    one PE per taken result beat. From this the model counts what the array's counters must
+    read: ``busy_cycles`` (a beat accepted), ``blocked_cycles`` (the array cannot accept),
+    ``starved_cycles`` (it could, but no weight and activation beat pair was offered).
+    """
+
+    def __init__(self, pes: int):
+        self.pes = pes
+        self.s1 = self.s2 = (False, False)     # (valid, last) of the two pipeline stages
+        self.out_valid = False                  # a finished tile's results are waiting
+        self.drain = 0                          # next PE to send
+        self.counters = {"busy_cycles": 0, "starved_cycles": 0, "blocked_cycles": 0}
+
+    def step(self, w_on: bool, a_on: bool, last: bool, ready: bool) -> tuple[bool, bool]:
+        """One cycle with these offers; return ``(can_take, results_valid)`` for it."""
+        take_all = ready and self.drain == self.pes - 1
+        can_take = not (self.s2[0] and self.s2[1] and self.out_valid and not take_all)
+        fire = can_take and w_on and a_on
+        valid = self.out_valid
+        c = self.counters
+        if not can_take:
+            c["blocked_cycles"] += 1
+        elif fire:
+            c["busy_cycles"] += 1
+        else:
+            c["starved_cycles"] += 1
+        if valid and ready:
+            self.drain = 0 if self.drain == self.pes - 1 else self.drain + 1
+            if take_all:
+                self.out_valid = False
+        if can_take:
+            if self.s2[0] and self.s2[1]:
+                self.out_valid = True
+            self.s1, self.s2 = (fire, fire and last), self.s1
+        return can_take, valid
+
+
 class ArrayDriver:
     """The cycle-by-cycle stimulus policy shared by the Amaranth and cocotb testbenches.
 
     Each cycle :meth:`offer` says what to present (a config beat, the next weight and
     activation beats, results.ready), and :meth:`update` takes the handshakes seen.
     Offered beats stay offered until taken (stream rules); idle cycles and backpressure
-    are drawn from *seed*.
+    are drawn from *seed*. A :class:`FlowModel` runs in lockstep: :meth:`update` raises
+    :class:`AssertionError` when the array accepts a beat, refuses one, or offers a result
+    in a cycle the model says otherwise, and :attr:`model_counters` are the counter values
+    the model predicts for the cycles driven so far.
     """
 
     def __init__(self, jobs, *, stall: float, backpressure: float, seed: int, overlap: bool):
@@ -184,6 +233,12 @@ class ArrayDriver:
         self.stats = [JobStats() for _ in jobs]
         self.job_r = 0            # job whose results are draining
         self.cycle = 0
+        self.model = FlowModel(int(jobs[0].words.shape[1]) if jobs else 1)
+        self._ready = False
+
+    @property
+    def model_counters(self) -> dict:
+        return dict(self.model.counters)
 
     @property
     def done(self) -> bool:
@@ -204,10 +259,22 @@ class ArrayDriver:
         w = (job.words[self.wi], bool(job.last[self.wi])) if self.w_on else None
         a = job.acts[self.ai] if self.a_on else None
         ready = self.rng.random() >= self.backpressure
+        self._ready = ready
         return cfg, w, a, ready
 
     def update(self, cfg, w_fire: bool, a_fire: bool, result) -> None:
         """Record one cycle's handshakes (``result``: the 4 lanes taken, or ``None``)."""
+        last = self.w_on and bool(self.jobs[self.job_w].last[self.wi])
+        can_take, valid = self.model.step(self.w_on, self.a_on, last, self._ready)
+        want_fire = can_take and self.w_on and self.a_on
+        if w_fire != want_fire or a_fire != want_fire:
+            raise AssertionError(
+                f"cycle {self.cycle}: weights/acts accepted {w_fire}/{a_fire} with offers "
+                f"{self.w_on}/{self.a_on}, the flow model says the array "
+                f"{'can' if can_take else 'cannot'} accept")
+        if self._ready and (result is not None) != valid:
+            raise AssertionError(f"cycle {self.cycle}: results.valid {result is not None}, "
+                                 f"the flow model says {valid}")
         if cfg is not None:
             self.configured = cfg
         if w_fire and a_fire and self.stats[self.job_w].first_beat < 0:
@@ -288,7 +355,8 @@ def simulate_array(rows: int, cols: int, jobs: list[ArrayJob], *, stall: float =
     start = time.perf_counter()
     sim.run()
     return ArrayRun(results=drv.result_arrays(), stats=drv.stats, cycles=drv.cycle,
-                    seconds=time.perf_counter() - start, counters=counters)
+                    seconds=time.perf_counter() - start, counters=counters,
+                    model_counters=drv.model_counters)
 
 
 def run_array_cocotb(simulator: str, rows: int, cols: int, jobs: list[ArrayJob],
@@ -351,4 +419,5 @@ def run_array_cocotb(simulator: str, rows: int, cols: int, jobs: list[ArrayJob],
         results = [f[f"r{i}"] for i in range(len(jobs))]
     stats = [JobStats(**s) for s in info["stats"]]
     return ArrayRun(results=results, stats=stats, cycles=info["cycles"],
-                    seconds=info["seconds"], counters=info["counters"])
+                    seconds=info["seconds"], counters=info["counters"],
+                    model_counters=info["model_counters"])

@@ -13,8 +13,11 @@ Configuration arrives through the environment (set by :func:`sim.array_flow.run_
 ``SPEQMOE_SEED``       the run's seed (printed; rerun with it to reproduce)
 
 The stimulus policy is :class:`sim.array_flow.ArrayDriver`, the same one the Amaranth
-simulator tests use. Every result beat is compared with the golden beats (all NaNs equal),
-and with no injected stall every job must take exactly the golden cycle count.
+simulator tests use, with its flow model in lockstep. Every result beat is compared with the
+golden beats bit for bit (NaNs included), and with no injected stall every job must take
+exactly the golden cycle count. The counters written to ``ARRAY_OUT`` cover exactly the
+driver's cycles (the reset cycles before and the idle cycles after are subtracted), like
+the Amaranth simulator's, next to the values the flow model predicts for them.
 """
 
 from __future__ import annotations
@@ -68,8 +71,12 @@ async def array_matches_golden(dut):
         await RisingEdge(dut.clk)
     dut.rst.value = 0
 
+    def read_counters():
+        return {name: int(getattr(dut, name).value) for name in COUNTERS}
+
     limit = 20 * sum(j.beats + j.expected.shape[0] for j in jobs) + 1000
     start = time.perf_counter()
+    before = None             # counters before the driver's first cycle
     while not drv.done:
         await RisingEdge(dut.clk)
         if drv.cycle >= limit:
@@ -86,6 +93,8 @@ async def array_matches_golden(dut):
             dut.acts__payload.value = a_words[drv.job_w][drv.ai]
         dut.results__ready.value = int(ready)
         await ReadOnly()
+        if before is None:
+            before = read_counters()
         w_fire = w is not None and bool(dut.weights__ready.value)
         a_fire = a is not None and bool(dut.acts__ready.value)
         result = None
@@ -99,6 +108,7 @@ async def array_matches_golden(dut):
     seconds = time.perf_counter() - start
     total = drv.cycle
     # No result may appear that nobody asked for.
+    counters = None
     for _ in range(8):
         await RisingEdge(dut.clk)
         dut.weights__valid.value = 0
@@ -106,11 +116,14 @@ async def array_matches_golden(dut):
         dut.config__valid.value = 0
         dut.results__ready.value = 1
         await ReadOnly()
+        if counters is None:      # the edge that ends the driver's last cycle
+            after = read_counters()
+            counters = {name: after[name] - before[name] for name in COUNTERS}
         assert not dut.results__valid.value, "the array produced a result nobody asked for"
-    counters = {name: int(getattr(dut, name).value) for name in COUNTERS}
     run = ArrayRun(results=drv.result_arrays(), stats=drv.stats, cycles=total, seconds=seconds,
-                   counters=counters)
+                   counters=counters, model_counters=drv.model_counters)
     info = {"cycles": total, "seconds": seconds, "counters": counters,
+            "model_counters": run.model_counters,
             "stats": [{"first_beat": s.first_beat, "last_result": s.last_result}
                       for s in drv.stats]}
     np.savez(os.environ["ARRAY_OUT"], info=np.frombuffer(json.dumps(info).encode(), np.uint8),

@@ -129,6 +129,84 @@ def test_dma_flags_a_fill_whose_address_is_not_bus_aligned(rng, seed):
     assert run.done == [False, True, False, True]
     for d in range(20):
         assert run.memory[40 + d] == int.from_bytes(host[0x2000 + 8 * d:0x2008 + 8 * d], "little")
+    # The unaligned fills touch neither the bus nor the on-chip memory.
+    assert run.bursts == [(0x0000, 8), (0x0040, 8), (0x0080, 4), (0x2000, 8), (0x2040, 8),
+                          (0x2080, 4)]
+    assert sorted(run.memory) == list(range(20)) + list(range(40, 60))
+
+
+def _expect_run(fills, *, bus_bytes, max_burst, max_beats):
+    """Done flags, bursts and written words of ``fills`` when malformed ones touch nothing."""
+    done, bursts, words = [], [], {}
+    for a, n, d in fills:
+        bad = a % bus_bytes != 0 or n == 0 or n > max_beats
+        done.append(bad)
+        if not bad:
+            bursts += split_bursts(a, n, bus_bytes=bus_bytes, max_burst=max_burst)
+            words.update({d + i: (a + i * bus_bytes) for i in range(n)})
+    return done, bursts, words
+
+
+def _check_run(run, host, fills, *, bus_bytes, max_burst, max_beats):
+    done, bursts, words = _expect_run(fills, bus_bytes=bus_bytes, max_burst=max_burst,
+                                      max_beats=max_beats)
+    assert run.done == done
+    assert run.bursts == bursts
+    assert sorted(run.memory) == sorted(words)
+    for d, a in words.items():
+        assert run.memory[d] == int.from_bytes(host[a:a + bus_bytes], "little"), (hex(a), d)
+
+
+def test_dma_zero_beat_fill_completes_with_error_without_touching_the_bus(rng, seed):
+    # beats=0 used to issue arlen = 0 - 1 = 255 (a 256-beat burst, here across 4 KiB)
+    # and never report done.
+    dma = AxiReadDma(data_width=64, max_burst=8, outstanding=3, max_beats=256, mem_addr_width=10)
+    host = _host(rng, 1 << 14)
+    fills = [(0x0000, 20, 0), (0x0FF8, 0, 100), (0x2000, 20, 20), (0x3000, 0, 200)]
+    run = simulate_dma(dma, host, fills, seed=seed, r_idle=0.2, done_stall=0.2)
+    _check_run(run, host, fills, bus_bytes=8, max_burst=8, max_beats=256)
+    # A malformed fill alone, as the very first command.
+    run = simulate_dma(dma, host, [(0x0FF8, 0, 0)], seed=seed)
+    assert (run.done, run.bursts, run.memory) == ([True], [], {})
+
+
+@pytest.mark.parametrize("beats", [257, 300, 511])
+def test_dma_fill_longer_than_max_beats_completes_with_error_without_touching_the_bus(
+        rng, seed, beats):
+    # max_beats=256: the beats field is range(257), 9 bits, so it can hold up to 511.
+    dma = AxiReadDma(data_width=64, max_burst=16, outstanding=2, max_beats=256, mem_addr_width=10)
+    assert (1 << len(dma.cmd.payload.beats)) - 1 >= beats
+    host = _host(rng, 1 << 14)
+    fills = [(0x0000, 256, 0), (0x1000, beats, 256), (0x2000, 16, 256)]
+    run = simulate_dma(dma, host, fills, seed=seed, r_idle=0.2, done_stall=0.2)
+    _check_run(run, host, fills, bus_bytes=8, max_burst=16, max_beats=256)
+
+
+@pytest.mark.parametrize("outstanding,done_stall", [(1, 0.0), (3, 0.5)])
+def test_dma_mixes_malformed_and_good_fills_in_command_order(rng, seed, outstanding, done_stall):
+    bus, max_beats = 16, 100
+    dma = AxiReadDma(data_width=128, max_burst=8, outstanding=outstanding, max_beats=max_beats,
+                     mem_addr_width=12)
+    host = _host(rng, 1 << 16)
+    fills, dest = [], 0
+    # 0 and 4: good; 1: zero beats; 2: beats > max_beats; 3: unaligned. Runs of malformed
+    # fills back to back, then random kinds.
+    kinds = [0, 1, 0, 2, 3, 1, 2, 0] + [int(k) for k in rng.integers(0, 5, 32)]
+    for kind in kinds:
+        beats = int(rng.integers(1, max_beats + 1))
+        addr = int(rng.integers(0, (len(host) - beats * bus) // bus)) * bus
+        if kind == 1:
+            beats = 0
+        elif kind == 2:
+            beats = int(rng.integers(max_beats + 1, 128))   # 7-bit field: up to 127
+        elif kind == 3:
+            addr += int(rng.integers(1, bus))
+        fills.append((addr, beats, dest))
+        if kind in (0, 4):
+            dest += beats
+    run = simulate_dma(dma, host, fills, seed=seed, ar_idle=0.2, r_idle=0.2,
+                       done_stall=done_stall)
+    _check_run(run, host, fills, bus_bytes=bus, max_burst=8, max_beats=max_beats)
 
 
 def test_dma_keeps_r_channel_busy_without_backpressure(rng, seed):

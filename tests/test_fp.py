@@ -3,7 +3,8 @@
 The golden functions are checked against references built from ``fractions.Fraction``
 (exact sums, exact products, explicit round-to-nearest-even), which share no code with
 numpy's float arithmetic. The Amaranth components are then simulated and compared with
-the golden functions bit for bit (all NaNs equal) on every pair of edge cases and on
+the golden functions bit for bit (NaNs included: only the canonical patterns ``0x7FC00000``
+and ``0x7E00`` are right) on every pair of edge cases and on
 random vectors biased towards close exponents, cancellation, subnormals and ties (the
 edge lists and generators are shared with the cocotb testbench, ``sim/tb_fp.py``).
 """
@@ -89,7 +90,7 @@ def ref_mul(a: int, b: int) -> int:
 
 
 def _mismatches(name, inputs, got, want) -> str:
-    bad = np.nonzero(~fp.fp32_equal(np.asarray(got, np.uint32), np.asarray(want, np.uint32)))[0]
+    bad = np.nonzero(np.asarray(got, np.uint32) != np.asarray(want, np.uint32))[0]
     lines = [f"{name}: {len(bad)} of {len(want)} differ"]
     for i in bad[:8]:
         ins = ", ".join(f"{x[i]:#x}" for x in inputs)
@@ -98,7 +99,8 @@ def _mismatches(name, inputs, got, want) -> str:
 
 
 def assert_fp_equal(name, inputs, got, want) -> None:
-    assert np.all(fp.fp32_equal(np.asarray(got, np.uint32), np.asarray(want, np.uint32))), \
+    """Bit-for-bit equality, NaNs included."""
+    assert np.array_equal(np.asarray(got, np.uint32), np.asarray(want, np.uint32)), \
         _mismatches(name, inputs, got, want)
 
 
@@ -199,7 +201,7 @@ def test_mac_empty_sum_is_positive_zero_and_scalar_is_rejected():
 
 
 def test_bit_helpers():
-    assert fp.fp32_equal(0x7FC00000, 0xFFFFFFFF) and not fp.fp32_equal(0, 0x80000000)
+    assert fp.is_nan16(0x7C01) and fp.is_nan16(0xFE00) and not fp.is_nan16(0x7C00)
     assert fp.is_nan32(0x7F800001) and not fp.is_nan32(0x7F800000)
     assert fp.float32_to_bits(1.0) == 0x3F800000 and fp.bits_to_float32(0x40000000) == 2.0
     assert fp.float16_to_bits(-2.0) == 0xC000 and fp.bits_to_float16(0x3C00) == 1.0
@@ -289,6 +291,36 @@ def test_fp32_to_fp16_rtl_edges_random_and_every_fp16(rng):
     got = simulate(Fp32ToFp16(), {"a": x}, "o")
     want = fp.fp32_to_fp16(x).astype(np.uint32)
     assert np.array_equal(got, want), _mismatches("Fp32ToFp16", (x,), got, want)
+
+
+# Inputs whose result is NaN: NaN operands of either sign with quiet, signalling and full
+# payloads, and the invalid operations. The RTL must give exactly the canonical pattern.
+_NAN16_IN = [0x7E00, 0xFE00, 0x7C01, 0xFC01, 0x7D55, 0xFFFF, 0x7FFF]
+_NAN32_IN = [0x7FC00000, 0xFFC00000, 0x7F800001, 0xFF800001, 0x7FA00000, 0x7FFFFFFF, 0xFFFFFFFF]
+
+
+def test_rtl_nan_results_are_exactly_the_canonical_patterns():
+    mul = [(n, x) for n in _NAN16_IN for x in (0x0000, 0x8000, 0x3C00, 0xFC00, 0x0001, n)]
+    mul += [(x, n) for n, x in mul]
+    mul += [(0x7C00, 0x0000), (0x7C00, 0x8000), (0xFC00, 0x0000), (0x8000, 0xFC00)]  # inf x 0
+    a, b = (np.array(c, np.uint16) for c in zip(*mul))
+    got = simulate(Fp16Multiplier(), {"a": a, "b": b}, "p")
+    assert [f"{int(v):#010x}" for v in got] == ["0x7fc00000"] * len(mul)
+    assert np.all(fp.fp16_mul(a, b) == 0x7FC00000)
+
+    add = [(n, x) for n in _NAN32_IN
+           for x in (0x00000000, 0x80000000, 0x3F800000, 0xFF800000, 0x7F7FFFFF, n)]
+    add += [(x, n) for n, x in add]
+    add += [(0x7F800000, 0xFF800000), (0xFF800000, 0x7F800000)]                         # inf - inf
+    a, b = (np.array(c, np.uint32) for c in zip(*add))
+    got = simulate(Fp32Adder(), {"a": a, "b": b}, "s")
+    assert [f"{int(v):#010x}" for v in got] == ["0x7fc00000"] * len(add)
+    assert np.all(fp.fp32_add(a, b) == 0x7FC00000)
+
+    x = np.array(_NAN32_IN, np.uint32)
+    got = simulate(Fp32ToFp16(), {"a": x}, "o")
+    assert [f"{int(v):#06x}" for v in got] == ["0x7e00"] * len(x)
+    assert np.all(fp.fp32_to_fp16(x) == 0x7E00)
 
 
 @pytest.mark.parametrize("component", [Fp16Multiplier, Fp32Adder, Fp32ToFp16])
