@@ -1,4 +1,4 @@
-"""BSFP-4, the bit-sharing weight format (DESIGN §4): encoder, decoders and nibble planes.
+"""BSFP-4, the bit-sharing weight format (docs/bsfp.md): encoder, decoders and nibble planes.
 
 Every FP16 weight ``s | e[4:0] | m[9:0]`` is re-encoded, bijectively, as the 16-bit word
 
@@ -11,7 +11,7 @@ where the tensor's metadata holds 8 exponent *windows* ``(base[d], size[d])`` an
 biased exponent is ``e = base[D] + x``. The top nibble ``s|D`` is the draft weight, worth
 ``(-1)^s * lut[D]``. Numpy only: no Amaranth, no ``hw`` imports.
 
-Plane layout (DESIGN §5), for a weight matrix ``w`` of shape ``(N, K)`` (row ``n`` is an output,
+Plane layout (docs/bsfp.md), for a weight matrix ``w`` of shape ``(N, K)`` (row ``n`` is an output,
 column ``k`` a reduction index):
 
 - draft plane, ``uint16[ceil(N/4), K]``: word ``[g, k]`` holds the nibble ``s|D`` of

@@ -1,4 +1,4 @@
-"""Transaction-level model of the expert-cache DMA controller (DESIGN §6).
+"""Transaction-level model of the expert-cache DMA controller (docs/expert_cache.md).
 
 This model is the reference the RTL controller (``hw.expert_cache``) is checked
 against, so every rule below is exact and has a test named after it in
@@ -128,7 +128,7 @@ class AccessResult:
 
 @dataclass
 class CacheCounters:
-    """Event counters (DESIGN §6). Invariants checked by :meth:`ExpertCacheModel.check_invariants`:
+    """Event counters (docs/expert_cache.md). Invariants checked by :meth:`ExpertCacheModel.check_invariants`:
     ``demands == hits + misses + demand_waits``, ``prefetches == prefetches_issued +
     prefetches_dropped``, ``bytes_read == (misses + prefetches_issued) * expert_bytes``."""
 
@@ -271,7 +271,7 @@ class ExpertCacheModel:
         return list(self._queue)
 
     def host_address(self, layer: int, expert: int, base_addr: int = 0) -> int:
-        """``base_addr + (layer * E + expert) * expert_bytes`` (DESIGN §6)."""
+        """``base_addr + (layer * E + expert) * expert_bytes`` (docs/expert_cache.md)."""
         if self._n_experts is None:
             raise ValueError("host_address needs n_experts")
         self._check_tag(layer, expert)

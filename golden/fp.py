@@ -1,4 +1,4 @@
-"""Bit-exact reference arithmetic of a PE lane (DESIGN §3).
+"""Bit-exact reference arithmetic of a PE lane (docs/architecture.md, Numbers).
 
 Values travel as IEEE bit patterns: ``uint16`` for binary16 (FP16), ``uint32`` for
 binary32. Every function is vectorised over numpy arrays and also accepts Python or
@@ -98,7 +98,7 @@ def fp32_to_fp16(bits) -> np.ndarray:
 
 
 def mac(w_bits, a_bits) -> np.ndarray:
-    """Dot products over the last axis, as a PE lane computes them (DESIGN §3).
+    """Dot products over the last axis, as a PE lane computes them (docs/architecture.md, Numbers).
 
     ``acc = fp32_add(acc, fp16_mul(w[..., k], a[..., k]))`` for k = 0, 1, ... starting
     from ``acc = +0.0``. *w_bits* and *a_bits* (binary16 patterns) broadcast against each

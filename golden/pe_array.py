@@ -1,4 +1,4 @@
-"""Golden model of the PE array (DESIGN §5, §9): results, weight streams and cycle counts.
+"""Golden model of the PE array (docs/architecture.md, PE and PE array): results, weight streams and cycle counts.
 
 The array has ``P = rows * cols`` PEs of 4 lanes. It is weight-streaming,
 activation-broadcast and output-stationary; PE ``p`` sits at row ``p // cols``, column
@@ -133,7 +133,7 @@ def matmul(mode: str, w: BsfpTensor, acts: np.ndarray) -> np.ndarray:
     numpy.ndarray of float32
         ``(N,)`` in draft mode (``sum_k draft(w)[n, k] * a[k]``), ``(T, N)`` in verify mode
         (``sum_k w[n, k] * a[t, k]``). Each sum is accumulated in binary32 from +0.0 in
-        increasing k (DESIGN §3); NaNs are the canonical quiet NaN.
+        increasing k (docs/architecture.md, Numbers); NaNs are the canonical quiet NaN.
     """
     _check_mode(mode)
     n, k = _check_layer(w)

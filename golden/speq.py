@@ -1,4 +1,4 @@
-"""SPEQ: self-speculative decoding with the BSFP draft of the same weights (DESIGN §7).
+"""SPEQ: self-speculative decoding with the BSFP draft of the same weights (docs/architecture.md, System models).
 
 The *draft model* is the network of :mod:`golden.model` with every matmul weight replaced by its
 BSFP-4 draft (``golden.bsfp.encode(w).decode_draft()``: 4 of the 16 bits); embeddings and norm
@@ -24,7 +24,7 @@ Because :meth:`golden.model.MoeLM.forward` processes every token through the sam
 verify pass's logits for a position are bit-identical to plain decoding's, so greedy SPEQ emits
 exactly the bytes of :func:`golden.model.generate` (checked by the tests).
 
-Also here: :func:`hw_arith_linear`, the PE array's arithmetic (DESIGN §3) as a linear hook.
+Also here: :func:`hw_arith_linear`, the PE array's arithmetic (docs/architecture.md, Numbers) as a linear hook.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def draft_linear(model: MoeLM, linear: LinearHook | None = None) -> LinearHook:
 
 
 def hw_arith_linear(name: str, w: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """The PE array's arithmetic (DESIGN §3) as a linear hook.
+    """The PE array's arithmetic (docs/architecture.md, Numbers) as a linear hook.
 
     Activations are rounded to FP16; every output accumulates in binary32 sequentially in
     increasing k from +0.0: ``acc = fp32(acc + fp32(w[n, k] * x[k]))``. The FP16 x FP16 product

@@ -1,4 +1,4 @@
-"""PE array: weight-streaming, activation-broadcast, output-stationary (DESIGN §5).
+"""PE array: weight-streaming, activation-broadcast, output-stationary (docs/architecture.md, PE and PE array).
 
 ``rows x cols`` :class:`hw.pe.ReconfigurablePE` s run in lockstep. Every accepted beat
 carries one 16-bit word per PE (PE ``p`` at row ``p // cols``, column ``p % cols``) and

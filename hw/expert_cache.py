@@ -1,4 +1,4 @@
-"""Expert-cache DMA controller (DESIGN §6): tag store, replacement, pinning, prefetch queue.
+"""Expert-cache DMA controller (docs/expert_cache.md): tag store, replacement, pinning, prefetch queue.
 
 The controller keeps ``slots`` experts of ``expert_bytes`` bytes in an on-chip memory
 (``amaranth.lib.memory``, one word per AXI beat, slot ``s`` at words

@@ -1,4 +1,4 @@
-"""Floating-point arithmetic of a PE lane (DESIGN §3): FP16 multiplier, binary32 adder, FP16 rounding.
+"""Floating-point arithmetic of a PE lane (docs/architecture.md, Numbers): FP16 multiplier, binary32 adder, FP16 rounding.
 
 All three components are purely combinational (latency 0 cycles, throughput one
 operation per cycle); the PE places pipeline registers around them. NaN outputs are the

@@ -1,7 +1,7 @@
 """Processing elements: the reconfigurable BSFP draft/verify PE and the plain FP16 PE.
 
 Both PEs have four lanes; each lane is an FP16 x FP16 -> binary32 multiplier feeding a
-binary32 accumulator (DESIGN §3, §5). Every accepted cycle a PE consumes one 16-bit weight
+binary32 accumulator (docs/architecture.md, Numbers; PE and PE array). Every accepted cycle a PE consumes one 16-bit weight
 word and one activation beat:
 
 * :class:`ReconfigurablePE`, **verify** mode: the word is a full BSFP weight, decoded to
@@ -120,7 +120,7 @@ class ReconfigurablePE(wiring.Component):
     between dot products without draining the pipeline. ``base[d]`` is the 5-bit first
     biased exponent of window ``d``; ``lut[d]`` the 15-bit FP16 magnitude of draft code
     ``d``. The exponent add ``base[D] + x`` wraps modulo 32; a valid BSFP encoding never
-    wraps (DESIGN §4).
+    wraps (docs/bsfp.md).
 
     Members
     -------

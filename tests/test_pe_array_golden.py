@@ -22,7 +22,7 @@ def _acts(rng, mode, k, tokens=4):
 
 
 def _float32_reference(wf16, a):
-    """Sequential float32 accumulation in increasing k (DESIGN §3), one dot product per row."""
+    """Sequential float32 accumulation in increasing k (docs/architecture.md, Numbers), one dot product per row."""
     acc = np.zeros(wf16.shape[0], dtype=np.float32)
     for k in range(wf16.shape[1]):
         acc = (acc + wf16[:, k].astype(np.float32) * np.float32(a[k])).astype(np.float32)
