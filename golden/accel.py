@@ -213,7 +213,8 @@ class Matmul:
               | bool(self.fp16) << 6 | _field(self.slot or 0, 8, "slot") << 8)
         return _words(w0, _field(self.n, 16, "N") | _field(self.k, 16, "K") << 16,
                       _field(self.draft_addr, 32, "draft_addr"),
-                      _field(self.resid_addr, 32, "resid_addr"), _field(self.out_addr, 32, "out_addr"),
+                      _field(self.resid_addr, 32, "resid_addr"),
+                      _field(self.out_addr, 32, "out_addr"),
                       _field(self.out_stride, 32, "out_stride"))
 
 

@@ -128,7 +128,9 @@ class AccessResult:
 
 @dataclass
 class CacheCounters:
-    """Event counters (docs/expert_cache.md). Invariants checked by :meth:`ExpertCacheModel.check_invariants`:
+    """Event counters (docs/expert_cache.md).
+
+    Invariants checked by :meth:`ExpertCacheModel.check_invariants`:
     ``demands == hits + misses + demand_waits``, ``prefetches == prefetches_issued +
     prefetches_dropped``, ``bytes_read == (misses + prefetches_issued) * expert_bytes``."""
 

@@ -1,4 +1,6 @@
-"""MoBiLE: big/little experts with confidence fallback and prefetch (docs/architecture.md, System models).
+"""MoBiLE: big/little experts with confidence fallback and prefetch.
+
+See docs/architecture.md, "System models".
 
 Our reconstruction from the MoBiLE abstract (arXiv:2510.12357); every choice is stated here.
 

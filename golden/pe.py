@@ -1,4 +1,6 @@
-"""Golden model of one 4-lane PE (docs/architecture.md, PE and PE array): what ``hw.pe`` must compute, bit for bit.
+"""Golden model of one 4-lane PE: what ``hw.pe`` must compute, bit for bit.
+
+See docs/architecture.md, "PE and PE array".
 
 A dot product is a sequence of K beats. Each beat is one 16-bit weight word and four
 FP16 activations (bit patterns). Results are the lanes' binary32 sums, accumulated

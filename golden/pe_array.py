@@ -1,4 +1,6 @@
-"""Golden model of the PE array (docs/architecture.md, PE and PE array): results, weight streams and cycle counts.
+"""Golden model of the PE array: results, weight streams and cycle counts.
+
+See docs/architecture.md, "PE and PE array".
 
 The array has ``P = rows * cols`` PEs of 4 lanes. It is weight-streaming,
 activation-broadcast and output-stationary; PE ``p`` sits at row ``p // cols``, column

@@ -1,4 +1,6 @@
-"""SPEQ: self-speculative decoding with the BSFP draft of the same weights (docs/architecture.md, System models).
+"""SPEQ: self-speculative decoding with the BSFP draft of the same weights.
+
+See docs/architecture.md, "System models".
 
 The *draft model* is the network of :mod:`golden.model` with every matmul weight replaced by its
 BSFP-4 draft (``golden.bsfp.encode(w).decode_draft()``: 4 of the 16 bits); embeddings and norm
@@ -24,7 +26,8 @@ Because :meth:`golden.model.MoeLM.forward` processes every token through the sam
 verify pass's logits for a position are bit-identical to plain decoding's, so greedy SPEQ emits
 exactly the bytes of :func:`golden.model.generate` (checked by the tests).
 
-Also here: :func:`hw_arith_linear`, the PE array's arithmetic (docs/architecture.md, Numbers) as a linear hook.
+Also here: :func:`hw_arith_linear`, the PE array's arithmetic (docs/architecture.md,
+"Numbers") as a linear hook.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Processing elements: the reconfigurable BSFP draft/verify PE and the plain FP16 PE.
 
 Both PEs have four lanes; each lane is an FP16 x FP16 -> binary32 multiplier feeding a
-binary32 accumulator (docs/architecture.md, Numbers; PE and PE array). Every accepted cycle a PE consumes one 16-bit weight
-word and one activation beat:
+binary32 accumulator (docs/architecture.md, "Numbers" and "PE and PE array"). Every accepted
+cycle a PE consumes one 16-bit weight word and one activation beat:
 
 * :class:`ReconfigurablePE`, **verify** mode: the word is a full BSFP weight, decoded to
   FP16 (``e = base[D] + x``) and multiplied by the four activations of the beat (four
