@@ -1,4 +1,6 @@
-"""Offloaded MoE decoding time model: an expert cache fed over a host link (DESIGN §7, issue 5).
+"""Offloaded MoE decoding time model: an expert cache fed over a host link.
+
+See docs/architecture.md, "System models", and docs/model_shapes.md.
 
 The model times a :mod:`golden.trace` request trace. Every input is listed in
 :class:`OffloadConfig`; each default is an *assumption*, stated where it is defined.
@@ -6,24 +8,44 @@ The model times a :mod:`golden.trace` request trace. Every input is listed in
 Timeline (batch 1 decoding; one compute engine, one host link)
     For every layer pass of the trace (its ``D``/``P`` records up to the ``X`` marker):
 
+    0. a model pass (its first layer-0 request) first pays ``pass_overhead_s`` (the parts of
+       a pass outside the MoE layers: output head), so a MoBiLE fallback, which re-runs every
+       layer, pays it again;
     1. the dense part of the layer (attention, router, shared experts; resident on the device)
-       takes ``dense_bytes_per_layer / device_bytes_per_s + layer_overhead_s``; the routing
-       decision, and so every request of the layer, is known when it ends;
-    2. the requests go to the expert cache (:class:`golden.expert_cache.ExpertCacheModel`,
-       non-lockstep, the same ``slots`` and ``policy`` for every method). A demand miss starts a
-       transfer of ``expert_bytes / link_bytes_per_s + link_latency_s`` on the link as soon as
-       the link has no earlier demand transfer. Prefetches are issued in order into the
-       controller's queue and use the link whenever no demand transfer needs it: a demand
-       preempts a prefetch transfer (the DMA gives demand bursts priority at burst granularity,
-       modelled as instant preemption with resume); prefetches complete in queue order;
+       takes ``dense_s`` (see :class:`OffloadConfig`); the routing decision, and so every
+       request of the layer, is known when it ends;
+    2. the requests go, in trace order, to the expert cache
+       (:class:`golden.expert_cache.ExpertCacheModel`, non-lockstep, the same ``slots`` and
+       ``policy`` for every method), which serves them one at a time like the RTL controller
+       (``hw.expert_cache``): a demand that misses, or hits a slot whose fill is in flight,
+       holds the request port until its fill completes (its response); a demand hit and a
+       prefetch take no time. A demand that finds no slot (every unpinned slot is being
+       filled) waits until the oldest prefetch fill completes (its time is charged);
     3. the layer's experts are computed one after the other, each as soon as its weights are
-       resident, each taking ``expert_bytes / device_bytes_per_s`` (memory-bound GEMV). The
-       layer ends when the last expert is done; the ``R`` records then unpin the slots.
+       resident, each taking ``expert_compute_s``. The layer ends when the last expert is
+       done; the ``R`` records then unpin the slots.
 
-    Transfers overlap compute (a prefetch for layer l+1 streams while layer l computes). A
-    demand for an expert whose prefetch is in flight waits for it (the queue ahead of it
-    started first). If a demand finds no slot (every unpinned slot is being filled by a
-    prefetch), the oldest prefetch is completed first (its time is charged).
+Fill order on the link (the RTL's rule, :class:`_Dma`)
+    Every fill moves ``expert_bytes`` in ``transfer_s = expert_bytes / link_bytes_per_s +
+    link_latency_s``; fills use the link one at a time and **a fill that has reached the DMA
+    runs to completion: nothing preempts it**, so fills complete in the order they reach the
+    DMA. The DMA holds the running fill and one more command (the controller's command stage:
+    the next fill is handed over while the running one transfers). Whenever that place is
+    free, the next fill to reach it is the demand fill if one is waiting, else the oldest
+    prefetch fill of the queue (prefetches keep their order). So a demand goes ahead of
+    prefetch fills still waiting in the queue, but behind the running fill and the one
+    already handed to the DMA. (In the RTL the hand-over happens when the running fill has
+    issued its last burst, a few bursts before its data ends; the model puts it at the start
+    of the running fill's successor, which differs by less than ``outstanding * max_burst``
+    beats. This assumes fills much longer than that burst window, as expert fills are: the
+    DMA accepts more commands early when a whole fill fits in the window.) With
+    ``queue_depth <= 2`` the running prefetch and the one behind it have both
+    reached the DMA whenever a demand can arrive, so the demand priority only shows with
+    deeper queues.
+
+    Transfers overlap compute (a prefetch for layer l+1 streams while layer l computes).
+    :attr:`OffloadResult.fills` lists every fill (kind, expert, issue, hand-over, start and
+    end times) in completion order.
 
 Outputs are :class:`OffloadResult` (total and per-token time, hits, misses, bytes moved,
 stall time). Methods are compared on traces built from the *same* token sequence.
@@ -32,7 +54,7 @@ stall time). Methods are compared on traces built from the *same* token sequence
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -40,7 +62,7 @@ from golden.expert_cache import ExpertCacheModel
 from golden.mobile import LayerStep, PassStep, TokenStep, build_trace, little_k_for
 from golden.trace import Trace
 
-PCIE4_X16_BYTES_PER_S = 25e9       # PCIe 4.0 x16 effective, pinned memory (MODEL_SHAPES.md)
+PCIE4_X16_BYTES_PER_S = 25e9       # PCIe 4.0 x16 effective, pinned memory (docs/model_shapes.md)
 GPU_BYTES_PER_S = 1008e9           # assumed compute device: RTX 4090-class GDDR6X, 1008 GB/s
 METHODS = ("lru_big", "little", "mobile", "mobile_prefetch")
 METHOD_LABELS = {"lru_big": "big only, on-demand LRU (baseline)", "little": "little only",
@@ -49,7 +71,17 @@ METHOD_LABELS = {"lru_big": "big only, on-demand LRU (baseline)", "little": "lit
 
 @dataclass(frozen=True)
 class OffloadConfig:
-    """Inputs of the time model (all assumed unless a caller measured them)."""
+    """Inputs of the time model (all assumed unless a caller measured them).
+
+    Compute side: by default a memory-bound device of ``device_bytes_per_s`` (a dense layer
+    part takes ``dense_bytes_per_layer / device_bytes_per_s``, an expert ``expert_bytes /
+    device_bytes_per_s``); ``dense_time_s`` / ``expert_time_s`` replace those figures when
+    given (the tiny LM's study sets them from the accelerator's cycle model,
+    :func:`accelerator_compute`). ``layer_overhead_s`` is added to every layer of every pass
+    (a fixed per-layer cost beyond the compute: kernel launches, command issue), and
+    ``pass_overhead_s`` to every model pass. ``compute`` says where the compute figures come
+    from (it labels every report).
+    """
 
     expert_bytes: int
     dense_bytes_per_layer: int
@@ -60,6 +92,10 @@ class OffloadConfig:
     link_latency_s: float = 0.0
     device_bytes_per_s: float = GPU_BYTES_PER_S
     layer_overhead_s: float = 0.0
+    dense_time_s: float | None = None
+    expert_time_s: float | None = None
+    pass_overhead_s: float = 0.0
+    compute: str = "assumed: memory-bound GPU-class device (1008 GB/s unless set)"
 
     def __post_init__(self):
         if self.slots < 1:
@@ -69,9 +105,14 @@ class OffloadConfig:
         for name in ("expert_bytes", "link_bytes_per_s", "device_bytes_per_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)!r}")
-        for name in ("dense_bytes_per_layer", "link_latency_s", "layer_overhead_s"):
+        for name in ("dense_bytes_per_layer", "link_latency_s", "layer_overhead_s",
+                     "pass_overhead_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, not {getattr(self, name)!r}")
+        for name in ("dense_time_s", "expert_time_s"):
+            v = getattr(self, name)
+            if v is not None and not v >= 0:
+                raise ValueError(f"{name} must be >= 0 or None, not {v!r}")
 
     @property
     def transfer_s(self) -> float:
@@ -79,11 +120,15 @@ class OffloadConfig:
 
     @property
     def expert_compute_s(self) -> float:
+        if self.expert_time_s is not None:
+            return self.expert_time_s
         return self.expert_bytes / self.device_bytes_per_s
 
     @property
     def dense_s(self) -> float:
-        return self.dense_bytes_per_layer / self.device_bytes_per_s + self.layer_overhead_s
+        base = (self.dense_time_s if self.dense_time_s is not None
+                else self.dense_bytes_per_layer / self.device_bytes_per_s)
+        return base + self.layer_overhead_s
 
 
 @dataclass
@@ -97,6 +142,7 @@ class OffloadResult:
     bytes_transferred: int
     stall_s: float
     compute_s: float
+    fills: list = field(default_factory=list, repr=False)   # FillRecord, completion order
 
     @property
     def time_per_token_s(self) -> float:
@@ -108,17 +154,86 @@ class OffloadResult:
         return self.hits / n if n else 0.0
 
     def as_dict(self) -> dict:
-        d = asdict(self)
+        d = {k: v for k, v in asdict(self).items() if k != "fills"}
         d["time_per_token_s"] = self.time_per_token_s
         d["hit_rate"] = self.hit_rate
         return d
 
 
 @dataclass
-class _Fill:
+class FillRecord:
+    """One fill of the link: ``kind`` ``demand`` or ``prefetch``; ``issued`` when the controller
+    accepted its request, ``committed`` when it reached the DMA, ``start``/``end`` its
+    transfer (``end``: the fill completes)."""
+
+    kind: str
+    layer: int
+    expert: int
     slot: int
-    remaining: float
+    issued: float
+    committed: float | None = None
+    start: float | None = None
     end: float | None = None
+
+
+class _Dma:
+    """The link and the DMA's command order (module docstring, "Fill order on the link")."""
+
+    def __init__(self, transfer_s: float):
+        self.transfer_s = transfer_s
+        self.queue: deque[FillRecord] = deque()     # prefetch fills not yet at the DMA
+        self.demand: FillRecord | None = None       # a demand fill not yet at the DMA
+        self.last_start = float("-inf")             # start of the last fill handed over
+        self.last_end = 0.0                         # end of the last fill handed over
+        self.log: list[FillRecord] = []             # fills in hand-over = completion order
+
+    def _next(self) -> tuple[float, FillRecord] | None:
+        """When the next fill reaches the DMA, and which (``None``: nothing waits)."""
+        waiting = [f for f in (self.demand, self.queue[0] if self.queue else None)
+                   if f is not None]
+        if not waiting:
+            return None
+        # the DMA has room once the fill handed over last has started
+        t = max(self.last_start, min(f.issued for f in waiting))
+        if self.demand is not None and self.demand.issued <= t:
+            return t, self.demand
+        return t, self.queue[0]
+
+    def _commit(self, t: float, f: FillRecord) -> None:
+        if f is self.demand:
+            self.demand = None
+        else:
+            self.queue.popleft()
+        f.committed = t
+        f.start = max(t, self.last_end)
+        f.end = f.start + self.transfer_s
+        self.last_start, self.last_end = f.start, f.end
+        self.log.append(f)
+
+    def advance(self, t: float) -> None:
+        """Hand over every fill that reaches the DMA by ``t``. A request arriving at ``t``
+        competes only for later places: requests of one instant arrive in trace order (in
+        the RTL a prefetch reaches the command stage before the next request is accepted)."""
+        while (nxt := self._next()) is not None and nxt[0] <= t:
+            self._commit(*nxt)
+
+    def prefetch(self, f: FillRecord) -> None:
+        self.advance(f.issued)
+        self.queue.append(f)
+
+    def demand_fill(self, f: FillRecord) -> float:
+        """A demand miss's fill; returns its end (the controller accepts nothing meanwhile, so
+        no later request can change the order ahead of it)."""
+        self.advance(f.issued)
+        self.demand = f
+        return self.finish(f)
+
+    def finish(self, f: FillRecord) -> float:
+        """The end of ``f``, handing over fills until it has reached the DMA (only valid while
+        no new request can arrive: the caller waits for ``f``)."""
+        while f.committed is None:
+            self._commit(*self._next())
+        return f.end
 
 
 def simulate(trace: Trace, cfg: OffloadConfig) -> OffloadResult:
@@ -126,91 +241,70 @@ def simulate(trace: Trace, cfg: OffloadConfig) -> OffloadResult:
     cache = ExpertCacheModel(cfg.slots, cfg.policy, queue_depth=cfg.queue_depth,
                              expert_bytes=int(cfg.expert_bytes), n_layers=trace.n_layers,
                              n_experts=trace.n_experts, lockstep=False)
-    xfer = cfg.transfer_s
-    now = 0.0
-    cursor = 0.0              # prefetch progress is accounted up to this time
-    demand_free = 0.0         # the link has no demand work after this time
-    busy: deque[list[float]] = deque()      # demand transfer intervals not yet passed
-    queue: deque[_Fill] = deque()
-    ready_at: dict[int, float] = {}
+    dma = _Dma(cfg.transfer_s)
+    now = 0.0                 # the compute engine (and the host issuing requests)
+    port = 0.0                # the controller's request port is free from this time
+    inflight: deque[FillRecord] = deque()     # prefetch fills not completed in the cache model
+    fill_of: dict[int, FillRecord] = {}       # slot -> its prefetch fill in flight
     slot_of: dict[int, int] = {}
     layer_open = False
     ready: list[float] = []
     stall = compute = 0.0
     steps = set()
 
-    def advance(t: float, until: _Fill | None = None) -> None:
-        """Give queued prefetches the link time of [cursor, t] that demands leave free
-        (with ``until``: as much link time as that fill needs to finish)."""
-        nonlocal cursor
-        while (until.end is None) if until is not None else (cursor < t):
-            while busy and busy[0][1] <= cursor:
-                busy.popleft()
-            limit = float("inf") if until is not None else t
-            if busy and busy[0][0] <= cursor:
-                cursor = min(busy[0][1], limit)
-                continue
-            gap_end = min(busy[0][0] if busy else float("inf"), limit)
-            f = next((f for f in queue if f.end is None), None)
-            if f is None:            # the link idles until t
-                cursor = gap_end
-                continue
-            dt = min(f.remaining, gap_end - cursor)
-            f.remaining -= dt
-            cursor += dt
-            if f.remaining <= 0:
-                f.end = cursor
-                ready_at[f.slot] = cursor
-
     def retire(t: float) -> None:
-        advance(t)
-        while queue and queue[0].end is not None and queue[0].end <= t:
-            queue.popleft()
+        """Complete, in the cache model, the prefetch fills that have ended by ``t``."""
+        dma.advance(t)
+        while inflight and inflight[0].end is not None and inflight[0].end <= t:
+            f = inflight.popleft()
+            fill_of.pop(f.slot, None)
             cache.complete_prefetches(1)
-
-    def force(slot: int) -> None:
-        """Complete the queue up to and including ``slot`` (FIFO order)."""
-        nonlocal demand_free
-        target = next(f for f in queue if f.slot == slot)
-        advance(now, until=target)
-        demand_free = max(demand_free, cursor)
-        while True:
-            f = queue.popleft()
-            if f is target:
-                break
 
     for r in trace.records:
         steps.add(r.step)
         if r.op in ("D", "P") and not layer_open:
-            now += cfg.dense_s
-            compute += cfg.dense_s
+            lead = cfg.dense_s + (cfg.pass_overhead_s if r.layer == 0 else 0.0)
+            now += lead
+            compute += lead
             layer_open = True
             ready = []
         if r.op == "D":
-            retire(now)
+            t = max(now, port)
+            retire(t)
             res = cache.access(r.layer, r.expert, "demand")
-            while res.waited and queue:
-                force(queue[0].slot)
-                cache.complete_prefetches(1)
+            while res.waited and inflight:
+                # no slot: the request waits until the oldest prefetch fill completes
+                t = max(t, dma.finish(inflight[0]))
+                retire(t)
                 res = cache.access(r.layer, r.expert, "demand")
             if res.waited:
                 raise ValueError(f"{cfg.slots} slots cannot hold the pins of one layer "
                                  f"(demand {r.id} at step {r.step} would wait forever)")
             if res.in_flight:
-                force(res.slot)      # the cache model completed its queue up to this slot
+                # the cache model completed its prefetch queue up to this slot
+                target = fill_of[res.slot]
+                done = dma.finish(target)
+                while inflight:
+                    f = inflight.popleft()
+                    fill_of.pop(f.slot, None)
+                    if f is target:
+                        break
             elif not res.hit:
-                start = max(now, demand_free)
-                demand_free = start + xfer
-                busy.append([start, demand_free])
-                ready_at[res.slot] = demand_free
-            ready.append(max(now, ready_at.get(res.slot, 0.0)))
+                done = dma.demand_fill(FillRecord("demand", r.layer, r.expert, res.slot, t))
+            else:
+                done = t
+            port = done
+            ready.append(done)
             slot_of[r.id] = res.slot
         elif r.op == "P":
-            retire(now)
+            t = max(now, port)
+            retire(t)
             res = cache.access(r.layer, r.expert, "prefetch")
             if not res.dropped:
-                queue.append(_Fill(res.slot, xfer))
-                ready_at[res.slot] = float("inf")
+                f = FillRecord("prefetch", r.layer, r.expert, res.slot, t)
+                dma.prefetch(f)
+                inflight.append(f)
+                fill_of[res.slot] = f
         elif r.op == "X":
             t = now
             for rd in sorted(ready):
@@ -223,11 +317,13 @@ def simulate(trace: Trace, cfg: OffloadConfig) -> OffloadResult:
             layer_open = False
         elif r.op == "R":
             cache.release(slot_of.pop(r.id))
+    dma.advance(float("inf"))          # prefetches still queued at the end
     c = cache.counters
     return OffloadResult(time_s=now, tokens=len(steps), hits=c.hits, misses=c.misses,
                          prefetches_issued=c.prefetches_issued,
                          prefetches_useful=c.prefetches_useful,
-                         bytes_transferred=c.bytes_read, stall_s=stall, compute_s=compute)
+                         bytes_transferred=c.bytes_read, stall_s=stall, compute_s=compute,
+                         fills=dma.log)
 
 
 def method_traces(big_steps: list[TokenStep], little_steps: list[TokenStep],
@@ -260,7 +356,7 @@ def compare_methods(traces: dict[str, Trace], cfg: OffloadConfig) -> dict[str, d
 
 @dataclass(frozen=True)
 class MoeShape:
-    """A published MoE model's offloading-relevant shape (MODEL_SHAPES.md; BF16 weights)."""
+    """A published MoE model's offloading-relevant shape (docs/model_shapes.md; BF16 weights)."""
 
     name: str
     moe_layers: int
@@ -393,12 +489,72 @@ def study_shape(shape: MoeShape, *, tokens: int = 64,
     return ShapeStudy(shape, cfg, routing, tokens, reuse_rate(ranks), compare_methods(traces, cfg))
 
 
-def tiny_config(model_config, slots: int, **kw) -> OffloadConfig:
+DEFAULT_CONTEXT = 64        # tokens in the KV cache: the middle of a 128-byte held-out window
+
+
+def accelerator_compute(model_config, acc=None, context: int = DEFAULT_CONTEXT) -> dict:
+    """Compute times of the tiny LM on the generated accelerator, from :mod:`golden.perf`
+    (the PE array's golden cycle model, which the RTL is checked against), for one token in
+    FP16 (verify-mode) passes:
+
+    - ``dense_s``, per layer: the attention projections and the router, each
+      :func:`golden.perf.layer_cycles` (tiles, pipeline, drain), plus the attention over
+      ``context`` cached tokens at 4 MACs per PE per cycle; or, if longer, the time to stream
+      those weights and the KV cache from device memory at ``mem_bw``;
+    - ``expert_s``, per expert: its three matrices' cycles (the weights come from the expert
+      cache's on-chip slot);
+    - ``pass_s``, per model pass: the output head (vocab x d_model), cycles or streaming.
+
+    ``acc`` defaults to :class:`golden.perf.Accelerator` (16 x 16 PEs at an assumed 1 GHz,
+    an assumed 410 GB/s): the same accelerator as the SPEQ projection.
+    """
+    from golden import perf
+
+    acc = acc or perf.Accelerator()
+    shape = perf.tiny_shape(model_config)
+
+    def timed(mats, stream: bool, extra_cycles: float = 0.0, extra_bytes: float = 0.0):
+        cycles = sum(perf.layer_cycles("fp16", n, k, acc) for n, k in mats) + extra_cycles
+        nbytes = sum(perf.layer_weight_bytes("fp16", n, k) for n, k in mats) + extra_bytes
+        t = cycles / acc.clock_hz
+        return max(t, nbytes / acc.mem_bw) if stream else t
+
+    attn_cycles = 2 * context * shape.d_model / (acc.macs_per_pe * acc.pes)
+    kv_bytes = 2 * shape.kv_dim * 2 * (context + 1)
+    dense = timed(shape.attn_matrices() + shape.router_matrices(), True, attn_cycles, kv_bytes)
+    expert = timed(shape.expert_matrices(), False)
+    head = timed([(shape.vocab, shape.d_model)], True)
+    clock = f"{acc.clock_hz / 1e9:g} GHz"
+    return {"dense_s": dense, "expert_s": expert, "pass_s": head, "context": context,
+            "label": (f"measured: golden.perf cycle model of the accelerator ({acc.rows} x "
+                      f"{acc.cols} PEs; clock {clock} and memory {acc.mem_bw / 1e9:g} GB/s "
+                      f"assumed), FP16, context {context}: {dense * 1e6:.3f} us per layer "
+                      f"(attention projections, router), {expert * 1e6:.3f} us per expert, "
+                      f"{head * 1e6:.3f} us per pass (output head)")}
+
+
+def tiny_config(model_config, slots: int, *, compute: str = "accelerator", acc=None,
+                context: int = DEFAULT_CONTEXT, **kw) -> OffloadConfig:
     """Offload configuration for the tiny LM: FP16 SwiGLU experts (3 d_model x d_expert
-    matrices); the dense part of a layer is its attention and router weights (embeddings and
-    the output head are left out: the same for every method)."""
+    matrices); the dense part of a layer is its attention and router weights.
+
+    ``compute="accelerator"`` (default): compute times of the generated accelerator from its
+    cycle model (:func:`accelerator_compute`; array, clock and memory assumed), the output
+    head charged once per pass. ``compute="gpu"``: the memory-bound GPU-class figure of the
+    published shapes (``device_bytes_per_s``; embeddings and head left out).
+    """
     d, f = model_config.d_model, model_config.d_expert
     dense = 2 * (4 * d * d + model_config.n_experts * d)
+    if compute == "accelerator":
+        a = accelerator_compute(model_config, acc, context)
+        kw = dict(dense_time_s=a["dense_s"], expert_time_s=a["expert_s"],
+                  pass_overhead_s=a["pass_s"], compute=a["label"]) | kw
+    elif compute == "gpu":
+        dev = kw.get("device_bytes_per_s", GPU_BYTES_PER_S)
+        kw = dict(compute=f"assumed: memory-bound GPU-class device, {dev / 1e9:g} GB/s "
+                          f"(bytes / bandwidth; head and embeddings left out)") | kw
+    else:
+        raise ValueError(f"compute must be 'accelerator' or 'gpu', not {compute!r}")
     return OffloadConfig(expert_bytes=3 * d * f * 2, dense_bytes_per_layer=dense, slots=slots, **kw)
 
 
@@ -491,21 +647,60 @@ def format_methods(methods: dict[str, dict], unit: str = "ms") -> list[str]:
 
 
 def bench_values(tiny: TinyStudy, shapes: dict[str, ShapeStudy]) -> dict:
-    """The bench keys of issue 5 (plus the no-prefetch variants)."""
+    """The bench keys of issue 5.
+
+    The headline ``mobile_speedup_vs_lru`` (and ``mobile_speedup_<shape>``) compares like
+    with like: MoBiLE **without prefetch** against big-only on-demand LRU, which has no
+    prefetch either (``mobile_noprefetch_*`` are the same figures under their old names).
+    ``mobile_prefetch_speedup_*`` put MoBiLE + prefetch against that same no-prefetch
+    baseline (prefetch on one side only; big-only LRU has no predictor to prefetch with).
+    ``mobile_hit_rate`` is the headline method's, ``mobile_prefetch_hit_rate`` the prefetch
+    variant's. ``mobile_dense_layer_us``, ``mobile_expert_compute_us`` and
+    ``mobile_layer_overhead_us`` are the tiny LM's compute inputs (see ``tiny.config.compute``).
+    """
     m = tiny.methods
     p = tiny.evaluation.point(tiny.tau)
-    out = {"mobile_speedup_vs_lru": m["mobile_prefetch"]["speedup_vs_lru"],
+    c = tiny.config
+    out = {"mobile_speedup_vs_lru": m["mobile"]["speedup_vs_lru"],
            "mobile_noprefetch_speedup_vs_lru": m["mobile"]["speedup_vs_lru"],
+           "mobile_prefetch_speedup_vs_lru": m["mobile_prefetch"]["speedup_vs_lru"],
            "mobile_top1_agreement": p.top1_agreement,
            "mobile_nll_delta": p.nll_delta,
            "mobile_fallback_rate": p.fallback_rate,
-           "mobile_hit_rate": m["mobile_prefetch"]["hit_rate"],
+           "mobile_hit_rate": m["mobile"]["hit_rate"],
+           "mobile_prefetch_hit_rate": m["mobile_prefetch"]["hit_rate"],
            "lru_hit_rate": m["lru_big"]["hit_rate"],
-           "mobile_tau": tiny.tau}
+           "mobile_tau": tiny.tau,
+           "mobile_dense_layer_us": c.dense_s * 1e6,
+           "mobile_expert_compute_us": c.expert_compute_s * 1e6,
+           "mobile_layer_overhead_us": c.layer_overhead_s * 1e6}
     for key, st in shapes.items():
-        out[f"mobile_speedup_{key}"] = st.methods["mobile_prefetch"]["speedup_vs_lru"]
+        out[f"mobile_speedup_{key}"] = st.methods["mobile"]["speedup_vs_lru"]
         out[f"mobile_noprefetch_speedup_{key}"] = st.methods["mobile"]["speedup_vs_lru"]
+        out[f"mobile_prefetch_speedup_{key}"] = st.methods["mobile_prefetch"]["speedup_vs_lru"]
     return {k: float(v) for k, v in out.items()}
+
+
+LAYER_OVERHEADS_S = (0.0, 1e-6, 2e-6, 5e-6, 10e-6, 20e-6)
+
+
+def overhead_sensitivity(tiny: TinyStudy, overheads_s=LAYER_OVERHEADS_S) -> list[dict]:
+    """Speedups over big-only LRU of the tiny LM's traces for extra per-layer overheads, with
+    the study's compute side (``compute="study"``) and with the memory-bound GPU-class figure
+    (``compute="gpu"``: no head, ``device_bytes_per_s``). Every fallback re-runs every layer,
+    so a per-layer cost weighs on MoBiLE more than on the baseline."""
+    gpu = replace(tiny.config, dense_time_s=None, expert_time_s=None, pass_overhead_s=0.0,
+                  compute="assumed: memory-bound GPU-class device")
+    rows = []
+    for name, base in (("study", tiny.config), ("gpu", gpu)):
+        for o in overheads_s:
+            methods = compare_methods(tiny.traces, replace(base, layer_overhead_s=float(o)))
+            rows.append({"compute": name, "layer_overhead_s": float(o),
+                         "dense_s": replace(base, layer_overhead_s=float(o)).dense_s,
+                         "speedup_mobile": methods["mobile"]["speedup_vs_lru"],
+                         "speedup_mobile_prefetch": methods["mobile_prefetch"]["speedup_vs_lru"],
+                         "lru_time_per_token_s": methods["lru_big"]["time_per_token_s"]})
+    return rows
 
 
 def report_lines(tiny: TinyStudy, shapes: dict[str, ShapeStudy], *,
@@ -526,18 +721,23 @@ def report_lines(tiny: TinyStudy, shapes: dict[str, ShapeStudy], *,
                    f"{row['speedup_mobile_prefetch']:9.2f}x{mark}")
     out.append(f"  little only: top-1 agreement {ev.little.top1_agreement:.3f}, "
                f"NLL delta {ev.little.nll_delta:+.4f} nats/byte")
-    out.append(f"  offloading (routing measured; link and device assumed): {c.slots} slots of "
+    out.append(f"  offloading (routing measured; link assumed): {c.slots} slots of "
                f"{c.expert_bytes} B experts, policy {c.policy}, "
-               f"link {c.link_bytes_per_s / 1e9:g} GB/s, "
-               f"device {c.device_bytes_per_s / 1e9:g} GB/s, queue {c.queue_depth}")
+               f"link {c.link_bytes_per_s / 1e9:g} GB/s, queue {c.queue_depth}; fills run to "
+               f"completion in DMA order (the RTL's rule)")
+    out.append(f"  compute: {c.compute}; layer overhead {c.layer_overhead_s * 1e6:g} us")
     out += format_methods(tiny.methods, "us")
+    out.append(f"  headline (no prefetch on either side): MoBiLE "
+               f"{tiny.methods['mobile']['speedup_vs_lru']:.2f}x over big-only LRU; with prefetch "
+               f"on the MoBiLE side only {tiny.methods['mobile_prefetch']['speedup_vs_lru']:.2f}x")
     if shapes:
         r = next(iter(shapes.values())).routing
         out.append("")
+        sc = next(iter(shapes.values())).config
         out.append(f"Published shapes, SYNTHETIC routing traces (zipf {r.zipf:g}, stickiness "
                    f"{r.stickiness:g}, fallback rate {r.fallback_rate:.3f} "
                    f"{'measured on the tiny LM at tau' if fallback_measured else 'assumed'}, "
-                   f"cache {c.policy}):")
+                   f"cache {sc.policy}; compute {sc.compute}):")
         out.append(f"  {'model':20s} {'slots':>6s} {'MB/expert':>10s} {'reuse':>6s} "
                    f"{'LRU ms/tok':>11s} {'little':>7s} {'MoBiLE':>7s} {'+prefetch':>9s}")
         for st in shapes.values():
@@ -569,8 +769,17 @@ def study_json(tiny: TinyStudy, shapes: dict[str, ShapeStudy]) -> dict:
                          "methods": st.methods}
                    for key, st in shapes.items()},
         "paper_speedup": list(PAPER_SPEEDUP),
+        "compute": {"tiny": tiny.config.compute,
+                    "shapes": {key: st.config.compute for key, st in shapes.items()}},
+        "headline": "mobile_speedup_vs_lru: MoBiLE without prefetch vs big-only on-demand LRU "
+                    "(no prefetch on either side); mobile_prefetch_speedup_vs_lru: MoBiLE + "
+                    "prefetch vs the same baseline",
         "assumed": ["link 25 GB/s (PCIe 4.0 x16 effective) unless set",
-                    "device 1008 GB/s memory-bound compute unless set",
+                    "tiny LM compute: the accelerator's golden.perf cycle model (16 x 16 PEs, "
+                    "clock 1 GHz and memory 410 GB/s assumed) unless set",
+                    "published shapes: device 1008 GB/s memory-bound compute unless set",
+                    "layer overhead 0 unless set (see the sensitivity table of the demo)",
+                    "fills run to completion in the order they reach the DMA (the RTL's rule)",
                     "cache = cache_fraction of all routed experts, same for every method",
                     "published shapes: synthetic routing (SyntheticRouting)"],
     }

@@ -1,22 +1,29 @@
 """Performance model: time per generated token for FP16, weight-only 8/4-bit and SPEQ decoding.
 
-An accelerator (DESIGN §5) is ``pes`` processing elements of 4 MAC lanes at ``clock_hz``, each
-consuming one 16-bit weight word per cycle, fed by a memory of ``mem_bw`` bytes/s. A *pass* runs
+An accelerator (docs/architecture.md, "PE and PE array") is ``pes`` processing elements of 4
+MAC lanes at ``clock_hz``, each consuming one 16-bit weight word per cycle, fed by a memory of ``mem_bw`` bytes/s. A *pass* runs
 ``T`` tokens through every weight matrix once; its time is the larger of
 
 - compute: for each ``(N, K)`` matrix, the PE array golden model's cycle count
   (:func:`golden.pe_array.cycles`, the figure the RTL is checked against): verify/FP16 mode maps
-  one output row per PE (4 lanes = up to 4 tokens; ``ceil(T / 4)`` passes for ``T`` tokens),
-  draft mode 4 rows per PE (one nibble each) for one token, about ``tiles * K`` cycles plus
-  pipeline and drain; the baselines' PEs take one 16-bit word of 2 (8-bit) or 4 (4-bit)
-  weights per cycle. Attention (``q.k`` and ``a.v`` over the context) adds
-  ``2 * T * context * d_model`` MACs per layer at ``4 * pes`` MACs per cycle;
+  one output row per PE (4 lanes = up to 4 tokens), draft mode 4 rows per PE (one nibble each)
+  for one token, about ``tiles * K`` cycles plus pipeline and drain; the baselines' PEs take
+  one 16-bit word of 2 (8-bit) or 4 (4-bit) weights per cycle. Attention (``q.k`` and ``a.v``
+  over the context) adds ``2 * T * context * d_model`` MACs per layer at ``4 * pes`` MACs per
+  cycle;
 - memory: weight bytes of the pass (:func:`golden.pe_array.weight_bytes`: the draft plane, plus
   the packed 12-bit residual plane in verify mode) + KV-cache bytes (read the whole context once per pass,
   write ``T`` new entries; FP16 keys and values in every scheme).
 
-Weights are streamed from memory on every pass (nothing stays on chip between passes), and passes
-do not overlap. Schemes:
+Only 4 tokens fit the PE's 4 lanes, so a verify pass of ``T > 4`` tokens is ``ceil(T / 4)``
+*weight passes* over each dense matrix (attention projections, router, output head), and every
+weight pass streams that matrix from memory again: its cycles **and its weight bytes** are
+multiplied (one MATMUL command takes 1..4 tokens and reads its weights once, and nothing keeps
+a matrix on chip between commands). An expert's matrices are streamed once per group of up to
+4 of the tokens routed to it (:meth:`ModelShape.expert_passes`). The attention over the
+context and its KV-cache bytes are charged once per pass (they are not weight-streaming
+passes of the array). Weights are streamed from memory on every pass, and passes do not
+overlap. Schemes:
 
 - ``fp16``: one token per pass, 2 bytes per weight (the baseline of every speedup);
 - ``w8`` (Olive-like) and ``w4`` (Tender-like) weight-only quantisation: one token per pass,
@@ -29,7 +36,8 @@ do not overlap. Schemes:
 
 For MoE shapes a pass reads only the experts its tokens use: one token reads ``top_k`` experts,
 ``T`` tokens are assumed to pick uniformly and independently, reading
-``E * (1 - (1 - k/E)^T)`` distinct experts on average (an assumption, stated in the output).
+``E * (1 - (1 - k/E)^T)`` distinct experts on average (an assumption, stated in the output),
+each once per group of up to 4 of its tokens (``E * E[ceil(X / 4)]``, ``X ~ Bin(T, k/E)``).
 Every result carries an ``inputs`` table saying which inputs are measured and which assumed.
 """
 
@@ -64,7 +72,7 @@ class Accelerator:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
         if self.macs_per_pe != 4:
-            raise ValueError("the reconfigurable PE has 4 MAC lanes (DESIGN §5); "
+            raise ValueError("the reconfigurable PE has 4 MAC lanes; "
                              f"macs_per_pe={self.macs_per_pe!r} is not supported")
         if not self.clock_hz > 0 or not self.mem_bw > 0:
             raise ValueError("clock_hz and mem_bw must be positive")
@@ -109,6 +117,18 @@ class ModelShape:
         k, e = self.top_k, self.n_experts
         return e * (1.0 - (1.0 - k / e) ** tokens)
 
+    def expert_passes(self, tokens: int, lanes: int = 4) -> float:
+        """Expected weight passes over expert matrices per layer for a pass of ``tokens``
+        tokens: every expert streams its weights once per group of up to ``lanes`` of the tokens
+        routed to it, i.e. ``E * E[ceil(X / lanes)]`` with ``X ~ Binomial(tokens, k / E)``
+        under uniform independent routing. Equals :meth:`experts_read` for ``tokens <= lanes``
+        and ``ceil(tokens / lanes)`` for a dense model (``k = E = 1``)."""
+        k, e = self.top_k, self.n_experts
+        p = k / e
+        expected = sum(math.comb(tokens, x) * p ** x * (1.0 - p) ** (tokens - x)
+                       * math.ceil(x / lanes) for x in range(1, tokens + 1))
+        return e * expected
+
     def weights_per_token(self) -> int:
         """Weights one token uses (active parameters without the embedding table)."""
         per_layer = sum(n * k for n, k in self.attn_matrices() + self.router_matrices())
@@ -121,7 +141,7 @@ class ModelShape:
         return self.n_layers * per_layer + self.vocab * self.d_model
 
 
-# Published shapes: MODEL_SHAPES.md (the models' Hugging Face config.json files).
+# Published shapes: docs/model_shapes.md (the models' Hugging Face config.json files).
 SHAPES: dict[str, ModelShape] = {
     "llama-2-7b": ModelShape("Llama-2-7B", 32, 4096, 11008, 32, 32, 32000),
     "llama-2-13b": ModelShape("Llama-2-13B", 40, 5120, 13824, 40, 40, 32000),
@@ -215,24 +235,26 @@ def pass_time(shape: ModelShape, acc: Accelerator, mode: str, tokens: int,
     if tokens < 1 or (mode != "verify" and tokens != 1):
         raise ValueError(f"a {mode} pass runs {'1 to any' if mode == 'verify' else 'one'} "
                          f"token(s), not {tokens}")
-    groups = math.ceil(tokens / 4)          # verify: 4 lanes = 4 tokens per weight pass
+    # 4 lanes = at most 4 tokens per weight pass; every weight pass streams the matrix again
+    groups = math.ceil(tokens / acc.macs_per_pe)
     cycles = 0.0
     weight_bytes = 0.0
-    mats = [(m, 1.0) for m in shape.attn_matrices() + shape.router_matrices()]
-    mats += [(m, shape.experts_read(tokens)) for m in shape.expert_matrices()]
-    for (n, k), count in mats:
-        cycles += count * layer_cycles(mode, n, k, acc) * groups
-        weight_bytes += count * layer_weight_bytes(mode, n, k)
+    mats = [(m, float(groups)) for m in shape.attn_matrices() + shape.router_matrices()]
+    mats += [(m, shape.expert_passes(tokens, acc.macs_per_pe)) for m in shape.expert_matrices()]
+    for (n, k), passes in mats:
+        cycles += passes * layer_cycles(mode, n, k, acc)
+        weight_bytes += passes * layer_weight_bytes(mode, n, k)
     cycles *= shape.n_layers
     weight_bytes *= shape.n_layers
     cycles += layer_cycles(mode, shape.vocab, shape.d_model, acc) * groups
-    weight_bytes += layer_weight_bytes(mode, shape.vocab, shape.d_model)
+    weight_bytes += layer_weight_bytes(mode, shape.vocab, shape.d_model) * groups
     attn_macs = shape.n_layers * 2 * tokens * (context + tokens) * shape.d_model
     cycles += attn_macs / (acc.macs_per_pe * acc.pes)
     kv_bytes = shape.n_layers * 2 * shape.kv_dim * 2 * (context + tokens)
     compute_s = cycles / acc.clock_hz
     memory_s = (weight_bytes + kv_bytes) / acc.mem_bw
-    return {"mode": mode, "tokens": tokens, "cycles": cycles, "weight_bytes": weight_bytes,
+    return {"mode": mode, "tokens": tokens, "weight_passes": groups, "cycles": cycles,
+            "weight_bytes": weight_bytes,
             "kv_bytes": kv_bytes, "compute_s": compute_s, "memory_s": memory_s,
             "time_s": max(compute_s, memory_s),
             "bound": "memory" if memory_s >= compute_s else "compute"}
@@ -291,6 +313,7 @@ def compare(shape: ModelShape | str, acc: Accelerator | None = None, *, gamma: i
         | {"speq_draft": times["speq"]["draft"]["bound"],
            "speq_verify": times["speq"]["verify"]["bound"]},
         "speq_tokens_per_step": times["speq"]["tokens_per_step"],
+        "speq_verify_weight_passes": times["speq"]["verify"]["weight_passes"],
         "inputs": {
             "shape": f"published configuration ({shape.name})" if shape.name != "tiny-moe"
             else "our tiny MoE LM's configuration",
@@ -300,8 +323,10 @@ def compare(shape: ModelShape | str, acc: Accelerator | None = None, *, gamma: i
                           + (f": alpha={acceptance:.4f}" if acceptance is not None else
                              f": tokens/step={tokens_per_step:.3f}"),
             "tokens_per_step": how,
-            "weights": "assumed: streamed from memory every pass; w8 per-row, w4 group-128 "
-                       "FP16 scales; draft pass reads the draft plane (1/4 of the FP16 bytes)",
+            "weights": "assumed: streamed from memory every weight pass (a verify pass of "
+                       "gamma+1 > 4 tokens is ceil((gamma+1)/4) weight passes, each reading "
+                       "the weights again); w8 per-row, w4 group-128 FP16 scales; draft pass "
+                       "reads the draft plane (1/4 of the FP16 bytes)",
             "cycles": "golden.pe_array.cycles per matrix (tiles, pipeline, drain); "
                       "passes do not overlap",
             "moe_routing": "assumed: uniform independent routing of a pass's tokens"
@@ -327,7 +352,9 @@ def format_report(result: dict) -> str:
     v = result["speq_speedup_vs"]
     lines.append(f"  SPEQ speedup: {v['fp16']:.2f}x vs FP16, {v['w8']:.2f}x vs w8, "
                  f"{v['w4']:.2f}x vs w4 (paper: 2.07x / 1.53x Olive / 1.45x Tender); "
-                 f"{result['speq_tokens_per_step']:.2f} tokens/step")
+                 f"{result['speq_tokens_per_step']:.2f} tokens/step; the verify of "
+                 f"{result['gamma'] + 1} tokens is {result['speq_verify_weight_passes']} weight "
+                 f"pass(es), each streaming the weights")
     lines.append("  inputs:")
     lines += [f"    {k}: {val}" for k, val in result["inputs"].items()]
     return "\n".join(lines)

@@ -63,15 +63,80 @@ def test_prefetch_overlaps_transfer_with_compute():
     assert with_pf.prefetches_issued == 1 and with_pf.prefetches_useful == 1
 
 
-def test_demand_transfer_preempts_prefetch_transfer():
+def test_a_running_prefetch_fill_is_not_preempted_by_a_demand():
+    """The RTL's DMA runs a fill to completion (review finding B: the model used to let a
+    demand preempt the prefetch burst by burst)."""
     b = TraceBuilder(1, 8)
     b.prefetch(0, 0, 5)
     layer(b, 0, 0, [0])
     layer(b, 1, 0, [5])
     r = simulate(b.trace, CFG)
-    # demand (0,0) arrives at 1.2 although the prefetch was queued first; the prefetch
-    # gets the link from 1.2 and is done at 2.2
-    assert r.time_s == pytest.approx(2.3)
+    # the prefetch reaches the link at 0.2 and runs to 1.2; demand (0,0), issued at 0.2
+    # behind it, transfers 1.2..2.2, computes to 2.3; step 1: dense to 2.5, hit, 2.6
+    assert r.time_s == pytest.approx(2.6)
+    assert [(f.kind, f.expert, f.start, f.end) for f in r.fills] == [
+        ("prefetch", 5, pytest.approx(0.2), pytest.approx(1.2)),
+        ("demand", 0, pytest.approx(1.2), pytest.approx(2.2))]
+    assert r.hits == 1 and r.prefetches_useful == 1
+
+
+def test_a_demand_goes_ahead_of_prefetches_still_in_the_queue():
+    cfg = OffloadConfig(expert_bytes=100, dense_bytes_per_layer=200, slots=6, queue_depth=4,
+                        link_bytes_per_s=100.0, device_bytes_per_s=1000.0)
+    b = TraceBuilder(2, 8)
+    layer(b, 0, 0, [0], prefetches=[(1, 1), (1, 2), (1, 3)])
+    layer(b, 0, 1, [4])
+    layer(b, 1, 1, [2])
+    r = simulate(b.trace, cfg)
+    # demand (0,0) 0.2..1.2; the prefetches are issued at 1.2 (the port waited for the
+    # demand's fill): (1,1) runs 1.2..2.2, (1,2) is handed to the DMA at once (2.2..3.2),
+    # (1,3) waits in the queue. Layer 1's demand (1,4), issued at 1.5 (compute to 1.3, dense
+    # to 1.5), reaches the DMA when (1,2) starts, ahead of (1,3): 3.2..4.2, compute to 4.3.
+    # Step 1: dense to 4.5, (1,2) is resident: 4.6. (Preempting the prefetches, the demand
+    # would have been done at 2.5 and (1,2) still in flight at step 1: 4.3.)
+    assert r.time_s == pytest.approx(4.6) and r.hits == 1 and r.prefetches_useful == 1
+    order = [(f.kind, f.layer, f.expert) for f in r.fills]
+    assert order == [("demand", 0, 0), ("prefetch", 1, 1), ("prefetch", 1, 2),
+                     ("demand", 1, 4), ("prefetch", 1, 3)]
+    assert [f.end for f in r.fills] == pytest.approx([1.2, 2.2, 3.2, 4.2, 5.2])
+    assert r.fills[3].issued == pytest.approx(1.5) and r.fills[3].committed == pytest.approx(2.2)
+
+
+def test_fill_order_follows_the_rtl_rule_on_random_traces(rng):
+    """Every fill runs to completion once started, fills never overlap, the DMA holds the
+    running fill and at most one more, prefetches keep their issue order, and a demand is
+    handed over before every prefetch still queued when it was issued."""
+    ranks = SyntheticRouting(seed=int(rng.integers(1 << 30))).rankings(4, 12, 4, 40)
+    fb = SyntheticRouting(seed=int(rng.integers(1 << 30)), fallback_rate=0.4).fallbacks(40)
+    big, little, mobile = synthetic_steps(ranks, fb, 2)
+    trace = method_traces(big, little, mobile, 4, 12)["mobile_prefetch"]
+    for depth in (1, 2, 3, 5):
+        cfg = OffloadConfig(expert_bytes=100, dense_bytes_per_layer=30, slots=14,
+                            queue_depth=depth, link_bytes_per_s=100.0, device_bytes_per_s=500.0)
+        r = simulate(trace, cfg)
+        fills = r.fills
+        assert len(fills) == r.misses + r.prefetches_issued
+        for i, f in enumerate(fills):
+            assert f.issued <= f.committed <= f.start
+            assert f.end == pytest.approx(f.start + cfg.transfer_s)        # never preempted
+            if i:
+                prev = fills[i - 1]
+                assert f.start == pytest.approx(max(f.committed, prev.end))
+                assert f.committed >= prev.start - 1e-12   # the DMA had room: prev started
+        pos = {id(f): i for i, f in enumerate(fills)}
+        pre = [f for f in fills if f.kind == "prefetch"]
+        assert [f.issued for f in pre] == sorted(f.issued for f in pre)
+        overtaken = 0
+        for d in (f for f in fills if f.kind == "demand"):
+            for p in pre:
+                if p.issued < d.issued and p.committed > d.issued:
+                    assert pos[id(d)] < pos[id(p)], (d, p)
+                    overtaken += 1
+                if depth <= 2 and p.issued < d.issued:
+                    # with 2 prefetches in flight at most, both have reached the DMA
+                    # before any demand can arrive: demand priority never shows
+                    assert pos[id(p)] < pos[id(d)], (d, p)
+        assert (overtaken > 0) == (depth > 2), (depth, overtaken)
 
 
 def test_demand_with_all_slots_filling_waits_for_oldest_prefetch():
@@ -174,3 +239,72 @@ def test_tiny_study_and_bench_values(seed):
     assert "SYNTHETIC" in text and "random test model" in text and "1.60x-1.72x" in text
     js = offload.study_json(tiny, shapes)
     assert js["shapes"]["olmoe_1b_7b"]["routing"] == "SYNTHETIC"
+
+
+def test_tiny_lm_compute_is_the_accelerator_cycle_model_by_default():
+    """Review finding C: the tiny LM's compute side was a GPU bytes/bandwidth figure with no
+    per-layer cost; it is now the accelerator's golden.perf cycle model (labelled)."""
+    from golden import perf
+
+    mc = ModelConfig()
+    cfg = offload.tiny_config(mc, 16)
+    assert cfg.dense_s > 10 * cfg.dense_bytes_per_layer / offload.GPU_BYTES_PER_S
+    acc = perf.Accelerator()
+    d, f = mc.d_model, mc.d_expert
+    # attention projections + router, each a PE-array pass (tiles, pipeline, drain)
+    dense_cycles = (4 * perf.layer_cycles("fp16", d, d, acc)
+                    + perf.layer_cycles("fp16", mc.n_experts, d, acc)
+                    + 2 * offload.DEFAULT_CONTEXT * d / (4 * acc.pes))
+    assert cfg.dense_s == pytest.approx(dense_cycles / acc.clock_hz)
+    assert cfg.expert_compute_s == pytest.approx(
+        (2 * perf.layer_cycles("fp16", f, d, acc) + perf.layer_cycles("fp16", d, f, acc))
+        / acc.clock_hz)
+    assert cfg.pass_overhead_s == pytest.approx(
+        perf.layer_cycles("fp16", mc.vocab, d, acc) / acc.clock_hz)
+    assert cfg.compute.startswith("measured: golden.perf") and "assumed" in cfg.compute
+    gpu = offload.tiny_config(mc, 16, compute="gpu")
+    assert gpu.dense_s == pytest.approx(gpu.dense_bytes_per_layer / offload.GPU_BYTES_PER_S)
+    assert gpu.compute.startswith("assumed")
+    with pytest.raises(ValueError, match="compute"):
+        offload.tiny_config(mc, 16, compute="tpu")
+
+
+def test_layer_and_pass_overheads_are_paid_by_every_pass():
+    b = TraceBuilder(2, 8)
+    for passes in ((0,), (0, 0)):          # token 1 falls back: a second pass over both layers
+        step = len(passes) - 1
+        for _ in passes:
+            layer(b, step, 0, [1])
+            layer(b, step, 1, [2])
+    base = simulate(b.trace, CFG)
+    more = simulate(b.trace, OffloadConfig(**{**CFG.__dict__, "layer_overhead_s": 0.5,
+                                              "pass_overhead_s": 0.25}))
+    # 3 passes of 2 layers: 6 layer overheads and 3 pass overheads, all on the critical path
+    assert more.time_s == pytest.approx(base.time_s + 6 * 0.5 + 3 * 0.25)
+    with pytest.raises(ValueError):
+        OffloadConfig(expert_bytes=1, dense_bytes_per_layer=0, slots=1, pass_overhead_s=-1.0)
+
+
+def test_headline_speedup_compares_like_with_like_and_overheads_cost_mobile(seed):
+    cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, n_experts=8, top_k=4, d_expert=32,
+                      max_seq=32)
+    model = MoeLM.init_random(cfg, seed % 1000)
+    tiny = offload.study_tiny(model, "random test model", windows=1, window=24,
+                              taus=(0.0, 1.01), tau=1.01)
+    values = offload.bench_values(tiny, {})
+    # neither side prefetches in the headline; the prefetch variant has its own key
+    assert values["mobile_speedup_vs_lru"] == tiny.methods["mobile"]["speedup_vs_lru"]
+    assert values["mobile_noprefetch_speedup_vs_lru"] == values["mobile_speedup_vs_lru"]
+    assert (values["mobile_prefetch_speedup_vs_lru"]
+            == tiny.methods["mobile_prefetch"]["speedup_vs_lru"])
+    assert values["mobile_hit_rate"] == tiny.methods["mobile"]["hit_rate"]
+    assert values["mobile_dense_layer_us"] == pytest.approx(tiny.config.dense_s * 1e6)
+    rows = offload.overhead_sensitivity(tiny)
+    assert [r["layer_overhead_s"] for r in rows if r["compute"] == "study"] == \
+        list(offload.LAYER_OVERHEADS_S)
+    # tau > 1: every token falls back and re-runs every layer, so a per-layer cost hurts MoBiLE
+    for kind in ("study", "gpu"):
+        s = [r["speedup_mobile"] for r in rows if r["compute"] == kind]
+        assert s == sorted(s, reverse=True) and s[-1] < s[0]
+    zero = next(r for r in rows if r["compute"] == "study" and r["layer_overhead_s"] == 0)
+    assert zero["speedup_mobile"] == pytest.approx(values["mobile_speedup_vs_lru"])

@@ -57,19 +57,23 @@ def test_draft_pass_reads_a_quarter_of_the_weight_bytes_and_verify_fills_four_la
     assert draft["weight_bytes"] == pytest.approx(fp16["weight_bytes"] / 4)
     assert v4["weight_bytes"] == fp16["weight_bytes"]
     assert fp16["weight_bytes"] == pytest.approx(2 * shape.weights_per_token())
-    # 4 tokens share one stream of weight words; the fifth needs a second lane group
+    # 4 tokens share one stream of weight words; the fifth needs a second weight pass, which
+    # streams every weight from memory again
     assert v4["cycles"] - fp16["cycles"] < 0.01 * fp16["cycles"]
     assert v5["cycles"] > 1.9 * fp16["cycles"]
+    assert v5["weight_bytes"] == pytest.approx(2 * fp16["weight_bytes"])
     assert draft["cycles"] < 0.26 * fp16["cycles"]
     assert fp16["bound"] == "memory"
 
 
 def test_memory_bound_speq_speedup_is_tokens_per_step_over_step_bytes():
-    # an accelerator with effectively unlimited compute: only bytes matter
+    # an accelerator with effectively unlimited compute: only bytes matter. A step reads the
+    # draft plane gamma times (1/4 of the FP16 bytes each) and all 16 bits once per weight
+    # pass of the verify: ceil((gamma + 1) / 4) passes, as only 4 tokens fit the 4 lanes
     acc = Accelerator(clock_hz=1e15, mem_bw=100e9)
-    for alpha, gamma in ((0.976, 3), (0.6, 2), (0.9, 6)):
+    for alpha, gamma in ((0.976, 3), (0.6, 2), (0.9, 6), (0.976, 4), (0.976, 7), (0.9, 8)):
         r = compare("llama-2-7b", acc, gamma=gamma, context=0, acceptance=alpha)
-        want = expected_tokens_per_step(alpha, gamma) / (gamma / 4 + 1)
+        want = expected_tokens_per_step(alpha, gamma) / (gamma / 4 + -(-(gamma + 1) // 4))
         assert r["speedup_vs_fp16"]["speq"] == pytest.approx(want, rel=0.01)
         assert r["speedup_vs_fp16"]["w8"] == pytest.approx(2.0, rel=0.01)
         assert r["speedup_vs_fp16"]["w4"] == pytest.approx(2 / (0.5 + 2 / 128), rel=0.01)
@@ -119,16 +123,105 @@ def test_bad_accelerator_parameters_are_value_errors():
         Accelerator(mem_bw=0)
 
 
-@pytest.mark.parametrize("n,k,rows,cols", [(8, 16, 1, 2), (64, 32, 2, 2), (130, 7, 4, 4),
-                                           (256, 128, 16, 16)])
-def test_layer_cycles_and_bytes_are_the_pe_array_golden_figures(n, k, rows, cols):
+def _closed_form_cycles(rows_per_pe_word: int, n: int, k: int, pes: int) -> int:
+    """First beat to last result of one pass, written out independently of golden/:
+    ``ceil(ceil(N / rows_per_pe_word) / P)`` tiles of ``K`` beats; a tile shorter than the
+    ``P``-beat drain of the previous one waits for it; 3 cycles of latency (first beat and
+    last result both counted: + 2); the last tile drains ``P`` beats."""
+    tiles = -(-(-(-n // rows_per_pe_word)) // pes)
+    return k + 2 + (tiles - 1) * max(k, pes) + pes
+
+
+# (N, K, rows, cols) -> cycles of draft (4 rows per word), verify = fp16 (1), w8 (2), w4 (4),
+# worked out by hand from the closed form above.
+LAYER_CYCLES = {
+    (8, 16, 1, 2): {"draft": 20, "verify": 68, "w8": 36, "w4": 20},          # K >= P
+    (64, 32, 2, 2): {"draft": 134, "verify": 518, "w8": 262, "w4": 134},
+    (130, 7, 4, 4): {"draft": 57, "verify": 153, "w8": 89, "w4": 57},        # K < P: waits
+    (256, 128, 16, 16): {"draft": 386, "verify": 386, "w8": 386, "w4": 386},  # one tile
+    (20, 3, 1, 4): {"draft": 13, "verify": 25, "w8": 17, "w4": 13},          # K < P
+}
+ROWS_PER_WORD = {"draft": 4, "verify": 1, "fp16": 1, "w8": 2, "w4": 4}
+
+
+@pytest.mark.parametrize("n,k,rows,cols", list(LAYER_CYCLES))
+def test_layer_cycles_and_bytes_match_the_closed_form_and_worked_figures(n, k, rows, cols):
     from golden import pe_array
 
     acc = Accelerator(rows=rows, cols=cols)
+    want = dict(LAYER_CYCLES[(n, k, rows, cols)], fp16=LAYER_CYCLES[(n, k, rows, cols)]["verify"])
+    for mode, cycles in want.items():
+        assert _closed_form_cycles(ROWS_PER_WORD[mode], n, k, rows * cols) == cycles, mode
+        assert perf.layer_cycles(mode, n, k, acc) == cycles, mode
     for mode in ("draft", "verify"):
-        assert perf.layer_cycles(mode, n, k, acc) == pe_array.cycles(mode, n, k, rows, cols)
         assert perf.layer_weight_bytes(mode, n, k) == pe_array.weight_bytes(mode, n, k)
-    assert perf.layer_cycles("fp16", n, k, acc) == pe_array.cycles("verify", n, k, rows, cols)
+    # draft plane: ceil(N/4) * K words; verify adds the 12-bit residuals, packed
+    assert perf.layer_weight_bytes("draft", n, k) == -(-n // 4) * k * 2
+    assert perf.layer_weight_bytes("verify", n, k) == -(-n // 4) * k * 2 + -(-12 * n * k // 8)
+    assert perf.layer_weight_bytes("fp16", n, k) == perf.layer_weight_bytes("verify", n, k)
+
+
+@pytest.mark.parametrize("n,k,rows,cols", [(8, 16, 1, 2), (20, 3, 1, 4)])
+def test_layer_cycles_are_the_rtl_cycle_counts(seed, n, k, rows, cols):
+    """The PE array's RTL (Amaranth simulator, no stall, one pass at a time) takes exactly
+    ``perf.layer_cycles`` from its first accepted beat to its last result."""
+    from sim.array_flow import random_job, simulate_array
+
+    rng = np.random.default_rng(seed)
+    jobs = [random_job(rng, "draft", n, k, rows, cols),
+            random_job(rng, "verify", n, k, rows, cols, tokens=4)]
+    run = simulate_array(rows, cols, jobs, stall=0.0, backpressure=0.0, seed=seed,
+                         overlap=False)
+    acc = Accelerator(rows=rows, cols=cols)
+    assert [s.cycles for s in run.stats] == [perf.layer_cycles("draft", n, k, acc),
+                                             perf.layer_cycles("verify", n, k, acc)]
     # the baselines pack 2 or 4 weights per word: between the draft and the verify pass
     assert (perf.layer_cycles("draft", n, k, acc) <= perf.layer_cycles("w4", n, k, acc)
             <= perf.layer_cycles("w8", n, k, acc) <= perf.layer_cycles("verify", n, k, acc))
+
+
+@pytest.mark.parametrize("gamma", [4, 5, 6, 7])
+def test_every_verify_weight_pass_reads_the_weights_again(gamma):
+    """gamma + 1 > 4 tokens take ceil((gamma+1)/4) weight passes; each streams the weights
+    (review finding A: bytes were counted once while cycles were multiplied)."""
+    shape, acc = get_shape("llama-2-7b"), Accelerator(clock_hz=1e15, mem_bw=100e9)
+    fp16 = pass_time(shape, acc, "fp16", 1, 0)
+    v = pass_time(shape, acc, "verify", gamma + 1, 0)
+    passes = -(-(gamma + 1) // 4)
+    # the speedup-vs-gamma curve the demo plots, memory-bound: tokens/step over step bytes
+    curve = perf.speedup_vs_gamma("llama-2-7b", 0.976, [gamma], acc=acc, context=0)
+    want = expected_tokens_per_step(0.976, gamma) / (gamma / 4 + passes)
+    assert curve[gamma] == pytest.approx(want, rel=0.005)
+    assert v["weight_bytes"] == pytest.approx(passes * fp16["weight_bytes"])
+    assert v["weight_passes"] == passes
+
+
+def test_expert_passes_match_a_simulation_of_routing_and_lane_groups(rng):
+    """An expert streams its weights once per group of up to 4 of the tokens routed to it."""
+    shape = perf.ModelShape("moe", 1, 64, 64, 1, 1, 16, n_experts=16, top_k=4)
+    for tokens in (1, 3, 4, 5, 8):
+        assert shape.expert_passes(tokens) >= shape.experts_read(tokens) - 1e-12
+        if tokens <= 4:
+            assert shape.expert_passes(tokens) == pytest.approx(shape.experts_read(tokens))
+        sims = []
+        for _ in range(4000):
+            counts = np.zeros(16, dtype=int)
+            for _t in range(tokens):
+                counts[rng.choice(16, size=4, replace=False)] += 1
+            sims.append(np.sum(-(-counts // 4)))
+        assert np.mean(sims) == pytest.approx(shape.expert_passes(tokens), rel=0.02)
+    dense = get_shape("llama-2-7b")
+    assert [dense.expert_passes(t) for t in (1, 4, 5, 8, 9)] == [1, 1, 2, 2, 3]
+    # a MoE verify pass reads its experts' bytes once per expert pass
+    tiny = perf.tiny_shape()
+    acc = Accelerator()
+    v8 = pass_time(tiny, acc, "verify", 8, 0)
+    v4 = pass_time(tiny, acc, "verify", 4, 0)
+    per_expert = sum(perf.layer_weight_bytes("verify", n, k) for n, k in tiny.expert_matrices())
+    dense_b = sum(perf.layer_weight_bytes("verify", n, k)
+                  for n, k in tiny.attn_matrices() + tiny.router_matrices())
+    head = perf.layer_weight_bytes("verify", tiny.vocab, tiny.d_model)
+    assert v8["weight_bytes"] == pytest.approx(
+        tiny.n_layers * (2 * dense_b + tiny.expert_passes(8) * per_expert) + 2 * head)
+    assert v4["weight_bytes"] == pytest.approx(
+        tiny.n_layers * (dense_b + tiny.experts_read(4) * per_expert) + head)

@@ -1,13 +1,24 @@
 """Bench section ``mobile``: MoBiLE vs on-demand LRU expert offloading (issue 5).
 
 Measured: the tiny LM's routing, fallback rate and accuracy proxies on held-out text (4 windows
-of 128 bytes of the ``golden.text`` held-out split), at the default tau (0.5). Assumed: the link
-(PCIe 4.0 x16, 25 GB/s), the device (1008 GB/s memory-bound compute), the cache (a quarter of
-all routed experts, the same for every method). ``mobile_speedup_<shape>`` use SYNTHETIC routing
-traces of the published shapes (``golden.offload.SyntheticRouting``) with the tiny LM's measured
-fallback rate (an assumed 0.2 while only random weights exist). ``mobile_trained_model`` is 1
-when the trained tiny LM was used, 0 when it was missing and random weights stood in. The tiny
-LM's MoBiLE + prefetch request trace is written to ``<out>/mobile.trace`` for the RTL testbench.
+of 128 bytes of the ``golden.text`` held-out split), at the default tau (0.5). The tiny LM's
+compute side is the generated accelerator's golden.perf cycle model (16 x 16 PEs; the 1 GHz
+clock and 410 GB/s memory are assumed): ``mobile_dense_layer_us`` per layer (attention
+projections, router), ``mobile_expert_compute_us`` per expert, the output head once per pass;
+``mobile_layer_overhead_us`` (0) is any further per-layer cost (the demo shows the sensitivity).
+Assumed: the link (PCIe 4.0 x16, 25 GB/s), the cache (a quarter of all routed experts, the same
+for every method), and for the published shapes a memory-bound 1008 GB/s device. Fills run to
+completion in the order they reach the DMA, as in the RTL expert cache.
+
+Headline: ``mobile_speedup_vs_lru`` and ``mobile_speedup_<shape>`` compare like with like:
+MoBiLE **without prefetch** against big-only on-demand LRU, which has no prefetch either
+(``mobile_noprefetch_*`` are the same figures under their old names).
+``mobile_prefetch_speedup_*`` are MoBiLE + prefetch against the same baseline (prefetch on one
+side only). ``mobile_speedup_<shape>`` use SYNTHETIC routing traces of the published shapes
+(``golden.offload.SyntheticRouting``) with the tiny LM's measured fallback rate (an assumed 0.2
+while only random weights exist). ``mobile_trained_model`` is 1 when the trained tiny LM was
+used, 0 when it was missing and random weights stood in. The tiny LM's MoBiLE + prefetch
+request trace is written to ``<out>/mobile.trace`` for the RTL testbench.
 """
 
 from __future__ import annotations

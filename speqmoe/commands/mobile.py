@@ -3,7 +3,11 @@
 Runs the tiny MoE LM on held-out text with the MoBiLE router (little pass, confidence fallback
 below tau, prefetch), reports the accuracy proxies over a sweep of tau, and times four methods
 with the offloading model (same expert-cache capacity for all): big only with on-demand LRU (the
-baseline), little only, MoBiLE, MoBiLE + prefetch. The published shapes are driven by SYNTHETIC
+baseline), little only, MoBiLE, MoBiLE + prefetch; the headline speedup compares MoBiLE without
+prefetch with the baseline, which has none either. The tiny LM's compute side is the generated
+accelerator's cycle model (golden.perf; array, clock and memory assumed) unless --compute gpu;
+fills run to completion in the order they reach the DMA, as in the RTL expert cache. The
+published shapes are driven by SYNTHETIC
 routing traces (documented in golden.offload.SyntheticRouting). With --replay it instead replays
 an expert request trace through the golden cache model and prints its counters.
 """
@@ -38,7 +42,14 @@ def add_parser(sub):
     p.add_argument("--link-gbs", type=float, default=25.0,
                    help="host link GB/s (default 25: PCIe 4.0 x16 effective)")
     p.add_argument("--device-gbs", type=float, default=1008.0,
-                   help="device memory GB/s for compute time (default 1008, assumed)")
+                   help="device memory GB/s for the compute time of the published shapes and "
+                        "of the tiny LM with --compute gpu (default 1008, assumed)")
+    p.add_argument("--compute", choices=("accelerator", "gpu"), default="accelerator",
+                   help="tiny LM compute side: the accelerator's golden.perf cycle model "
+                        "(default; 16x16 PEs, 1 GHz and 410 GB/s assumed) or the memory-bound "
+                        "GPU-class figure (--device-gbs)")
+    p.add_argument("--layer-overhead-us", type=float, default=0.0,
+                   help="extra fixed time per layer of every pass, in us (default 0)")
     p.add_argument("--shapes", default="all",
                    help="published shapes: 'all', 'none' or a comma list of "
                         "mixtral_8x7b,qwen15_moe_a27b,olmoe_1b_7b,deepseek_v2_lite")
@@ -119,9 +130,12 @@ def run(args) -> int:
         raise UserError(f"--policy must be one of {', '.join(POLICIES)}, not {args.policy!r}")
     if not 0 < args.cache_fraction <= 1:
         raise UserError(f"--cache-fraction must be in (0, 1], not {args.cache_fraction}")
+    if not args.layer_overhead_us >= 0:
+        raise UserError(f"--layer-overhead-us must be >= 0, not {args.layer_overhead_us}")
     seed = base_seed() if args.seed is None else args.seed
     link = dict(policy=args.policy, queue_depth=args.queue_depth,
-                link_bytes_per_s=args.link_gbs * 1e9, device_bytes_per_s=args.device_gbs * 1e9)
+                link_bytes_per_s=args.link_gbs * 1e9, device_bytes_per_s=args.device_gbs * 1e9,
+                layer_overhead_s=args.layer_overhead_us * 1e-6)
     try:
         mcfg = MobileConfig(tau=tau, little_k=args.little_k, gate_mass=args.gate_mass,
                             next_layer=args.next_layer,
@@ -131,7 +145,8 @@ def run(args) -> int:
         progress(f"tiny LM: {source}")
         tiny = offload.study_tiny(model, source, windows=args.windows, window=args.window,
                                   taus=taus, tau=tau, cache_fraction=args.cache_fraction,
-                                  mobile_config=mcfg, progress=progress, **link)
+                                  mobile_config=mcfg, progress=progress,
+                                  compute=args.compute, **link)
         fb, measured = offload.synthetic_fallback_rate(tiny)
         if args.fallback_rate is not None:
             fb, measured = args.fallback_rate, False
