@@ -578,7 +578,8 @@ class Accelerator(wiring.Component):
 
             with m.State("DEMAND"):
                 m.d.comb += [cache.req.valid.eq(1), cache.req.payload.layer.eq(cmd.n),
-                             cache.req.payload.expert.eq(cmd.k), cache.req.payload.kind.eq(0)]
+                             cache.req.payload.expert.eq(cmd.k), cache.req.payload.kind.eq(0),
+                             cache.req.payload.id.eq(0)]
                 with m.If(cache.req.ready):
                     m.next = "DEMAND_WAIT"
                 with m.Elif(cache.blocked):
