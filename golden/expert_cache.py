@@ -80,6 +80,19 @@ Lockstep mode (the default) is the RTL testbench's lockstep traffic: the next
 request is sent only after the previous one has finished (a demand's response has
 arrived; a prefetch's fill has completed or it was dropped). In that mode the
 model predicts hit/miss, slot, victim and counters exactly.
+
+Deferred mode (``lockstep=False, deferred=True``) follows the RTL event by event, as
+an overlapping-traffic testbench observes it (``sim.cache_flow.run_events``): a demand
+that misses or hits in flight does not complete inside :meth:`access`; it becomes the
+*waiting demand* (``pending=True``) until :meth:`complete_fill` of its slot returns its
+response. Fills complete only on :meth:`complete_fill`, in the order the caller saw
+them (prefetch fills in queue order; a demand fill may pass queued prefetch fills).
+**Hit under miss**: while a demand waits, releases, prefetches and demand hits on
+``VALID`` slots are served as usual; any other demand (a second miss, a hit in flight)
+waits (``reason="wait_demand"``) until the waiting demand's fill has completed.
+:meth:`demand_wait_reason` tells whether a demand would be served now, and
+:meth:`count_stall` counts ``demand_stall_cycles`` (every cycle a demand is offered and
+not accepted, as the RTL counts it; the caller decides which cycles those are).
 """
 
 from __future__ import annotations
@@ -124,6 +137,7 @@ class AccessResult:
     error: bool
     in_flight: bool
     reason: str
+    pending: bool = False     # deferred mode: waits for its fill (see complete_fill)
 
 
 @dataclass
@@ -148,6 +162,7 @@ class CacheCounters:
     errors: int = 0
     releases: int = 0
     bad_releases: int = 0
+    demand_stall_cycles: int = 0     # only counted through count_stall (deferred mode)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -203,7 +218,9 @@ class ExpertCacheModel:
     def __init__(self, slots: int, policy: str = "lru", *, queue_depth: int = 4,
                  expert_bytes: int = 1, n_layers: int | None = None,
                  n_experts: int | None = None, lockstep: bool = True,
-                 max_pins: int = 15, lfu_max: int = 255):
+                 max_pins: int = 15, lfu_max: int = 255, deferred: bool = False):
+        if deferred and lockstep:
+            raise ValueError("deferred mode needs lockstep=False")
         if not isinstance(slots, int) or isinstance(slots, bool) or slots < 1:
             raise ValueError(f"slots must be a positive integer, not {slots!r}")
         if policy not in POLICIES:
@@ -226,6 +243,8 @@ class ExpertCacheModel:
         self._n_layers = n_layers
         self._n_experts = n_experts
         self._lockstep = bool(lockstep)
+        self._deferred = bool(deferred)
+        self._waiting: tuple[int, tuple[int, int], bool] | None = None   # slot, tag, hit
         self._max_pins = max_pins
         self._lfu_max = lfu_max
         self._s = [_Slot() for _ in range(slots)]
@@ -244,6 +263,7 @@ class ExpertCacheModel:
     queue_depth = property(lambda self: self._queue_depth)
     expert_bytes = property(lambda self: self._expert_bytes)
     lockstep = property(lambda self: self._lockstep)
+    deferred = property(lambda self: self._deferred)
     max_pins = property(lambda self: self._max_pins)
     lfu_max = property(lambda self: self._lfu_max)
 
@@ -267,6 +287,67 @@ class ExpertCacheModel:
     def fifo_order(self) -> list[int]:
         """Slots from allocated longest ago to newest."""
         return list(self._fifo)
+
+    def waiting_demand(self) -> int | None:
+        """Deferred mode: the slot whose fill the waiting demand needs, else ``None``."""
+        return None if self._waiting is None else self._waiting[0]
+
+    def demand_wait_reason(self, layer: int, expert: int) -> str | None:
+        """Why a demand of ``(layer, expert)`` would wait now (``wait_pin_limit``,
+        ``wait_demand``, ``wait_no_slot``), or ``None`` if it would be served. Changes nothing."""
+        tag = self._check_tag(layer, expert)
+        slot = self._where.get(tag)
+        if slot is not None and self._s[slot].state == VALID:
+            return "wait_pin_limit" if self._s[slot].pins >= self._max_pins else None
+        if self._waiting is not None:
+            return "wait_demand"
+        if slot is not None:
+            return "wait_pin_limit" if self._s[slot].pins >= self._max_pins else None
+        return "wait_no_slot" if self._victim() is None else None
+
+    def count_stall(self, cycles: int = 1) -> None:
+        """Count ``cycles`` cycles in which a demand was offered and not accepted."""
+        self.counters.demand_stall_cycles += cycles
+
+    def complete_fill(self, slot: int) -> AccessResult | None:
+        """Deferred mode: the fill of ``slot`` completes (its ``RRESP`` decides success).
+
+        ``slot`` must be the waiting demand's fill or the oldest queued prefetch fill.
+        Returns the waiting demand's response if it was waiting for this fill, else ``None``.
+        """
+        if not self._deferred:
+            raise ValueError("complete_fill is for deferred mode")
+        slot = self._check_slot(slot)
+        if self._s[slot].state != FILLING:
+            raise ValueError(f"slot {slot} has no fill in flight")
+        waiting = self._waiting is not None and self._waiting[0] == slot
+        if slot in self._queue:
+            if self._queue[0] != slot:
+                raise ValueError(f"prefetch fill of slot {slot} completes before the older "
+                                 f"one of slot {self._queue[0]}")
+            self._queue.popleft()
+        elif not waiting:
+            raise ValueError(f"slot {slot} is filling for no request")
+        ok = self._finish_fill(slot)
+        if not waiting:
+            return None
+        _, tag, hit = self._waiting
+        self._waiting = None
+        if not ok:
+            return self._result("demand", tag, hit=hit, slot=slot, error=True, in_flight=hit,
+                                reason="hit_in_flight" if hit else "miss")
+        s = self._s[slot]
+        self._touch(slot)
+        s.pins += 1
+        if hit:
+            s.use_count = min(s.use_count + 1, self._lfu_max)
+        else:
+            s.use_count = 1
+        if s.prefetched:
+            self.counters.prefetches_useful += 1
+            s.prefetched = False
+        return self._result("demand", tag, hit=hit, slot=slot, in_flight=hit,
+                            reason="hit_in_flight" if hit else "miss")
 
     def pending_prefetches(self) -> list[int]:
         """Slots whose prefetch fill is in flight, in completion (FIFO) order."""
@@ -409,6 +490,9 @@ class ExpertCacheModel:
         c = self.counters
         c.demands += 1
         slot = self._where.get(tag)
+        if self._waiting is not None and (slot is None or self._s[slot].state != VALID):
+            c.demand_waits += 1
+            return self._result("demand", tag, waited=True, reason="wait_demand")
         if slot is not None:
             s = self._s[slot]
             if s.pins >= self._max_pins:
@@ -416,6 +500,11 @@ class ExpertCacheModel:
                 return self._result("demand", tag, waited=True, reason="wait_pin_limit")
             in_flight = s.state == FILLING
             c.hits += 1
+            if in_flight and self._deferred:
+                c.hits_in_flight += 1
+                self._waiting = (slot, tag, True)
+                return self._result("demand", tag, hit=True, slot=slot, in_flight=True,
+                                    pending=True, reason="hit_in_flight")
             if in_flight:
                 c.hits_in_flight += 1
                 ok = True
@@ -442,6 +531,10 @@ class ExpertCacheModel:
             return self._result("demand", tag, waited=True, reason="wait_no_slot")
         c.misses += 1
         victim = self._allocate(slot, tag)
+        if self._deferred:
+            self._waiting = (slot, tag, False)
+            return self._result("demand", tag, slot=slot, victim=victim, pending=True,
+                                reason="miss")
         if not self._finish_fill(slot):
             return self._result("demand", tag, slot=slot, victim=victim, error=True, reason="miss")
         s = self._s[slot]
@@ -494,7 +587,7 @@ class ExpertCacheModel:
                 assert s.tag not in tags, f"tag {s.tag} in slots {tags.get(s.tag)} and {i}"
                 tags[s.tag] = i
             if s.state == FILLING:
-                assert i in self._queue and s.pins == 0, (i, s)
+                assert (i in self._queue or self.waiting_demand() == i) and s.pins == 0, (i, s)
             assert 0 <= s.pins <= self._max_pins and 0 <= s.use_count <= self._lfu_max
         assert tags == self._where
         assert sorted(self._recency) == list(range(self._slots)) == sorted(self._fifo)

@@ -16,10 +16,12 @@ Timeline (batch 1 decoding; one compute engine, one host link)
        request of the layer, is known when it ends;
     2. the requests go, in trace order, to the expert cache
        (:class:`golden.expert_cache.ExpertCacheModel`, non-lockstep, the same ``slots`` and
-       ``policy`` for every method), which serves them one at a time like the RTL controller
-       (``hw.expert_cache``): a demand that misses, or hits a slot whose fill is in flight,
-       holds the request port until its fill completes (its response); a demand hit and a
-       prefetch take no time. A demand that finds no slot (every unpinned slot is being
+       ``policy`` for every method), from a host that, like the accelerator top's blocking
+       ``DEMAND`` command, sends the next request only after a demand's response: a demand
+       that misses, or hits a slot whose fill is in flight, holds the host until its fill
+       completes (its response); a demand hit and a prefetch take no time. (The RTL
+       controller, ``hw.expert_cache``, would also accept hits, prefetches and releases
+       during a demand fill; this host never offers them then, so the model stays exact.) A demand that finds no slot (every unpinned slot is being
        filled) waits until the oldest prefetch fill completes (its time is charged);
     3. the layer's experts are computed one after the other, each as soon as its weights are
        resident, each taking ``expert_compute_s``. The layer ends when the last expert is
@@ -222,8 +224,9 @@ class _Dma:
         self.queue.append(f)
 
     def demand_fill(self, f: FillRecord) -> float:
-        """A demand miss's fill; returns its end (the controller accepts nothing meanwhile, so
-        no later request can change the order ahead of it)."""
+        """A demand miss's fill; returns its end (the host offers nothing until the response,
+        and a prefetch accepted later would queue behind this fill, so no later request can
+        change the order ahead of it)."""
         self.advance(f.issued)
         self.demand = f
         return self.finish(f)

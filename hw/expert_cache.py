@@ -6,14 +6,20 @@ The controller keeps ``slots`` experts of ``expert_bytes`` bytes in an on-chip m
 the compute side. Misses are filled from host memory at
 ``base_addr + (layer * n_experts + expert) * expert_bytes`` by :class:`hw.dma.AxiReadDma`.
 
-Requests are served one at a time by a small state machine, with the rules of the golden
-model :class:`golden.expert_cache.ExpertCacheModel` (which see for the exact semantics):
+Requests follow the rules of the golden model :class:`golden.expert_cache.ExpertCacheModel`
+(deferred mode; which see for the exact semantics), one slot-state event per cycle:
 
 * demand hit: pin, touch, respond at once; demand on a slot being filled: respond when its
   fill completes; demand miss: take the lowest-index invalid slot, else the policy's victim
   among valid unpinned slots, fill it, respond (pinned) when the fill completes. A demand
-  that can take no slot, or would exceed ``max_pins``, is not accepted (backpressure) and
-  every such cycle counts as a ``demand_stall_cycles``; releases are still served.
+  that can take no slot, or would exceed ``max_pins``, is not accepted (backpressure).
+* hit under miss: while one demand waits for its fill (a miss or a hit in flight),
+  releases, prefetches and demand hits on valid slots are still accepted and answered; a
+  second demand that would wait for a fill is not accepted until the first one's response
+  is in the response register.
+* ``demand_stall_cycles`` counts every cycle in which a demand is offered on ``req`` and
+  not accepted, whatever the reason (no slot, pin limit, a waiting demand, a busy response
+  register, or the one-event-per-cycle rule).
 * prefetch: dropped if resident, in flight, ``queue_depth`` prefetch fills already in
   flight, or no slot can be taken; otherwise the slot is taken at once and the fill waits
   in the prefetch queue, which reaches the bus only when no demand fill is waiting.
@@ -185,6 +191,8 @@ class ExpertCacheController(wiring.Component):
         demand) withdraws the request instead of waiting forever.
     fill_prefetch : Out(1), high while the fill whose bursts the DMA issues last was a prefetch
         (an arbiter in front of the AXI port may rank prefetch fills below other traffic).
+    fill_done : Out ``{valid, slot, error}``, high in the cycle a fill completes (the slot
+        becomes valid, or invalid if ``error``), for testbenches.
     idle : Out(1).
 
     Latency: a demand hit responds 2 cycles after it is offered (one more right after another
@@ -252,6 +260,8 @@ class ExpertCacheController(wiring.Component):
             "release_error": Out(1),
             "pinned": Out(slots),
             "fill_prefetch": Out(1),
+            "fill_done": Out(wiring.Signature({
+                "valid": Out(1), "slot": Out(slot_shape), "error": Out(1)})),
             "blocked": Out(1),
             "idle": Out(1),
         })
@@ -430,11 +440,24 @@ class ExpertCacheController(wiring.Component):
                     m.d.sync += st[i].eq(_VALID)
                 per_slot(done_slot, ok)
 
-        # -- request state machine ------------------------------------------------------
+        # -- request logic ------------------------------------------------------------
+        # One slot-state event per cycle: a completing fill, else a release, else (if the
+        # registered victim is up to date) a request. A demand that must wait for a fill
+        # (a miss, or a hit on a filling slot) is held in the ``w_*`` registers; while it
+        # waits, releases, prefetches and demand hits on valid slots are still served (hit
+        # under miss); a second miss or hit in flight waits until the first one's response
+        # has been loaded. Responses leave through one register (``resp``): a waited
+        # demand's response is loaded when its fill completes, or (``w_done``) as soon as
+        # the register is free; a hit is accepted only while the register is free and no
+        # waited response is pending.
+        w_valid = Signal()
+        w_done = Signal()
+        w_err = Signal()
         wait_slot = Signal(range(S))
         r_id = Signal(self._id_width)
         r_hit = Signal()
-        m.d.comb += self.alloc.valid.eq(0)
+        resp_free = Signal()
+        m.d.comb += [self.alloc.valid.eq(0), resp_free.eq(~self.resp.valid & ~w_done)]
 
         def allocate(s_sig):
             m.d.comb += [self.alloc.valid.eq(1), self.alloc.slot.eq(s_sig), self.alloc.tag.eq(idx),
@@ -456,97 +479,103 @@ class ExpertCacheController(wiring.Component):
                 m.d.sync += pf[i].eq(0)
                 inc("prefetches_useful")
 
-        with m.FSM() as fsm:
-            with m.State("IDLE"):
-                # One event per cycle: a completing fill (it changes a slot's state), else
-                # a release, else, if the registered victim is up to date, a request.
-                with m.If(done_fire):
-                    pass
-                with m.Elif(self.release.valid):
-                    m.d.comb += self.release.ready.eq(1)
-                    rs = self.release.payload.slot
+        # the response register
+        with m.If(self.resp.valid & self.resp.ready):
+            m.d.sync += self.resp.valid.eq(0)
+        with m.If(w_done & ~self.resp.valid):
+            m.d.sync += [self.resp.valid.eq(1), self.resp.payload.id.eq(r_id),
+                         self.resp.payload.slot.eq(wait_slot),
+                         self.resp.payload.hit.eq(r_hit),
+                         self.resp.payload.error.eq(w_err),
+                         w_done.eq(0), w_valid.eq(0)]
 
-                    def rel(i):
-                        with m.If(pins[i] == 0):
-                            inc("bad_releases")
-                            m.d.comb += self.release_error.eq(1)
-                        with m.Else():
-                            m.d.sync += pins[i].eq(pins[i] - 1)
-                            inc("releases")
-                    per_slot(rs, rel)
-                with m.Elif(~fresh):
-                    pass
-                with m.Elif(self.req.valid & (req.kind == 0)):
-                    with m.If(match.any() & (hit_st == _VALID)):
-                        with m.If(hit_pins == self._max_pins):
-                            inc("demand_stall_cycles")
-                            m.d.comb += self.blocked.eq(1)
-                        with m.Else():
-                            m.d.comb += self.req.ready.eq(1)
-                            inc("demands")
-                            inc("hits")
-                            per_slot(hit_slot, pin_hit)
-                            touch("lru", hit_slot)
-                            m.d.sync += [self.resp.valid.eq(1),
-                                         self.resp.payload.id.eq(req.id),
-                                         self.resp.payload.slot.eq(hit_slot),
-                                         self.resp.payload.hit.eq(1),
-                                         self.resp.payload.error.eq(0)]
-                            m.next = "RESP"
-                    with m.Elif(match.any()):
-                        m.d.comb += self.req.ready.eq(1)
-                        inc("demands")
-                        inc("hits")
-                        inc("hits_in_flight")
-                        m.d.sync += [wait_slot.eq(hit_slot), r_id.eq(req.id), r_hit.eq(1)]
-                        m.next = "WAIT_FILL"
-                    with m.Elif(take_any):
-                        m.d.comb += self.req.ready.eq(1)
-                        inc("demands")
-                        inc("misses")
-                        allocate(take_slot)
-                        m.d.sync += [wait_slot.eq(take_slot), r_id.eq(req.id), r_hit.eq(0),
-                                     d_valid.eq(1), d_slot.eq(take_slot)]
-                        m.next = "WAIT_FILL"
-                    with m.Else():
-                        inc("demand_stall_cycles")
-                        m.d.comb += self.blocked.eq(~filling.any())
-                with m.Elif(self.req.valid):
-                    m.d.comb += self.req.ready.eq(1)
-                    inc("prefetches")
-                    with m.If(match.any() | (pf_inflight >= self._queue_depth) | ~take_any):
-                        inc("prefetches_dropped")
-                    with m.Else():
-                        inc("prefetches_issued")
-                        m.d.comb += [pf_issue.eq(1), pfq.w_en.eq(1), pfq.w_data.eq(take_slot)]
-                        allocate(take_slot)
-
-                        def mark(i):
-                            m.d.sync += [use[i].eq(0), pf[i].eq(1)]
-                        per_slot(take_slot, mark)
-            with m.State("WAIT_FILL"):
-                with m.If(done_fire & (done_slot == wait_slot)):
-                    with m.If(~dma.done.payload.error):
-                        def finish(i):
-                            m.d.sync += [pins[i].eq(1), use[i].eq(1)]
-                            with m.If(pf[i]):
-                                m.d.sync += pf[i].eq(0)
-                                inc("prefetches_useful")
-                        per_slot(wait_slot, finish)
-                        touch("lru", wait_slot)
+        with m.If(done_fire):
+            with m.If(w_valid & ~w_done & (done_slot == wait_slot)):
+                # the fill the waiting demand needs
+                with m.If(~dma.done.payload.error):
+                    def finish(i):
+                        m.d.sync += [pins[i].eq(1), use[i].eq(1)]
+                        with m.If(pf[i]):
+                            m.d.sync += pf[i].eq(0)
+                            inc("prefetches_useful")
+                    per_slot(wait_slot, finish)
+                    touch("lru", wait_slot)
+                with m.If(~self.resp.valid):
                     m.d.sync += [self.resp.valid.eq(1), self.resp.payload.id.eq(r_id),
                                  self.resp.payload.slot.eq(wait_slot),
                                  self.resp.payload.hit.eq(r_hit),
-                                 self.resp.payload.error.eq(dma.done.payload.error)]
-                    m.next = "RESP"
-            with m.State("RESP"):
-                with m.If(self.resp.ready):
-                    m.d.sync += self.resp.valid.eq(0)
-                    m.next = "IDLE"
-        m.d.comb += event.eq(~fsm.ongoing("IDLE") | done_fire
-                             | (self.release.valid & self.release.ready)
+                                 self.resp.payload.error.eq(dma.done.payload.error),
+                                 w_valid.eq(0)]
+                with m.Else():
+                    m.d.sync += [w_done.eq(1), w_err.eq(dma.done.payload.error)]
+        with m.Elif(self.release.valid):
+            m.d.comb += self.release.ready.eq(1)
+            rs = self.release.payload.slot
+
+            def rel(i):
+                with m.If(pins[i] == 0):
+                    inc("bad_releases")
+                    m.d.comb += self.release_error.eq(1)
+                with m.Else():
+                    m.d.sync += pins[i].eq(pins[i] - 1)
+                    inc("releases")
+            per_slot(rs, rel)
+        with m.Elif(~fresh):
+            pass
+        with m.Elif(self.req.valid & (req.kind == 0)):
+            with m.If(match.any() & (hit_st == _VALID)):
+                with m.If(hit_pins == self._max_pins):
+                    m.d.comb += self.blocked.eq(1)
+                with m.Elif(resp_free):
+                    m.d.comb += self.req.ready.eq(1)
+                    inc("demands")
+                    inc("hits")
+                    per_slot(hit_slot, pin_hit)
+                    touch("lru", hit_slot)
+                    m.d.sync += [self.resp.valid.eq(1),
+                                 self.resp.payload.id.eq(req.id),
+                                 self.resp.payload.slot.eq(hit_slot),
+                                 self.resp.payload.hit.eq(1),
+                                 self.resp.payload.error.eq(0)]
+            with m.Elif(w_valid):
+                pass                    # a second miss waits for the first one's response
+            with m.Elif(match.any()):
+                m.d.comb += self.req.ready.eq(1)
+                inc("demands")
+                inc("hits")
+                inc("hits_in_flight")
+                m.d.sync += [w_valid.eq(1), wait_slot.eq(hit_slot), r_id.eq(req.id),
+                             r_hit.eq(1)]
+            with m.Elif(take_any):
+                m.d.comb += self.req.ready.eq(1)
+                inc("demands")
+                inc("misses")
+                allocate(take_slot)
+                m.d.sync += [w_valid.eq(1), wait_slot.eq(take_slot), r_id.eq(req.id),
+                             r_hit.eq(0), d_valid.eq(1), d_slot.eq(take_slot)]
+            with m.Else():
+                m.d.comb += self.blocked.eq(~filling.any())
+        with m.Elif(self.req.valid):
+            m.d.comb += self.req.ready.eq(1)
+            inc("prefetches")
+            with m.If(match.any() | (pf_inflight >= self._queue_depth) | ~take_any):
+                inc("prefetches_dropped")
+            with m.Else():
+                inc("prefetches_issued")
+                m.d.comb += [pf_issue.eq(1), pfq.w_en.eq(1), pfq.w_data.eq(take_slot)]
+                allocate(take_slot)
+
+                def mark(i):
+                    m.d.sync += [use[i].eq(0), pf[i].eq(1)]
+                per_slot(take_slot, mark)
+        # every cycle a demand is offered and not accepted, whatever the reason
+        with m.If(self.req.valid & (req.kind == 0) & ~self.req.ready):
+            inc("demand_stall_cycles")
+        m.d.comb += event.eq(done_fire | (self.release.valid & self.release.ready)
                              | (self.req.valid & self.req.ready))
         m.d.comb += self.idle.eq(
-            fsm.ongoing("IDLE") & ~self.resp.valid & ~d_valid & ~pfq.r_rdy & ~c_valid & ~order.r_rdy
+            ~w_valid & ~self.resp.valid & ~d_valid & ~pfq.r_rdy & ~c_valid & ~order.r_rdy
             & ~dma.busy)
+        m.d.comb += [self.fill_done.valid.eq(done_fire), self.fill_done.slot.eq(done_slot),
+                     self.fill_done.error.eq(dma.done.payload.error)]
         return m

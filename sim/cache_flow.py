@@ -11,6 +11,13 @@ finished (a demand's response taken; a prefetch accepted and the controller idle
 after every operation hit or miss, slot, victim (from the ``alloc`` port), error and all
 counters must equal :class:`golden.expert_cache.ExpertCacheModel`'s, and a demand's slot
 must hold the expert's bytes (read back through the memory read port).
+
+Event-by-event traffic (:func:`run_events`): overlapping requests, releases and random
+response backpressure, with the golden model in deferred mode following the RTL's fill
+completions (``fill_done``). Every cycle the harness predicts from the model exactly
+whether the offered release and request are accepted, ``blocked``, and the response
+register; it counts the model's ``demand_stall_cycles`` itself; so hit under miss,
+``hits_in_flight`` and ``demand_stall_cycles`` are compared exactly.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from golden.expert_cache import BadReleaseError, ExpertCacheModel
 LOCKSTEP_COUNTERS = ("demands", "prefetches", "hits", "hits_in_flight", "misses",
                      "prefetches_issued", "prefetches_dropped", "prefetches_useful", "evictions",
                      "bytes_read", "errors", "releases", "bad_releases")
+# Compared exactly event by event (run_events).
+EVENT_COUNTERS = LOCKSTEP_COUNTERS + ("demand_stall_cycles",)
 
 
 @dataclass(frozen=True)
@@ -49,10 +58,11 @@ class CacheConfig:
             n_experts=self.n_experts, data_width=self.data_width, max_burst=self.max_burst,
             outstanding=self.outstanding, policy=self.policy, queue_depth=self.queue_depth)
 
-    def model(self) -> ExpertCacheModel:
+    def model(self, deferred: bool = False) -> ExpertCacheModel:
         return ExpertCacheModel(self.slots, self.policy, queue_depth=self.queue_depth,
                                 expert_bytes=self.expert_bytes, n_layers=self.n_layers,
-                                n_experts=self.n_experts, lockstep=True)
+                                n_experts=self.n_experts, lockstep=not deferred,
+                                deferred=deferred)
 
     def host_size(self) -> int:
         end = self.base_addr + self.n_layers * self.n_experts * self.expert_bytes
@@ -90,7 +100,7 @@ CACHE_CONFIGS = {
 
 
 def run_cache_cocotb(simulator: str, cfg: CacheConfig, build_dir, *, seed: int, ops: int = 300,
-                     overlap: int = 0, trace: int = 0, trace_file=None, misses: int = 0,
+                     overlap: int = 0, events: int = 0, trace: int = 0, trace_file=None, misses: int = 0,
                      bad: str = "", r_idle: float = 0.2):
     """Generate, build and simulate the controller; returns (SimResult, {test: stats}).
 
@@ -110,7 +120,7 @@ def run_cache_cocotb(simulator: str, cfg: CacheConfig, build_dir, *, seed: int, 
     ctl = cfg.build()
     v = write_verilog(ctl, "expert_cache", build_dir / "expert_cache.v")
     env = {**cfg.to_env(), "CACHE_OPS": str(ops), "CACHE_BAD": bad, "CACHE_R_IDLE": str(r_idle),
-           "CACHE_OVERLAP": str(overlap), "CACHE_TRACE": str(trace), "CACHE_MISSES": str(misses),
+           "CACHE_OVERLAP": str(overlap), "CACHE_EVENTS": str(events), "CACHE_TRACE": str(trace), "CACHE_MISSES": str(misses),
            "CACHE_STATS": str(stats_dir), "SPEQMOE_SEED": str(seed)}
     if trace_file is not None:
         env["CACHE_TRACE_FILE"] = str(Path(trace_file).resolve())
@@ -500,6 +510,163 @@ async def run_overlap(drv: CacheDriver, n_requests: int, *, bad_experts=(), p_re
     assert c["evictions"] == sum(v is not None for _, v in drv.allocs), c
     assert c["prefetches_useful"] <= c["prefetches_issued"], c
     return {"cycles": drv.cycles, "worst_demand_cycles": worst, "bound": bound, **c}
+
+
+async def run_events(drv: CacheDriver, n_requests: int, *, bad_experts=(), p_req=0.7,
+                     p_prefetch=0.25, hold=(2, 40)) -> dict:
+    """Overlapping traffic compared with the golden model (deferred mode) cycle by cycle.
+
+    The acceptance rule the harness predicts (hw.expert_cache, "request logic"): one
+    slot-state event per cycle; a completing fill (``fill_done``) excludes the rest, else an
+    offered release is accepted, else, if the previous cycle had no event, the request: a
+    prefetch always; a demand if :meth:`ExpertCacheModel.demand_wait_reason` is ``None``
+    and, for a hit on a valid slot, the response register is free (empty, no waited
+    response pending). Every cycle a demand is offered and not accepted is a stall cycle.
+    Returns statistics (RTL counters, cycles, ``hits_under_miss``).
+    """
+    cfg, rng = drv.cfg, drv.rng
+    model = cfg.model(deferred=True)
+    for layer, expert in bad_experts:
+        model.inject_error(layer, expert)
+    hot = max(2, min(cfg.n_experts, cfg.slots + 2))
+    await drv.wait_idle()
+    await drv.cycle()
+    fresh = True
+    reg = None            # the response the RTL's register holds this cycle
+    w_done = None         # a waited demand's response not yet in the register
+    held: list[list[int]] = []        # [slot, release cycle]
+    outstanding: dict[int, tuple] = {}
+    req = None
+    sent = 0
+    rid = 0
+    last_prefetch = None
+    under_miss = 0
+    dirty = True
+    limit = 2000 * n_requests + 50_000
+    while True:
+        if drv.cycles > limit:
+            raise AssertionError(f"event traffic stuck: {outstanding}, held {held}")
+        busy = sent < n_requests or outstanding or held or req or reg or w_done
+        if not busy and model.waiting_demand() is None and not model.pending_prefetches():
+            break
+        inputs = {}
+        if req is None and sent < n_requests and rng.random() < p_req and \
+                len(held) + len(outstanding) < 2 * cfg.slots:
+            kind = "prefetch" if rng.random() < p_prefetch else "demand"
+            layer, expert = random_expert(rng, cfg, hot)
+            if kind == "demand" and last_prefetch is not None and rng.random() < 0.4:
+                layer, expert = last_prefetch
+            if kind == "prefetch":
+                last_prefetch = (layer, expert)
+            req = (kind, layer, expert, rid % 256)
+            rid += 1
+        if req is not None:
+            inputs["req__valid"] = 1
+            inputs["req__payload"] = pack(drv.req_layout, layer=req[1], expert=req[2],
+                                          kind=int(req[0] == "prefetch"), id=req[3])
+        rel = next((h for h in held if h[1] <= drv.cycles), None)
+        if rel is not None:
+            inputs["release__valid"] = 1
+            inputs["release__payload"] = rel[0]
+        ready = int(rng.random() >= drv.resp_stall)
+        inputs["resp__ready"] = ready
+        n_alloc = len(drv.allocs)
+        await drv.cycle(**inputs)
+        where = f"cycle {drv.cycles}"
+        if dirty:
+            got_c, want_c = drv.counters(), model.counters.as_dict()
+            diff = {k: (got_c[k], want_c[k]) for k in EVENT_COUNTERS if got_c[k] != want_c[k]}
+            assert not diff, f"{where}: counters differ (RTL, golden): {diff}"
+            dirty = False
+        # the response register
+        got_valid = bool(drv.ports.get("resp__valid"))
+        assert got_valid == (reg is not None), f"{where}: resp.valid {got_valid}, expected {reg}"
+        if reg is not None:
+            got = unpack(drv.resp_layout, drv.ports.get("resp__payload"))
+            assert got == reg, f"{where}: response {got}, expected {reg}"
+        reg_next = None if reg is not None and ready else reg
+        if w_done is not None and reg is None:
+            reg_next, w_done = w_done, None
+        # this cycle's event
+        done = drv.ports.get("fill_done__valid")
+        exp_rel = exp_req = exp_blocked = False
+        demand_offered = req is not None and req[0] == "demand"
+        want = None
+        if done:
+            slot = drv.ports.get("fill_done__slot")
+            r = model.complete_fill(slot)
+            failed = model.slot_state(slot).state == "invalid"
+            assert bool(drv.ports.get("fill_done__error")) == failed, f"{where}: fill {slot} error"
+            if r is not None:
+                rid_w = next(k for k, v in outstanding.items() if v[5])
+                outstanding[rid_w][5] = False
+                resp = {"id": rid_w, "slot": r.slot, "hit": int(r.hit), "error": int(r.error)}
+                if reg is None:
+                    reg_next = resp
+                else:
+                    w_done = resp
+            dirty = True
+        elif rel is not None:
+            exp_rel = True
+        elif fresh and req is not None:
+            if req[0] == "prefetch":
+                exp_req = True
+            else:
+                reason = model.demand_wait_reason(req[1], req[2])
+                slot = model.lookup(req[1], req[2])
+                valid_hit = slot is not None and model.slot_state(slot).state == "valid"
+                # the RTL holds a waited demand until its response is in the register
+                exp_req = reason is None and w_done is None and (not valid_hit or reg is None)
+                exp_blocked = reason == "wait_pin_limit" or (
+                    reason == "wait_no_slot" and w_done is None and not any(
+                    model.slot_state(i).state == "filling" for i in range(cfg.slots)))
+        if rel is not None:
+            assert bool(drv.ports.get("release__ready")) == exp_rel, f"{where}: release.ready"
+        if req is not None:
+            assert bool(drv.ports.get("req__ready")) == exp_req, (
+                f"{where}: req.ready {drv.ports.get('req__ready')} for {req}, expected {exp_req} "
+                f"(waiting demand slot {model.waiting_demand()}, response register {reg})")
+            assert bool(drv.ports.get("blocked")) == exp_blocked, f"{where}: blocked for {req}"
+        if exp_rel:
+            model.release(rel[0])
+            held.remove(rel)
+            dirty = True
+        allocs = drv.allocs[n_alloc:]
+        if exp_req:
+            kind, layer, expert, r_id = req
+            if kind == "demand" and model.waiting_demand() is not None:
+                under_miss += 1
+            want = model.access(layer, expert, kind)
+            if kind == "demand":
+                outstanding[r_id] = [kind, layer, expert, drv.cycles, want.slot, want.pending]
+                if not want.pending:
+                    reg_next = {"id": r_id, "slot": want.slot, "hit": 1, "error": 0}
+            req = None
+            sent += 1
+            dirty = True
+            if want.hit or want.dropped:
+                assert not allocs, f"{where}: RTL allocated {allocs}, golden {want}"
+            else:
+                assert allocs == [(want.slot, want.victim)], (
+                    f"{where}: RTL allocation {allocs}, golden {want}")
+        else:
+            assert not allocs, f"{where}: RTL allocated {allocs} without a request"
+            if demand_offered:
+                model.count_stall()
+                dirty = True
+        if reg is not None and ready:
+            outstanding.pop(reg["id"])
+            if not reg["error"]:
+                held.append([reg["slot"], drv.cycles + int(rng.integers(*hold))])
+        reg = reg_next
+        fresh = not (done or exp_rel or exp_req)
+        model.check_invariants()
+    await drv.cycle()
+    got_c, want_c = drv.counters(), model.counters.as_dict()
+    diff = {k: (got_c[k], want_c[k]) for k in EVENT_COUNTERS if got_c[k] != want_c[k]}
+    assert not diff, f"end: counters differ (RTL, golden): {diff}"
+    assert drv.ports.get("idle")
+    return {"cycles": drv.cycles, "hits_under_miss": under_miss, **got_c}
 
 
 class AmaranthPorts:

@@ -9,6 +9,7 @@ environment: the ``CACHE_*`` variables of :class:`sim.cache_flow.CacheConfig`, a
                     returns SLVERR)
 ``CACHE_R_IDLE``    probability of an idle R cycle
 ``CACHE_OVERLAP``   requests of overlapping traffic (0 skips that test)
+``CACHE_EVENTS``    requests of event-by-event traffic vs golden (0 skips that test)
 ``CACHE_TRACE``     tokens of the MoBiLE trace to replay (0 skips that test)
 ``CACHE_TRACE_FILE`` a recorded trace to take those tokens from (default: record the
                     tiny LM's trace now)
@@ -33,7 +34,7 @@ from golden.seed import base_seed, derived_seed
 from hw.dma import BOUNDARY
 from golden.trace import read_trace
 from sim.cache_flow import (CacheConfig, CacheDriver, first_steps, host_pattern, mobile_trace,
-                            run_lockstep, run_overlap, trace_ops)
+                            run_events, run_lockstep, run_overlap, trace_ops)
 
 
 class CocotbPorts:
@@ -164,6 +165,22 @@ async def overlapping_traffic_keeps_invariants(dut):
     _write_stats("overlap", stats)
     assert not violations, violations[:5]
     assert stats["hits_in_flight"] > 0 and stats["prefetches_useful"] > 0, stats
+
+
+@cocotb.test(skip=os.environ.get("CACHE_EVENTS", "0") == "0")
+async def events_match_golden(dut):
+    """Hit under miss: every cycle's acceptance, responses, hits_in_flight and
+    demand_stall_cycles against the golden model in deferred mode."""
+    cfg = CacheConfig.from_env(os.environ)
+    seed = derived_seed(f"tb_expert_cache/events/{cfg}")
+    dut._log.info("SPEQMOE_SEED=%d (stimulus seed %d) %s", base_seed(), seed, cfg)
+    host, violations = await _setup(dut, cfg, seed)
+    drv = CacheDriver(CocotbPorts(dut), cfg, host, np.random.default_rng(seed))
+    stats = await run_events(drv, int(os.environ["CACHE_EVENTS"]), bad_experts=_bad_experts())
+    dut._log.info("event stats %s", stats)
+    _write_stats("events", stats)
+    assert not violations, violations[:5]
+    assert stats["hits_under_miss"] > 0 and stats["hits_in_flight"] > 0, stats
 
 
 @cocotb.test(skip=os.environ.get("CACHE_TRACE", "0") == "0")

@@ -447,3 +447,51 @@ def test_numpy_integers_are_accepted_for_tags_and_slots():
     assert c.lookup(1, 3) == r.slot and c.counters.releases == 1
     with pytest.raises(ValueError):
         demand(c, 1.5, 0)
+
+
+# --- deferred mode: hit under miss -------------------------------------------------------
+
+def test_deferred_hit_under_miss():
+    from golden.expert_cache import ExpertCacheModel
+    c = ExpertCacheModel(3, lockstep=False, deferred=True)
+    a = c.access(0, 1)
+    assert a.pending and not a.hit and c.waiting_demand() == a.slot
+    assert c.complete_fill(a.slot) == a.__class__(**{**a.__dict__, "pending": False})
+    c.release(a.slot)
+    m = c.access(0, 2)                                 # a miss waits for its fill
+    assert m.pending and c.slot_state(m.slot).state == "filling"
+    assert c.demand_wait_reason(0, 1) is None          # a hit on a valid slot is served
+    h = c.access(0, 1)
+    assert h.hit and not h.pending and c.slot_state(h.slot).pins == 1
+    c.release(h.slot)                                  # releases are served
+    assert c.demand_wait_reason(0, 3) == "wait_demand"     # a second miss waits
+    w = c.access(0, 3)
+    assert w.waited and w.reason == "wait_demand"
+    c.count_stall(5)
+    r = c.complete_fill(m.slot)
+    assert r.slot == m.slot and not r.error and c.slot_state(m.slot).pins == 1
+    assert c.waiting_demand() is None and c.demand_wait_reason(0, 3) is None
+    assert c.counters.demand_stall_cycles == 5 and c.counters.demand_waits == 1
+    c.check_invariants()
+
+
+def test_deferred_hit_in_flight_waits_for_the_prefetch_fill_and_errors():
+    from golden.expert_cache import ExpertCacheModel
+    c = ExpertCacheModel(3, lockstep=False, deferred=True, queue_depth=2)
+    p = c.access(1, 1, "prefetch")
+    q = c.access(1, 2, "prefetch")
+    d = c.access(1, 2)
+    assert d.hit and d.in_flight and d.pending and c.counters.hits_in_flight == 1
+    with pytest.raises(ValueError):
+        c.complete_fill(q.slot)                        # prefetch fills keep queue order
+    assert c.complete_fill(p.slot) is None
+    r = c.complete_fill(q.slot)
+    assert r.hit and r.in_flight and c.slot_state(q.slot).pins == 1
+    assert c.counters.prefetches_useful == 1
+    c.inject_error(1, 3)
+    e = c.access(1, 3)
+    r = c.complete_fill(e.slot)
+    assert r.error and c.slot_state(e.slot).state == "invalid" and c.counters.errors == 1
+    c.check_invariants()
+    with pytest.raises(ValueError):
+        ExpertCacheModel(2, deferred=True)             # needs lockstep=False
