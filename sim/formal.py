@@ -258,8 +258,8 @@ class FormalDma(_Harness):
 class FormalExpertCache(_Harness):
     """Harness of :class:`hw.expert_cache.ExpertCacheController`.
 
-    Shadow state, from outputs only: ``occ``/``stag`` (slot allocated at least once and its
-    tag, from ``alloc`` pulses), the tag of each outstanding demand id, and counts of
+    Shadow state, from outputs only: ``occ``/``stag`` (slot holding a tag and that tag, from
+    ``alloc`` pulses and failed fills on ``fill_done``), the tag of each outstanding demand id, and counts of
     handshakes.
 
     Proven:
@@ -267,9 +267,8 @@ class FormalExpertCache(_Harness):
     * ``victim``: an allocation never takes a pinned slot; it evicts (``alloc.evict``)
       exactly when the slot was allocated before, and names its tag as ``victim``.
     * ``alloc``: an allocation happens only when a request is accepted, for its tag.
-    * ``unique``: no two allocated slots hold the same tag -- checked while no fill has
-      failed (``counters.errors == 0``; a failed fill invalidates its slot, which no output
-      shows, so the shadow cannot follow it).
+    * ``unique``: no two allocated slots hold the same tag (a failed fill, seen on
+      ``fill_done``, invalidates its slot in the shadow as in the controller).
     * ``resp``: a response comes only for an accepted demand with an outstanding id; a
       successful one names a slot that holds the demand's tag (per the alloc shadow).
     * ``pins``: a release is flagged ``release_error`` exactly when its slot is not pinned,
@@ -342,27 +341,25 @@ class FormalExpertCache(_Harness):
         # -- slot shadow from alloc --------------------------------------------------------
         occ = Signal(S)
         stag = [Signal(range(n_tags), name=f"stag{i}") for i in range(S)]
-        no_error = Signal()
-        m.d.comb += no_error.eq(cnt.errors == 0)
+        failed = dut.fill_done.valid & dut.fill_done.error
+        for i in range(S):
+            with m.If(failed & (dut.fill_done.slot == i)):
+                m.d.sync += occ[i].eq(0)
 
         with m.If(alloc.valid):
             m.d.comb += [
                 Assert(req_fire),
                 Assert(alloc.tag == req_tag),
                 Assert(~(alloc.evict & pinned.bit_select(alloc.slot, 1))),
+                Assert(alloc.evict == occ.bit_select(alloc.slot, 1)),
+                Assert(~alloc.evict | (alloc.victim == Array(stag)[alloc.slot])),
             ]
-            with m.If(no_error):
-                m.d.comb += [
-                    Assert(alloc.evict == occ.bit_select(alloc.slot, 1)),
-                    Assert(~alloc.evict | (alloc.victim == Array(stag)[alloc.slot])),
-                ]
             for i in range(S):
                 with m.If(alloc.slot == i):
                     m.d.sync += [occ[i].eq(1), stag[i].eq(alloc.tag)]
-        with m.If(no_error):
-            for i in range(S):
-                for j in range(i + 1, S):
-                    m.d.comb += Assert(~(occ[i] & occ[j]) | (stag[i] != stag[j]))
+        for i in range(S):
+            for j in range(i + 1, S):
+                m.d.comb += Assert(~(occ[i] & occ[j]) | (stag[i] != stag[j]))
 
         # -- responses ---------------------------------------------------------------------
         with m.If(dut.resp.valid):
