@@ -33,10 +33,6 @@ __all__ = ["OPCODES", "CAUSES", "ACCEL_COUNTERS", "CMD_WORDS", "Accelerator", "r
            "register_doc"]
 
 CMD_WORDS = 8
-OPCODES = {"LOAD_ACTS": 1, "SET_TABLES": 2, "MATMUL": 3, "DEMAND": 4, "PREFETCH": 5,
-           "RELEASE": 6, "FENCE": 7}
-CAUSES = {"OPCODE": 1, "DIMS": 2, "ALIGN": 3, "TABLES": 4, "READ": 5, "SLOT": 6, "FILL": 7,
-          "RELEASE": 8, "ACTS": 9, "WRITE": 10, "OVERFLOW": 11, "EXPERT": 12, "FULL": 13}
 ACCEL_COUNTERS = {
     "busy_cycles": "cycles in which a command was executing",
     "mem_stall_cycles": "MATMUL cycles in which the array could take a beat but weights or "
@@ -81,8 +77,8 @@ class Cause(enum.Enum, shape=4):
     FULL = 13
 
 
-assert {c.name: c.value for c in Cause if c.value} == CAUSES
-assert {o.name: o.value for o in Op} == OPCODES
+OPCODES = {o.name: o.value for o in Op}
+CAUSES = {c.name: c.value for c in Cause if c.value}
 
 
 class Command(data.Struct):
@@ -446,6 +442,11 @@ class Accelerator(wiring.Component):
         in_compute = Signal()
         beats_left = Signal(32)
 
+        def offer_request(kind):
+            m.d.comb += [cache.req.valid.eq(1), cache.req.payload.layer.eq(cmd.n),
+                         cache.req.payload.expert.eq(cmd.k), cache.req.payload.kind.eq(kind),
+                         cache.req.payload.id.eq(0)]
+
         def finish(c=None):
             if c is not None:
                 m.d.sync += cause.eq(c)
@@ -577,9 +578,7 @@ class Accelerator(wiring.Component):
                         finish()
 
             with m.State("DEMAND"):
-                m.d.comb += [cache.req.valid.eq(1), cache.req.payload.layer.eq(cmd.n),
-                             cache.req.payload.expert.eq(cmd.k), cache.req.payload.kind.eq(0),
-                             cache.req.payload.id.eq(0)]
+                offer_request(kind=0)
                 with m.If(cache.req.ready):
                     m.next = "DEMAND_WAIT"
                 with m.Elif(cache.blocked):
@@ -596,8 +595,7 @@ class Accelerator(wiring.Component):
                     with m.Else():
                         finish()
             with m.State("PREFETCH"):
-                m.d.comb += [cache.req.valid.eq(1), cache.req.payload.layer.eq(cmd.n),
-                             cache.req.payload.expert.eq(cmd.k), cache.req.payload.kind.eq(1)]
+                offer_request(kind=1)
                 with m.If(cache.req.ready):
                     finish()
             with m.State("RELEASE"):

@@ -133,15 +133,6 @@ def expected_counters(model: AccelModel) -> dict[str, int]:
     return out
 
 
-def _describe(cmd) -> str:
-    return f"{type(cmd).__name__}{dataclass_repr(cmd)}"
-
-
-def dataclass_repr(cmd) -> str:
-    text = repr(cmd)
-    return text[text.index("("):] if "(" in text else ""
-
-
 UNSETTLED = ("bytes_fill", "cache_errors")      # still growing while a prefetch fill runs
 
 
@@ -156,7 +147,7 @@ async def check_command(host: Host, model: AccelModel, cmd, i: int, *,
     await host.push(cmd)
     await host.wait_done(model.counters["cmds_done"] + 1)
     outcome = model.run(cmd)
-    where = f"command {i} (index {outcome.index}) {_describe(cmd)}"
+    where = f"command {i} (index {outcome.index}) {cmd!r}"
     last = await host.read("ERR_LAST")
     if outcome.cause is None:
         assert await host.read("ERR_COUNT") == model.counters["errors"], \
@@ -256,16 +247,11 @@ async def every_malformed_command_and_bus_error_fails_alone(dut):
                                            (mm[2], mm[3], "bytes_slot")):
         assert (verify.mode, draft.mode) == ("verify", "draft")
         before = rv["counters"][key]
-        v_bytes = before - previous_value(runs, rv, key)
+        v_bytes = before - runs[runs.index(rv) - 1]["counters"][key]
         d_bytes = rd["counters"][key] - before
         assert 4 * d_bytes == v_bytes > 0, (key, d_bytes, v_bytes)
         ratios[key] = d_bytes / v_bytes
     _write_stats("directed", {"causes": sorted(causes), "draft_bytes_ratio": ratios})
-
-
-def previous_value(runs, run, key):
-    i = next(i for i, r in enumerate(runs) if r is run)
-    return runs[i - 1]["counters"][key]
 
 
 @cocotb.test()
