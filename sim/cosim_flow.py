@@ -1,0 +1,173 @@
+"""Simulation flow of the co-simulation: harness, Verilog, cocotb run, results.
+
+:class:`CosimHarness` is the accelerator top with two host memories behind its AXI4 master,
+chosen by the input ``ext_mem``:
+
+* ``ext_mem = 0``: :class:`sim.hostmem.AxiMemory`, a memory inside the simulated Verilog with
+  ``latency`` cycles of read latency and ``bandwidth`` bytes per cycle of read bandwidth, loaded
+  and read by the host through VPI (fast: Verilator runs without Python between commands);
+* ``ext_mem = 1``: the AXI4 port ``m_axi``, for cocotbext-axi's ``AxiRam`` (the reference model,
+  with random pauses on every channel), through :class:`hw.axi.AxiReadLatency` with the same
+  read latency.
+
+:func:`run_cosim` writes the harness (the PE written once and instantiated ``rows * cols``
+times), builds it with Verilator and runs :mod:`sim.tb_cosim` on a list of decoding runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from pathlib import Path
+
+from amaranth import Module, Mux
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.axi import AxiLiteSignature, AxiReadLatency, AxiSignature
+from sim.accel_flow import READ_FIELDS, accelerator, hierarchical
+from sim.accel_program import AccelParams
+
+DEFAULT_LATENCY = 64         # cycles from AR to the first R beat, in host memory
+HARNESS = "cosim_tb"
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryParams:
+    """Host memory of a co-simulation: ``size`` bytes, read ``latency`` cycles, read
+    ``bandwidth`` bytes per cycle (None: one bus line per cycle)."""
+    size: int
+    latency: int = DEFAULT_LATENCY
+    bandwidth: int | None = None
+
+
+class CosimHarness(wiring.Component):
+    """The accelerator with its host memory (see the module docstring)."""
+
+    def __init__(self, params: AccelParams, memory: MemoryParams, *, pe_module: str | None = None):
+        from sim.hostmem import AxiMemory
+
+        self._accel = accelerator(params, pe_module=pe_module)
+        a = self._accel
+        self._mem = AxiMemory(size=memory.size, data_width=a.bus_bits, addr_width=a.addr_width,
+                              id_width=4, latency=memory.latency, bandwidth=memory.bandwidth)
+        self._latency = memory.latency
+        super().__init__({
+            "m_axi": Out(AxiSignature(addr_width=a.addr_width, data_width=a.bus_bits,
+                                      id_width=4)),
+            "s_axil": In(AxiLiteSignature(addr_width=12)),
+            "irq": Out(1),
+            "ext_mem": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.accel = a = self._accel
+        m.submodules.hostmem = mem = self._mem
+        m.submodules.latency = lat = AxiReadLatency(
+            latency=self._latency, addr_width=a.addr_width, data_width=a.bus_bits, id_width=4,
+            depth=32)
+        wiring.connect(m, wiring.flipped(self.s_axil), a.s_axil)
+        m.d.comb += self.irq.eq(a.irq)
+        ext = self.ext_mem
+
+        def gate(name, sig, on):
+            return sig & on if name.endswith(("valid", "ready")) else sig
+
+        for name, member in a.m_axi.signature.members.items():
+            src, internal = getattr(a.m_axi, name), getattr(mem.s, name)
+            outer = getattr(self.m_axi, name)
+            ext_port = getattr(lat.s, name) if name in READ_FIELDS else outer
+            if member.flow == Out:
+                m.d.comb += [internal.eq(gate(name, src, ~ext)), ext_port.eq(gate(name, src, ext))]
+            else:
+                m.d.comb += src.eq(Mux(ext, ext_port, internal))
+            if name in READ_FIELDS:
+                if member.flow == Out:
+                    m.d.comb += outer.eq(getattr(lat.m, name))
+                else:
+                    m.d.comb += getattr(lat.m, name).eq(outer)
+        return m
+
+
+def harness_verilog(params: AccelParams, memory: MemoryParams) -> str:
+    return hierarchical(CosimHarness(params, memory, pe_module=f"{HARNESS}_pe"), HARNESS)
+
+
+@dataclasses.dataclass
+class RunSpec:
+    """One decoding run of a co-simulation (see :mod:`sim.tb_cosim`)."""
+    prompt: str                    # hex of the prompt bytes
+    tokens: int
+    mode: str
+    gamma: int = 3
+    tau: float = 0.5
+    memory: str = "rtl"            # "rtl" (AxiMemory) or "axiram" (cocotbext-axi)
+    pauses: float = 0.0            # AXI pause probability (axiram only)
+    lockstep: bool = True          # check every command against golden.accel.AccelModel
+    seed: int = 0
+
+
+def run_cosim(params: AccelParams, memory: MemoryParams, weights: Path, runs: list[RunSpec],
+              build_dir, *, progress=None, clock_ns: float = 10.0):
+    """Build the harness and decode ``runs`` on it; returns ``(SimResult, [result dict])``.
+
+    ``progress(run_index, byte)`` is called (from a watcher thread) as bytes are decoded."""
+    from sim.runner import run_cocotb
+
+    build_dir = Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    text = harness_verilog(params, memory)
+    path = build_dir / f"{HARNESS}.v"
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    results = build_dir / "results"
+    results.mkdir(exist_ok=True)
+    for f in list(results.glob("*.json")) + list(results.glob("*.progress")):
+        f.unlink()
+    env = {"COSIM_PARAMS": json.dumps(dataclasses.asdict(params)),
+           "COSIM_MEMORY": json.dumps(dataclasses.asdict(memory)),
+           "COSIM_WEIGHTS": str(Path(weights).resolve()),
+           "COSIM_RUNS": json.dumps([dataclasses.asdict(r) for r in runs]),
+           "COSIM_RESULTS": str(results), "COSIM_CLOCK_NS": str(clock_ns)}
+    stop = threading.Event()
+    watcher = None
+    if progress is not None:
+        watcher = threading.Thread(target=_watch, args=(results, len(runs), progress, stop),
+                                   daemon=True)
+        watcher.start()
+    try:
+        testcases = sorted({"decode_on_axiram" if r.memory == "axiram" else "decode_on_rtl_memory"
+                            for r in runs})
+        result = None
+        for case in testcases:
+            result = run_cocotb(simulator="verilator", verilog_path=path, toplevel=HARNESS,
+                                test_module="sim.tb_cosim", build_dir=build_dir, extra_env=env,
+                                testcase=case)
+    finally:
+        stop.set()
+        if watcher is not None:
+            watcher.join()
+    out = []
+    for i in range(len(runs)):
+        f = results / f"run{i}.json"
+        out.append(json.loads(f.read_text()) if f.exists() else None)
+    return result, out
+
+
+def _watch(folder: Path, n: int, progress, stop: threading.Event) -> None:
+    seen = [0] * n
+    while True:
+        done = stop.is_set()
+        for i in range(n):
+            f = folder / f"run{i}.progress"
+            if f.exists():
+                data = f.read_bytes()
+                for b in data[seen[i]:]:
+                    progress(i, b)
+                seen[i] = len(data)
+        if done:
+            return
+        time.sleep(0.2)
