@@ -244,6 +244,8 @@ class CosimResult:
     decode_cycles: int
     counters: dict[str, int]
     prefill_counters: dict[str, int]
+    prefill_seconds: float
+    decode_seconds: float
     outputs: list[tuple[str, int, np.ndarray]] = field(repr=False, default_factory=list)
 
     @property
@@ -466,14 +468,18 @@ class Decoder:
     # -- decoding -------------------------------------------------------------------------
     async def generate(self, prompt, max_new_tokens: int) -> CosimResult:
         """Decode ``max_new_tokens`` bytes after ``prompt`` in this decoder's mode."""
+        import time
+
         prompt = check_prompt(self.model, prompt, max_new_tokens)
         cache = self.model.new_cache()
         c_start = self.backend.cycles()
+        t_start = time.perf_counter()
         out = bytearray()
         if self.mode == "mobile":
             for t in prompt[:-1]:
                 await self._mobile_step(t, cache)
-            prefill = self.backend.cycles() - c_start, await self.backend.counters()
+            prefill = (self.backend.cycles() - c_start, await self.backend.counters(),
+                       time.perf_counter())
             token = prompt[-1]
             while len(out) < max_new_tokens:
                 logits = await self._mobile_step(token, cache)
@@ -482,7 +488,8 @@ class Decoder:
         elif self.mode == "plain":
             for i in range(0, len(prompt) - 1, LANES):
                 await self.forward(list(prompt[i:min(i + LANES, len(prompt) - 1)]), cache, "plain")
-            prefill = self.backend.cycles() - c_start, await self.backend.counters()
+            prefill = (self.backend.cycles() - c_start, await self.backend.counters(),
+                       time.perf_counter())
             token = prompt[-1]
             while len(out) < max_new_tokens:
                 token = int(np.argmax((await self.forward([token], cache, "plain"))[0]))
@@ -491,12 +498,13 @@ class Decoder:
             for i in range(0, len(prompt) - 1, LANES):
                 await self.forward(list(prompt[i:min(i + LANES, len(prompt) - 1)]), cache,
                                    "verify")
-            prefill = self.backend.cycles() - c_start, await self.backend.counters()
+            prefill = (self.backend.cycles() - c_start, await self.backend.counters(),
+                       time.perf_counter())
             await self._speq(prompt[-1], cache, out, max_new_tokens)
         total = await self.backend.counters()
         return CosimResult(self.mode, prompt, bytes(out), self.passes, prefill[0],
                            self.backend.cycles() - c_start - prefill[0], total, prefill[1],
-                           self.outputs)
+                           prefill[2] - t_start, time.perf_counter() - prefill[2], self.outputs)
 
     def _commit(self, out: bytearray, tokens) -> None:
         for t in tokens:

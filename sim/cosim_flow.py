@@ -32,6 +32,7 @@ from sim.accel_program import AccelParams
 
 DEFAULT_LATENCY = 64         # cycles from AR to the first R beat, in host memory
 HARNESS = "cosim_tb"
+PUBLIC = [("speqmoe_hostmem_storage", "storage")]     # what the testbench reaches besides ports
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +53,8 @@ class CosimHarness(wiring.Component):
         self._accel = accelerator(params, pe_module=pe_module)
         a = self._accel
         self._mem = AxiMemory(size=memory.size, data_width=a.bus_bits, addr_width=a.addr_width,
-                              id_width=4, latency=memory.latency, bandwidth=memory.bandwidth)
+                              id_width=4, latency=memory.latency, bandwidth=memory.bandwidth,
+                              verilog_storage=True)
         self._latency = memory.latency
         super().__init__({
             "m_axi": Out(AxiSignature(addr_width=a.addr_width, data_width=a.bus_bits,
@@ -93,7 +95,10 @@ class CosimHarness(wiring.Component):
 
 
 def harness_verilog(params: AccelParams, memory: MemoryParams) -> str:
-    return hierarchical(CosimHarness(params, memory, pe_module=f"{HARNESS}_pe"), HARNESS)
+    from sim.hostmem import storage_verilog
+
+    return (hierarchical(CosimHarness(params, memory, pe_module=f"{HARNESS}_pe"), HARNESS)
+            + storage_verilog())
 
 
 @dataclasses.dataclass
@@ -111,8 +116,9 @@ class RunSpec:
 
 
 def run_cosim(params: AccelParams, memory: MemoryParams, weights: Path, runs: list[RunSpec],
-              build_dir, *, progress=None, clock_ns: float = 10.0):
-    """Build the harness and decode ``runs`` on it; returns ``(SimResult, [result dict])``.
+              build_dir, *, progress=None, clock_ns: float = 10.0, check: bool = True):
+    """Build the harness and decode ``runs`` on it; returns ``(failed tests, [result dict or
+    None per run])``. With ``check`` a failed cocotb test raises ``AssertionError`` naming its log.
 
     ``progress(run_index, byte)`` is called (from a watcher thread) as bytes are decoded."""
     from sim.runner import run_cocotb
@@ -141,11 +147,12 @@ def run_cosim(params: AccelParams, memory: MemoryParams, weights: Path, runs: li
     try:
         testcases = sorted({"decode_on_axiram" if r.memory == "axiram" else "decode_on_rtl_memory"
                             for r in runs})
-        result = None
+        failed = 0
         for case in testcases:
             result = run_cocotb(simulator="verilator", verilog_path=path, toplevel=HARNESS,
                                 test_module="sim.tb_cosim", build_dir=build_dir, extra_env=env,
-                                testcase=case)
+                                testcase=case, check=check, public=PUBLIC)
+            failed += result.failed
     finally:
         stop.set()
         if watcher is not None:
@@ -154,7 +161,7 @@ def run_cosim(params: AccelParams, memory: MemoryParams, weights: Path, runs: li
     for i in range(len(runs)):
         f = results / f"run{i}.json"
         out.append(json.loads(f.read_text()) if f.exists() else None)
-    return result, out
+    return failed, out
 
 
 def _watch(folder: Path, n: int, progress, stop: threading.Event) -> None:
@@ -171,3 +178,40 @@ def _watch(folder: Path, n: int, progress, stop: threading.Event) -> None:
         if done:
             return
         time.sleep(0.2)
+
+
+def prepare(model, *, rows: int = 4, cols: int = 4, slots: int = 8, policy: str = "lru",
+            latency: int = DEFAULT_LATENCY, bandwidth: int | None = None):
+    """``(memory map, accelerator parameters, host memory parameters)`` for ``model``."""
+    from sim.cosim import MemoryMap, accel_params
+
+    mmap = MemoryMap.build(model, rows * cols)
+    params = accel_params(model, mmap, rows, cols, slots=slots, policy=policy)
+    return mmap, params, MemoryParams(size=mmap.size, latency=latency, bandwidth=bandwidth or None)
+
+
+def summarize(record: dict, clock_hz: float) -> dict:
+    """The figures of one run's record (see :mod:`sim.tb_cosim`): per-token bytes and cache
+    counts of the decode phase, and tokens per second at ``clock_hz``."""
+    n = len(bytes.fromhex(record["bytes_hex"]))
+    c = record["decode_counters"]
+    per = (lambda v: v / n) if n else (lambda v: float("nan"))
+    cpt = record["cycles_per_token"]
+    return {
+        "tokens": n,
+        "cycles": record["cycles"],
+        "cycles_per_token": cpt,
+        "prefill_cycles": record["prefill_cycles"],
+        "bytes_per_token": {"dense": per(c["bytes_dense"]), "expert_slots": per(c["bytes_slot"]),
+                            "expert_fills": per(c["bytes_fill"]),
+                            "activations": per(c["bytes_acts"]),
+                            "written": per(c["bytes_written"])},
+        "cache": {k[6:]: c[k] for k in ("cache_demands", "cache_hits", "cache_misses",
+                                       "cache_prefetches_issued", "cache_prefetches_useful",
+                                       "cache_evictions")},
+        "busy_fraction": c["busy_cycles"] / record["cycles"] if record["cycles"] else float("nan"),
+        "clock_hz": clock_hz,
+        "tokens_per_s": clock_hz / cpt if n else float("nan"),
+        "tokens_per_min_wall": (60 * n / record["decode_seconds"] if record["decode_seconds"]
+                                else float("nan")),
+    }

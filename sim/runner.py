@@ -81,6 +81,19 @@ def write_verilog(component, name: str, path: Path) -> Path:
     return path
 
 
+def _verilator_without_public_flat_rw():
+    """cocotb's Verilator runner without its hard-wired ``--public-flat-rw``."""
+    from cocotb_tools.runner import Verilator  # noqa: PLC0415
+
+    class _Verilator(Verilator):
+        def _build_command(self):
+            cmds = super()._build_command()
+            cmds[0] = [c for c in cmds[0] if c != "--public-flat-rw"]
+            return cmds
+
+    return _Verilator()
+
+
 @dataclass
 class SimResult:
     tests: int
@@ -99,11 +112,19 @@ def run_cocotb(
     extra_env: dict[str, str] | None = None,
     testcase: str | None = None,
     check: bool = True,
+    public: list[tuple[str, str]] | None = None,
 ) -> SimResult:
     """Build *verilog_path* with *simulator* and run the cocotb *test_module* on it.
 
     Raises ``AssertionError`` naming the results file when any cocotb test fails
     (unless ``check`` is false).
+
+    ``public`` (Verilator only): the ``(module, variable)`` pairs the testbench reaches besides
+    the top level's ports (``"*"`` for every variable of a module). By default cocotb makes
+    every signal of the design visible (``--public-flat-rw``), which keeps Verilator from
+    optimising it: measured on the 4x4 co-simulation harness, 7.8k simulated cycles per second
+    and a 3-minute build with it, 57k cycles per second and a 35-second build with only the
+    top's ports and the host memory array public.
     """
     from cocotb_tools.check_results import get_results  # noqa: PLC0415
     from cocotb_tools.runner import get_runner  # noqa: PLC0415
@@ -113,7 +134,8 @@ def run_cocotb(
         raise RuntimeError(reason)
     build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
-    runner = get_runner(simulator)
+    runner = get_runner(simulator) if public is None or simulator != "verilator" \
+        else _verilator_without_public_flat_rw()
     if simulator == "icarus":
         build_kw = dict(timescale=("1ns", "1ps"), build_args=["-g2005"])
     else:
@@ -121,6 +143,14 @@ def run_cocotb(
         # the generated Verilog fails the build.
         build_kw = dict(timescale=("1ns", "1ps"),
                         build_args=["-Wall", str(LINT_WAIVERS), "-O3"])
+        if public is not None:
+            vlt = build_dir / "public.vlt"
+            text = "`verilator_config\n" + "".join(
+                f'public_flat_rw -module "{mod}" -var "{var}"\n'
+                for mod, var in [(toplevel, "*"), *public])
+            if not vlt.exists() or vlt.read_text() != text:
+                vlt.write_text(text)
+            build_kw["build_args"].append(str(vlt))
     runner.build(
         sources=[Path(verilog_path).resolve()],
         hdl_toplevel=toplevel,

@@ -49,9 +49,50 @@ class ArrayConfig:
 
 
 @dataclass
+class CosimConfig:
+    """The accelerator and host memory of ``speqmoe cosim`` (docs/cosim.md).
+
+    ``bandwidth`` is read bytes per cycle (0: one bus line per cycle); ``clock_mhz`` only
+    converts cycles into seconds and is an assumption until an FPGA or ASIC flow measures it.
+    """
+    rows: int = 4
+    cols: int = 4
+    slots: int = 8
+    policy: str = "lru"
+    latency: int = 64
+    bandwidth: int = 0
+    clock_mhz: int = 1000
+    gamma: int = 3
+    tau: float = 0.5
+
+    def validate(self, where: str) -> None:
+        pes = self.rows * self.cols
+        if self.rows < 1 or self.cols < 1 or pes < 4 or pes & (pes - 1):
+            raise UserError(f"{where}: rows * cols must be a power of two >= 4, not "
+                            f"{self.rows} x {self.cols}")
+        if self.slots < 1:
+            raise UserError(f"{where}.slots must be at least 1, not {self.slots}")
+        if self.policy not in ("lru", "lfu", "fifo"):
+            raise UserError(f"{where}.policy must be lru, lfu or fifo, not {self.policy!r}")
+        if self.latency < 0:
+            raise UserError(f"{where}.latency must be >= 0 cycles, not {self.latency}")
+        if not 0 <= self.bandwidth <= 2 * pes:
+            raise UserError(f"{where}.bandwidth must be 0 (one line per cycle) or 1..{2 * pes} "
+                            f"bytes per cycle, not {self.bandwidth}")
+        if self.clock_mhz < 1:
+            raise UserError(f"{where}.clock_mhz must be positive, not {self.clock_mhz}")
+        if not 1 <= self.gamma <= 3:
+            raise UserError(f"{where}.gamma must be 1..3 (gamma + 1 tokens fill the PE's 4 "
+                            f"lanes), not {self.gamma}")
+        if not self.tau >= 0:
+            raise UserError(f"{where}.tau must be >= 0, not {self.tau}")
+
+
+@dataclass
 class Config:
     sim: SimConfig = field(default_factory=SimConfig)
     array: ArrayConfig = field(default_factory=ArrayConfig)
+    cosim: CosimConfig = field(default_factory=CosimConfig)
 
 
 def _reject_unknown(given, known, what: str, where: str) -> None:
