@@ -358,3 +358,96 @@ def format_report(result: dict) -> str:
     lines.append("  inputs:")
     lines += [f"    {k}: {val}" for k, val in result["inputs"].items()]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Command-level cycle model of the accelerator top, calibrated by the RTL co-simulation
+
+
+#: Overhead terms of :class:`CommandCycleModel`, each a count per batch of commands.
+OVERHEAD_FEATURES = ("batches", "csr_writes", "commands", "dense_matmuls", "slot_matmuls",
+                     "load_acts", "demand_misses", "prefetch_fills", "written_lines")
+
+
+def batch_features(commands, *, rows: int, cols: int, latency: int, line_cycles: float,
+                   expert_lines: int, hits=(), prefetch_fills: int = 0,
+                   csr_writes: int = 0) -> tuple[float, dict[str, float]]:
+    """The physics and the overhead counts of one batch of accelerator commands.
+
+    ``commands`` are :mod:`golden.accel` command objects run back to back (the host waits for
+    the last); ``hits`` one bool per DEMAND (was it a hit); ``prefetch_fills`` the prefetches
+    the cache issued; ``csr_writes`` the register writes the host made to push the batch;
+    ``line_cycles`` the cycles host memory needs per bus line (1 at full bandwidth);
+    ``latency`` its read latency in cycles.
+
+    Returns ``(base, features)``: ``base`` is what the hardware cannot do faster (per MATMUL the
+    larger of the PE array's cycles, :func:`golden.pe_array.cycles`, and the bus time of its
+    dense weights; the read latency of every dense MATMUL, activation load and demand miss; the
+    bus time of activation lines and of expert fills), and ``features`` the counts of
+    :data:`OVERHEAD_FEATURES`, whose cycles :class:`CommandCycleModel` calibrates.
+    """
+    from golden import accel, pe_array
+
+    pes = rows * cols
+    base = 0.0
+    f = dict.fromkeys(OVERHEAD_FEATURES, 0.0)
+    f["batches"] = 1.0
+    f["csr_writes"] = float(csr_writes)
+    f["prefetch_fills"] = float(prefetch_fills)
+    hits = list(hits)
+    tokens = 1
+    for cmd in commands:
+        f["commands"] += 1
+        if isinstance(cmd, accel.LoadActs):
+            tokens = cmd.tokens
+            f["load_acts"] += 1
+            base += latency + cmd.tokens * -(-cmd.k // pes) * line_cycles
+        elif isinstance(cmd, accel.Matmul):
+            pe = pe_array.cycles(cmd.mode, cmd.n, cmd.k, rows, cols)
+            out_tokens = 1 if cmd.mode == "draft" else tokens
+            f["written_lines"] += out_tokens * -(-(4 * cmd.n) // (2 * pes))
+            if cmd.slot is None:
+                t = accel.verify_tiles(cmd.n, pes)
+                lines = t * cmd.k // 4 * (4 if cmd.mode == "verify" else 1)
+                base += max(pe, lines * line_cycles) + latency
+                f["dense_matmuls"] += 1
+            else:
+                base += pe
+                f["slot_matmuls"] += 1
+        elif isinstance(cmd, accel.Demand):
+            if not hits.pop(0):
+                base += latency + expert_lines * line_cycles
+                f["demand_misses"] += 1
+    return base, f
+
+
+@dataclass(frozen=True)
+class CommandCycleModel:
+    """Cycles of a batch = ``base`` (:func:`batch_features`) + the sum of ``overheads[name] *
+    features[name]``: command start, register pushes, write-back tails, the part of prefetch
+    fills a FENCE waits for. The overheads are measured: :meth:`fit` takes them from RTL
+    batches by least squares (the co-simulation's ``make bench`` section ``cosim`` does)."""
+
+    overheads: tuple[tuple[str, float], ...]
+
+    def cycles(self, base: float, features: dict[str, float]) -> float:
+        return base + sum(c * features[name] for name, c in self.overheads)
+
+    @classmethod
+    def fit(cls, batches) -> "CommandCycleModel":
+        """Least-squares overheads from ``(base, features, measured cycles)`` batches; an
+        overhead whose feature never occurs is 0."""
+        import numpy as np
+
+        batches = list(batches)
+        if not batches:
+            raise ValueError("need at least one measured batch to calibrate the model")
+        x = np.array([[f[n] for n in OVERHEAD_FEATURES] for _, f, _ in batches], dtype=float)
+        y = np.array([c - b for b, _, c in batches], dtype=float)
+        used = x.any(axis=0)
+        coef = np.zeros(len(OVERHEAD_FEATURES))
+        coef[used] = np.linalg.lstsq(x[:, used], y, rcond=None)[0]
+        return cls(tuple((n, float(c)) for n, c in zip(OVERHEAD_FEATURES, coef)))
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self.overheads)

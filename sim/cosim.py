@@ -175,12 +175,57 @@ def golden_model(params, mmap: MemoryMap, mem: bytearray | None = None) -> Accel
 # Backends
 
 
-class GoldenBackend:
-    """Runs every command on :class:`golden.accel.AccelModel` (at once, no clock)."""
+@dataclass(frozen=True)
+class Timing:
+    """What :func:`golden.perf.batch_features` needs to know of an accelerator and its memory."""
+    rows: int
+    cols: int
+    latency: int
+    line_cycles: float
+    expert_lines: int
 
-    def __init__(self, model: AccelModel, line: int):
+    @classmethod
+    def of(cls, params, latency: int, bandwidth: int | None) -> "Timing":
+        line = 2 * params.rows * params.cols
+        return cls(params.rows, params.cols, latency, line / (bandwidth or line),
+                   params.expert_bytes // line)
+
+    def batch(self, commands, hits, prefetch_fills: int, csr_writes: int):
+        from golden.perf import batch_features
+
+        return batch_features(commands, rows=self.rows, cols=self.cols, latency=self.latency,
+                              line_cycles=self.line_cycles, expert_lines=self.expert_lines,
+                              hits=hits, prefetch_fills=prefetch_fills, csr_writes=csr_writes)
+
+
+class CommandWords:
+    """The command registers ``CMD0..7`` as the host last wrote them: pushing a command
+    rewrites only the words that changed, then ``CMD_PUSH``."""
+
+    def __init__(self):
+        self.words: list[int | None] = [None] * 8
+
+    def changes(self, cmd) -> list[tuple[int, int]]:
+        out = [(i, w) for i, w in enumerate(cmd.encode()) if self.words[i] != w]
+        for i, w in out:
+            self.words[i] = w
+        return out
+
+
+class GoldenBackend:
+    """Runs every command on :class:`golden.accel.AccelModel` (at once). With ``timing`` and
+    a calibrated ``cycle_model`` (:class:`golden.perf.CommandCycleModel`) its clock advances by
+    the model's prediction of every batch."""
+
+    def __init__(self, model: AccelModel, line: int, *, timing: Timing | None = None,
+                 cycle_model=None):
         self.model = model
         self.line = line
+        self.timing = timing
+        self.cycle_model = cycle_model
+        self.words = CommandWords()
+        self.batches: list[tuple[float, dict, float]] = []
+        self._cycles = 0.0
 
     async def write(self, addr: int, data: bytes) -> None:
         self.model.mem[addr:addr + len(data)] = data
@@ -191,19 +236,31 @@ class GoldenBackend:
     async def run(self, commands: list[tuple[object, str]]):
         """Run ``(command, label)`` pairs in order; returns the last DEMAND's ``(slot, hit)``."""
         resp = None
+        hits, writes = [], 0
+        issued = self.model.cache.counters.prefetches_issued
         for cmd, label in commands:
+            writes += len(self.words.changes(cmd)) + 1
             out = self.model.run(cmd)
             if out.cause is not None:
                 raise CosimError(f"{label}: {cmd!r} failed with {out.cause}")
             if out.resp is not None:
                 resp = out.resp[:2]
+                hits.append(out.resp[1])
+        if self.timing is not None:
+            base, feats = self.timing.batch([c for c, _ in commands], hits,
+                                            self.model.cache.counters.prefetches_issued - issued,
+                                            writes)
+            if self.cycle_model is not None:
+                self._cycles += self.cycle_model.cycles(base, feats)
+            self.batches.append((base, feats, float("nan")))
         return resp
 
     async def counters(self) -> dict[str, int]:
         return expected_counters(self.model)
 
     def cycles(self) -> int:
-        return 0
+        """The model's cycles so far (0 without a cycle model)."""
+        return int(round(self._cycles))
 
 
 def expected_counters(model: AccelModel) -> dict[str, int]:

@@ -27,15 +27,15 @@ from pathlib import Path
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
+from cocotb.triggers import ClockCycles, First, ReadOnly, RisingEdge
 
-from golden.accel import CAUSE_NAMES, Demand, Matmul
+from golden.accel import CAUSE_NAMES, Demand, Matmul, Prefetch
 from golden.mobile import MobileConfig
 from golden.model import MoeLM, blas_threads
 from hw.accel import CACHE_COUNTERS, register_map
 from sim.accel_program import AccelParams
-from sim.cosim import (CosimError, Decoder, MemoryMap, expected_counters, first_difference,
-                       golden_decode, golden_model)
+from sim.cosim import (CommandWords, CosimError, Decoder, MemoryMap, Timing, expected_counters,
+                       first_difference, golden_decode, golden_model)
 from sim.cosim_flow import MemoryParams, RunSpec
 
 REGS = {r.name: r.offset for r in register_map().registers}
@@ -105,7 +105,7 @@ class RtlBackend:
     """Runs the decoder's commands on the accelerator (see the module docstring)."""
 
     def __init__(self, dut, mem, line: int, cmd_depth: int, clock_ns: float,
-                 golden=None):
+                 golden=None, timing=None):
         self.dut, self.mem, self.line = dut, mem, line
         self.cmd_depth = cmd_depth
         self.clock_ns = clock_ns
@@ -114,8 +114,11 @@ class RtlBackend:
         self.pushed = 0
         self.done = 0
         self.errors = 0
-        self.words = [None] * 8
+        self.words = CommandWords()
         self.labels: dict[int, str] = {}
+        self.timing = timing
+        self.batches: list[tuple[float, dict, float]] = []
+        self.prefetches_issued = 0
 
     def cycles(self) -> int:
         return int(round(cocotb.utils.get_sim_time("ns") / self.clock_ns))
@@ -134,29 +137,37 @@ class RtlBackend:
     async def _push(self, cmd) -> None:
         while self.pushed - self.done >= self.cmd_depth:
             self.done = await self.reg("CMD_DONE")
-        for i, word in enumerate(cmd.encode()):
-            if self.words[i] != word:
-                await self.csr.write(REGS[f"CMD{i}"], word)
-                self.words[i] = word
+        changes = self.words.changes(cmd)
+        for i, word in changes:
+            await self.csr.write(REGS[f"CMD{i}"], word)
         await self.csr.write(REGS["CMD_PUSH"], 1)
         self.pushed += 1
+        return len(changes) + 1
 
-    async def _wait(self) -> None:
+    async def _wait(self, limit: int = 2_000_000) -> None:
+        """Until every pushed command is done; a ``CosimError`` after ``limit`` cycles."""
+        start = self.cycles()
         while True:
             self.done = await self.reg("CMD_DONE")
             if self.done >= self.pushed:
                 return
+            if self.cycles() - start > limit:
+                raise CosimError(f"the accelerator did not finish command {self.done} "
+                                 f"({self.labels.get(self.done, '?')}) within {limit} cycles")
             if int(self.dut.irq.value):
                 await ClockCycles(self.dut.clk, 1)
             else:
-                await RisingEdge(self.dut.irq)
+                await First(RisingEdge(self.dut.irq), ClockCycles(self.dut.clk, limit))
 
     async def run(self, commands: list[tuple[object, str]]):
         first = self.pushed
+        c0 = self.cycles()
+        writes = 0
         for cmd, label in commands:
             self.labels[self.pushed] = label
-            await self._push(cmd)
+            writes += await self._push(cmd)
         await self._wait()
+        cycles = self.cycles() - c0
         errors = await self.reg("ERR_COUNT")
         if errors != self.errors:
             index = await self.reg("ERR_LAST_INDEX")
@@ -168,6 +179,14 @@ class RtlBackend:
         if isinstance(commands[-1][0], Demand):
             r = await self.reg("RESP")
             resp = (r & 0xFF, bool(r >> 8 & 1))
+        if self.timing is not None:
+            fills = 0
+            if any(isinstance(c, Prefetch) for c, _ in commands):
+                issued = await self.reg("CACHE_PREFETCHES_ISSUED")
+                fills, self.prefetches_issued = issued - self.prefetches_issued, issued
+            base, feats = self.timing.batch([c for c, _ in commands],
+                                            [resp[1]] if resp is not None else [], fills, writes)
+            self.batches.append((base, feats, float(cycles)))
         if self.golden is not None:
             await self._check(commands, resp)
         for i in range(first, self.pushed):
@@ -237,7 +256,9 @@ async def _decode(dut, index: int, run: RunSpec, params, model, mmap, mem, folde
 async def _decode_run(dut, index: int, run: RunSpec, params, model, mmap, mem, folder: Path,
                       clock_ns: float) -> None:
     golden = golden_model(params, mmap) if run.lockstep else None
-    backend = RtlBackend(dut, mem, mmap.line, params.cmd_depth, clock_ns, golden)
+    memory = MemoryParams(**json.loads(os.environ["COSIM_MEMORY"]))
+    backend = RtlBackend(dut, mem, mmap.line, params.cmd_depth, clock_ns, golden,
+                         Timing.of(params, memory.latency, memory.bandwidth))
     await backend.csr.write(REGS["EXPERT_BASE"], mmap.expert_base)
     progress = open(folder / f"run{index}.progress", "wb", buffering=0)
 
@@ -268,6 +289,7 @@ async def _decode_run(dut, index: int, run: RunSpec, params, model, mmap, mem, f
         "counters": result.counters, "decode_counters": result.decode_counters(),
         "passes": [dataclasses.asdict(p) for p in result.passes],
         "gamma": run.gamma, "tau": run.tau,
+        "batches": [[b, f, c] for b, f, c in backend.batches],
     }
     (folder / f"run{index}.json").write_text(json.dumps(record))
     cocotb.log.info("run %d: %r in %.1f s, %.0f cycles per token", index, result.bytes, wall,
@@ -305,27 +327,27 @@ async def decode_on_axiram(dut):
     params, memory, runs, model, folder, clock_ns = _config()
     cocotb.start_soon(Clock(dut.clk, clock_ns, unit="ns").start())
     mmap = MemoryMap.build(model, params.pes)
+    ram = AxiRam(AxiBus.from_prefix(dut, "m_axi", bus_separator="__"), dut.clk, dut.rst,
+                 size=mmap.size)              # one model per bus: its coroutines never stop
+    ram.read_if.log.setLevel(logging.WARNING)
+    ram.write_if.log.setLevel(logging.WARNING)
+    channels = (ram.read_if.ar_channel, ram.read_if.r_channel, ram.write_if.aw_channel,
+                ram.write_if.w_channel, ram.write_if.b_channel)
     for i, run in enumerate(runs):
         if run.memory != "axiram":
             continue
-        image = bytearray(mmap.image)
-        ram = AxiRam(AxiBus.from_prefix(dut, "m_axi", bus_separator="__"), dut.clk, dut.rst,
-                     size=len(image))
-        ram.write(0, bytes(image))
-        ram.read_if.log.setLevel(logging.WARNING)
-        ram.write_if.log.setLevel(logging.WARNING)
-        if run.pauses:
-            rng = np.random.default_rng(run.seed)
-
-            def pauses(r, p=run.pauses):
-                while True:
-                    yield bool(r.random() < p)
-
-            for ch in (ram.read_if.ar_channel, ram.read_if.r_channel, ram.write_if.aw_channel,
-                       ram.write_if.w_channel, ram.write_if.b_channel):
-                ch.set_pause_generator(pauses(np.random.default_rng(rng.integers(1 << 30))))
+        ram.write(0, bytes(mmap.image))
+        rng = np.random.default_rng(run.seed)
+        for ch in channels:
+            ch.set_pause_generator(_pauses(np.random.default_rng(rng.integers(1 << 30)),
+                                           run.pauses) if run.pauses else None)
         await _reset(dut, 1)
         await _decode(dut, i, run, params, model, mmap, _RamMemory(ram), folder, clock_ns)
+
+
+def _pauses(rng, p: float):
+    while True:
+        yield bool(rng.random() < p)
 
 
 class _RamMemory:
