@@ -57,7 +57,7 @@ class CosimConfig:
     """
     rows: int = 4
     cols: int = 4
-    slots: int = 8
+    slots: int = 16
     policy: str = "lru"
     latency: int = 64
     bandwidth: int = 0
