@@ -175,14 +175,21 @@ def golden_model(params, mmap: MemoryMap, mem: bytearray | None = None) -> Accel
 # Backends
 
 
-@dataclass(frozen=True)
 class Timing:
-    """What :func:`golden.perf.batch_features` needs to know of an accelerator and its memory."""
-    rows: int
-    cols: int
-    latency: int
-    line_cycles: float
-    expert_lines: int
+    """What :func:`golden.perf.batch_features` needs to know of an accelerator and its memory,
+    and the background prefetch fills still running (a ``FENCE`` waits for them).
+
+    ``batch`` is called once per batch of commands, in order: prefetch fills add their bus
+    time (read latency plus the expert's lines) to the pending background work, every other
+    batch lets it run for the batch's physical cycles, and a batch with a ``FENCE`` waits for
+    what is left.
+    """
+
+    def __init__(self, rows: int, cols: int, latency: int, line_cycles: float,
+                 expert_lines: int):
+        self.rows, self.cols, self.latency = rows, cols, latency
+        self.line_cycles, self.expert_lines = line_cycles, expert_lines
+        self.pending = 0.0
 
     @classmethod
     def of(cls, params, latency: int, bandwidth: int | None) -> "Timing":
@@ -193,9 +200,17 @@ class Timing:
     def batch(self, commands, hits, prefetch_fills: int, csr_writes: int):
         from golden.perf import batch_features
 
-        return batch_features(commands, rows=self.rows, cols=self.cols, latency=self.latency,
-                              line_cycles=self.line_cycles, expert_lines=self.expert_lines,
-                              hits=hits, prefetch_fills=prefetch_fills, csr_writes=csr_writes)
+        base, feats = batch_features(commands, rows=self.rows, cols=self.cols,
+                                     latency=self.latency, line_cycles=self.line_cycles,
+                                     expert_lines=self.expert_lines, hits=hits,
+                                     prefetch_fills=prefetch_fills, csr_writes=csr_writes)
+        if any(isinstance(c, Fence) for c in commands):
+            base += self.pending
+            self.pending = 0.0
+        else:
+            self.pending = max(0.0, self.pending - base)
+        self.pending += prefetch_fills * (self.latency + self.expert_lines * self.line_cycles)
+        return base, feats
 
 
 class CommandWords:

@@ -125,10 +125,14 @@ def run_cosim(params: AccelParams, memory: MemoryParams, weights: Path, runs: li
 
     build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
-    text = harness_verilog(params, memory)
     path = build_dir / f"{HARNESS}.v"
-    if not path.exists() or path.read_text() != text:
-        path.write_text(text)
+    stamp = build_dir / f"{HARNESS}.stamp"
+    key = _design_key(params, memory)
+    if not path.exists() or not stamp.exists() or stamp.read_text() != key:
+        # converting the expert cache's slot memory takes a minute or two: only when the
+        # parameters or the hardware's sources changed
+        path.write_text(harness_verilog(params, memory))
+        stamp.write_text(key)
     results = build_dir / "results"
     results.mkdir(exist_ok=True)
     for f in list(results.glob("*.json")) + list(results.glob("*.progress")):
@@ -162,6 +166,20 @@ def run_cosim(params: AccelParams, memory: MemoryParams, weights: Path, runs: li
         f = results / f"run{i}.json"
         out.append(json.loads(f.read_text()) if f.exists() else None)
     return failed, out
+
+
+def _design_key(params: AccelParams, memory: MemoryParams) -> str:
+    """Parameters and a hash of every source the harness's Verilog depends on."""
+    import hashlib
+
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for f in sorted((root / "hw").glob("*.py")) + [root / "sim" / n for n in
+                                                   ("hostmem.py", "cosim_flow.py",
+                                                    "accel_flow.py")]:
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return json.dumps({"params": dataclasses.asdict(params),
+                       "memory": dataclasses.asdict(memory), "sources": h.hexdigest()})
 
 
 def _watch(folder: Path, n: int, progress, stop: threading.Event) -> None:
