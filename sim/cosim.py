@@ -177,7 +177,9 @@ def golden_model(params, mmap: MemoryMap, mem: bytearray | None = None) -> Accel
 
 class Timing:
     """What :func:`golden.perf.batch_features` needs to know of an accelerator and its memory,
-    and the background prefetch fills still running (a ``FENCE`` waits for them).
+    and the background prefetch fills still running (a ``FENCE`` waits for them; a fill takes
+    the read latency, the expert's lines and ``fill_overhead``, the measured extra cycles of a
+    demand miss).
 
     ``batch`` is called once per batch of commands, in order: prefetch fills add their bus
     time (read latency plus the expert's lines) to the pending background work, every other
@@ -190,6 +192,7 @@ class Timing:
         self.rows, self.cols, self.latency = rows, cols, latency
         self.line_cycles, self.expert_lines = line_cycles, expert_lines
         self.pending = 0.0
+        self.fill_overhead = 0.0      # cycles a fill takes beyond latency + lines (measured)
 
     @classmethod
     def of(cls, params, latency: int, bandwidth: int | None) -> "Timing":
@@ -209,7 +212,8 @@ class Timing:
             self.pending = 0.0
         else:
             self.pending = max(0.0, self.pending - base)
-        self.pending += prefetch_fills * (self.latency + self.expert_lines * self.line_cycles)
+        self.pending += prefetch_fills * (self.latency + self.expert_lines * self.line_cycles
+                                          + self.fill_overhead)
         return base, feats
 
 
@@ -238,6 +242,9 @@ class GoldenBackend:
         self.line = line
         self.timing = timing
         self.cycle_model = cycle_model
+        if timing is not None and cycle_model is not None:
+            # a prefetch fill is the same DMA transfer as a demand miss's fill
+            timing.fill_overhead = cycle_model.as_dict()["demand_misses"]
         self.words = CommandWords()
         self.batches: list[tuple[float, dict, float]] = []
         self._cycles = 0.0
