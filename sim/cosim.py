@@ -140,13 +140,6 @@ class MemoryMap:
         return cls(pes, line, dense, offsets, tables, expert_base, expert_bytes, acts_base,
                    acts_stride, out_base, out_stride, out_region, size, image)
 
-    @property
-    def k_max(self) -> int:
-        return self.acts_stride // 2
-
-    @property
-    def n_max(self) -> int:
-        return self.out_stride // 4
 
 
 def accel_params(model: MoeLM, mmap: MemoryMap, rows: int, cols: int, *, slots: int = 8,

@@ -134,3 +134,37 @@ def test_cosim_on_verilator_every_mode_and_both_memories(small, tmp_path, seed):
             {k: v for k, v in ram["counters"].items() if k not in skip}
     kinds = {r["mode"]: {p["kind"] for p in r["passes"]} for r in out}
     assert kinds["mobile"] == {"little", "big"} and kinds["speq"] == {"draft", "verify"}
+
+    # the command line on the same build: plain decoding, one JSON object
+    config = tmp_path / "cosim.toml"
+    config.write_text("[cosim]\nrows = 2\ncols = 2\nslots = 4\nlatency = 12\n")
+    import contextlib
+    import io
+    import json
+
+    from speqmoe.cli import main
+
+    buf, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(err):
+        status = main(["cosim", "--prompt", PROMPT.decode(), "--tokens", "5", "--mode", "plain",
+                       "--weights", str(weights), "--config", str(config), "--build",
+                       str(BUILD / "cosim_2x2"), "--json"])
+    assert status == 0, err.getvalue()
+    got = json.loads(buf.getvalue())
+    assert got["bytes_hex"] == out[0]["bytes_hex"] and got["identical_to_golden"]
+    assert got["cycles_per_token"] > 0 and got["cycles"] > 0
+    assert PROMPT.decode() in err.getvalue()          # progress went to stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--gamma", "4", "--mode", "speq"], "--gamma must be 1..3"),
+    (["--mode", "speq+mobile"], "SPEQ x MoBiLE"),
+    (["--pauses", "0.2"], "--pauses needs --memory axiram"),
+    (["--tokens", "0"], "--tokens must be positive"),
+])
+def test_cosim_command_refuses_bad_arguments_in_one_line(args, message, capsys):
+    from speqmoe.cli import main
+
+    assert main(["cosim", "--prompt", "Hi", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err

@@ -145,6 +145,6 @@ def run(ctx) -> dict:
     if reason:
         ctx.progress(f"verilator missing: {reason}; co-simulation figures omitted")
         return {}
-    res = measure(ctx.build_dir / "cosim" / "tiny_4x4", ctx.progress)
+    res = measure(ctx.build_dir / "cosim", ctx.progress)
     (ctx.out_dir / "cosim.json").write_text(json.dumps(res, indent=2) + "\n")
     return values(res)

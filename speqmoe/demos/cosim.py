@@ -68,7 +68,7 @@ def run(ctx):
                            {"skipped": reason}, ok=False)
     tokens = QUICK_TOKENS if ctx.quick else TOKENS
     try:
-        res = measure(ctx.build_dir / "cosim" / "tiny_4x4", ctx.progress, tokens=tokens)
+        res = measure(ctx.build_dir / "cosim", ctx.progress, tokens=tokens)
     except AssertionError as exc:
         msg = str(exc).splitlines()[0]
         return DemoSection(TITLE, f"**Co-simulation FAILED**: {msg}", [f"cosim: FAILED ({msg})"],
