@@ -28,6 +28,7 @@ from collections import deque
 import numpy as np
 
 __all__ = ["AxiReadSlave", "AxiWriteSlave", "AxiReadMasterDriver", "AxiLiteMasterDriver", "step",
+           "until",
            "OKAY", "SLVERR"]
 
 OKAY, SLVERR = 0, 2
@@ -41,6 +42,23 @@ async def step(ctx, *models):
     for x in models:
         x.sample(ctx)
     await ctx.tick()
+
+
+async def until(ctx, models, cond, *, max_cycles=20_000, each=None) -> int:
+    """:func:`step` on ``models`` until ``cond()``; ``each(ctx, cycle)`` observes the settled
+    signals after sampling (it must not set any). Returns the cycles run; ``AssertionError``
+    after ``max_cycles``."""
+    for cycle in range(max_cycles):
+        if cond():
+            return cycle
+        for x in models:
+            x.drive(ctx)
+        for x in models:
+            x.sample(ctx)
+        if each is not None:
+            each(ctx, cycle)
+        await ctx.tick()
+    raise AssertionError(f"timeout after {max_cycles} cycles")
 
 
 def _check_rate(name, value):

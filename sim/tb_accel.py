@@ -33,6 +33,7 @@ from golden.seed import base_seed, derived_seed
 from hw.accel import CACHE_COUNTERS, register_map
 from sim.accel_flow import params_from_env
 from sim.accel_program import EXPERT_BASE, MEM_BYTES, directed_program, random_program
+from sim.cosim import expected_counters
 
 REGS = {r.name: r.offset for r in register_map().registers}
 
@@ -120,17 +121,6 @@ class Host:
         for name in CACHE_COUNTERS:
             out[f"cache_{name}"] = await self.read(f"CACHE_{name.upper()}")
         return out
-
-
-def expected_counters(model: AccelModel) -> dict[str, int]:
-    """The counters the RTL must show exactly (cycle counters excluded)."""
-    out = dict(model.counters)
-    c = model.cache.counters.as_dict()
-    for name in CACHE_COUNTERS:
-        if name == "demand_stall_cycles":
-            continue
-        out[f"cache_{name}"] = c[name] - (c["demand_waits"] if name == "demands" else 0)
-    return out
 
 
 UNSETTLED = ("bytes_fill", "cache_errors")      # still growing while a prefetch fill runs

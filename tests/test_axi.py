@@ -11,7 +11,8 @@ from amaranth.lib.wiring import Out
 from amaranth.sim import Simulator
 
 from hw.axi import AxiReadArbiter, AxiReadLatency, AxiReadSignature, AxiSignature
-from sim.amaranth_axi import SLVERR, AxiReadMasterDriver, AxiReadSlave, AxiWriteSlave, step
+from sim.amaranth_axi import (SLVERR, AxiReadMasterDriver, AxiReadSlave, AxiWriteSlave, step,
+                              until)
 
 # Constructors that reject their parameters leave Elaboratables behind.
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
@@ -24,22 +25,6 @@ def _run(dut, bench):
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-
-
-async def _until(ctx, models, cond, *, max_cycles=20_000, each=None):
-    """Cycles of drive/sample on ``models`` until ``cond()``; ``each(ctx, cycle)`` observes
-    the settled signals after sampling (it must not set any)."""
-    for cycle in range(max_cycles):
-        if cond():
-            return cycle
-        for x in models:
-            x.drive(ctx)
-        for x in models:
-            x.sample(ctx)
-        if each is not None:
-            each(ctx, cycle)
-        await ctx.tick()
-    raise AssertionError(f"timeout after {max_cycles} cycles")
 
 
 def _word(mem, addr):
@@ -91,7 +76,7 @@ def test_read_slave_returns_first_beat_exactly_latency_after_ar_and_pipelines_bu
             first_beat.append(cycle)
 
     async def bench(ctx):
-        await _until(ctx, [slave, master], lambda: master.done, each=each)
+        await until(ctx, [slave, master], lambda: master.done, each=each)
 
     _run(dut, bench)
     # ARs at cycles 0, 1, 2; beats from cycle 10 on, back to back.
@@ -111,7 +96,7 @@ def test_read_slave_rejects_a_burst_crossing_4k():
 
     async def bench(ctx):
         with pytest.raises(AssertionError, match="crosses a 4 KiB boundary"):
-            await _until(ctx, [slave, master], lambda: master.done)
+            await until(ctx, [slave, master], lambda: master.done)
 
     _run(dut, bench)
 
@@ -202,7 +187,7 @@ def test_arbiter_grants_lowest_index_first_with_low_sources_last(rng, low, order
 
     async def bench(ctx):
         ctx.set(arb.low, low)
-        await _until(ctx, masters + [slave], lambda: all(x.done for x in masters), each=each)
+        await until(ctx, masters + [slave], lambda: all(x.done for x in masters), each=each)
 
     _run(arb, bench)
     assert slave.bursts == [((i << 2) | (3 - i), 0x1000 * i, 1) for i in order]
@@ -308,7 +293,7 @@ def test_arbiter_delivers_each_source_exactly_its_own_bytes_under_random_traffic
             self.cycle += 1
 
     async def bench(ctx):
-        await _until(ctx, masters + [slave, LowBits()], lambda: all(x.done for x in masters))
+        await until(ctx, masters + [slave, LowBits()], lambda: all(x.done for x in masters))
 
     _run(arb, bench)
     for i, mst in enumerate(masters):
@@ -346,7 +331,7 @@ def test_read_latency_delays_each_ar_by_latency_cycles(rng, latency):
                 events.setdefault(name, cycle)
 
     async def bench(ctx):
-        await _until(ctx, [slave, master], lambda: master.done, each=each)
+        await until(ctx, [slave, master], lambda: master.done, each=each)
 
     _run(dut, bench)
     delay = max(latency, 1)
@@ -363,7 +348,7 @@ def test_read_latency_keeps_the_r_channel_busy_with_pipelined_bursts(rng):
     slave = AxiReadSlave(dut.m, mem, rng=rng, max_outstanding=2)
 
     async def bench(ctx):
-        cycles = await _until(ctx, [slave, master], lambda: master.done)
+        cycles = await until(ctx, [slave, master], lambda: master.done)
         assert cycles <= 32 * 16 + 30 + 4, cycles
 
     _run(dut, bench)

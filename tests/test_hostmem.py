@@ -17,7 +17,7 @@ from amaranth.sim import Simulator
 
 from golden.seed import base_seed
 from hw.axi import AxiSignature
-from sim.amaranth_axi import AxiReadMasterDriver
+from sim.amaranth_axi import AxiReadMasterDriver, until
 from sim.hostmem import DECERR, OKAY, SLVERR, AxiMemory, Backdoor
 from sim.runner import lint_verilog, run_cocotb, simulator_missing, write_verilog
 
@@ -38,22 +38,6 @@ def _run(dut, bench):
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-
-
-async def _until(ctx, models, cond, *, each=None, max_cycles=20_000):
-    """Cycles of drive/sample on ``models`` until ``cond()``; ``each(ctx, cycle)`` observes
-    the settled signals after sampling. Returns the cycles run."""
-    for cycle in range(max_cycles):
-        if cond():
-            return cycle
-        for x in models:
-            x.drive(ctx)
-        for x in models:
-            x.sample(ctx)
-        if each is not None:
-            each(ctx, cycle)
-        await ctx.tick()
-    raise AssertionError(f"timeout after {max_cycles} cycles")
 
 
 class _WriteMaster:
@@ -218,20 +202,20 @@ def test_random_strobed_writes_and_reads_match_a_byte_mirror(rng, data_width, la
     async def bench(ctx):
         for _ in range(2):
             write_some(12, 0, size)
-            await _until(ctx, models, lambda: wm.done)
+            await until(ctx, models, lambda: wm.done)
             first = len(rm.bursts)
             read_some(12, 0, size)
-            await _until(ctx, models, lambda: rm.done)
+            await until(ctx, models, lambda: rm.done)
             check_reads(first, mirror)
         # Reads of one half while the other half is written.
         first = len(rm.bursts)
         read_some(12, 0, size // 2)
         write_some(12, size // 2, size)
-        await _until(ctx, models, lambda: rm.done and wm.done)
+        await until(ctx, models, lambda: rm.done and wm.done)
         check_reads(first, mirror)
         first = len(rm.bursts)
         read_some(12, size // 2, size)
-        await _until(ctx, models, lambda: rm.done)
+        await until(ctx, models, lambda: rm.done)
         check_reads(first, mirror)
 
     _run(dut, bench)
@@ -247,9 +231,9 @@ def test_write_response_echoes_awid_and_a_burst_takes_beats_plus_two_cycles(rng)
     wm.write(0x800, data[:1], awid=2)
 
     async def bench(ctx):
-        await _until(ctx, [wm], lambda: wm.done)
+        await until(ctx, [wm], lambda: wm.done)
         rm.read(0x100, 16, arid=6)
-        await _until(ctx, [rm], lambda: rm.done)
+        await until(ctx, [rm], lambda: rm.done)
 
     _run(dut, bench)
     assert wm.responses == [(5, OKAY), (2, OKAY)]
@@ -279,7 +263,7 @@ def _beat_cycles(dut, bursts, *, r_pattern=None):
             beats.append(cycle)
 
     async def bench(ctx):
-        await _until(ctx, [rm], lambda: rm.done, each=each)
+        await until(ctx, [rm], lambda: rm.done, each=each)
 
     _run(dut, bench)
     return ar, beats
@@ -328,7 +312,7 @@ def test_rready_low_holds_the_beat(rng):
     seen = []
 
     async def bench(ctx):
-        await _until(ctx, [wm], lambda: wm.done)
+        await until(ctx, [wm], lambda: wm.done)
         ctx.set(p.rready, 0)
         ctx.set(p.arvalid, 1)
         ctx.set(p.araddr, 0x300)
@@ -368,15 +352,15 @@ def test_bursts_outside_the_memory_answer_decerr_and_write_nothing(rng):
     wm.write(size, ones[:1], awid=2)            # wholly past the end
 
     async def bench(ctx):
-        await _until(ctx, [wm], lambda: wm.done)
+        await until(ctx, [wm], lambda: wm.done)
         rm.read(size - 24, 4, arid=1)           # one line past the end
         rm.read(size + 0x1000, 2, arid=2)
         rm.read(size - 16, 2, arid=3)           # untouched by the DECERR write
-        await _until(ctx, [rm], lambda: rm.done)
+        await until(ctx, [rm], lambda: rm.done)
         wm.write(size - 32, ones, awid=3)       # the last four lines: fine
-        await _until(ctx, [wm], lambda: wm.done)
+        await until(ctx, [wm], lambda: wm.done)
         rm.read(size - 32, 4, arid=4)
-        await _until(ctx, [rm], lambda: rm.done)
+        await until(ctx, [rm], lambda: rm.done)
 
     _run(dut, bench)
     assert wm.responses == [(1, DECERR), (2, DECERR), (3, OKAY)]
@@ -399,11 +383,11 @@ def test_non_incr_or_narrow_bursts_answer_slverr_and_the_memory_keeps_serving(rn
     wm.write(0x80, data, awid=4, size=2)
 
     async def bench(ctx):
-        await _until(ctx, [wm], lambda: wm.done)
+        await until(ctx, [wm], lambda: wm.done)
         for k in range(4):
             rm.read(0x40, 2, arid=k)
         rm.read(0x80, 2, arid=7)
-        await _until(ctx, [rm, ov], lambda: rm.done)
+        await until(ctx, [rm, ov], lambda: rm.done)
 
     _run(dut, bench)
     assert wm.responses == [(1, OKAY), (2, SLVERR), (3, SLVERR), (4, SLVERR)]
