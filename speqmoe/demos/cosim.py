@@ -32,6 +32,8 @@ def _plot(res: dict, path) -> None:
     ax_c.bar(x + 0.2, [m[k]["model_cycles_per_token"] for k in MODES], 0.4, color="#888888",
              label="cycle model (calibrated on plain)")
     ax_c.set_xticks(x, MODES)
+    ax_c.set_ylim(0, 1.35 * max(max(m[k]["cycles_per_token"], m[k]["model_cycles_per_token"])
+                                for k in MODES))
     ax_c.set_ylabel("clock cycles per decoded byte")
     ax_c.legend(fontsize=7)
     ax_c.set_title("cycles per token", fontsize=9)
@@ -43,6 +45,7 @@ def _plot(res: dict, path) -> None:
         ax_b.bar(x, v, 0.5, bottom=bottom, label=label)
         bottom += v
     ax_b.set_xticks(x, MODES)
+    ax_b.set_ylim(0, 1.35 * max(bottom))
     ax_b.set_ylabel("KiB per decoded byte")
     ax_b.legend(fontsize=7)
     ax_b.set_title("weight bytes per token (RTL counters)", fontsize=9)
@@ -113,8 +116,9 @@ def run(ctx):
         f"{perf_speedup:.2f}x; the SPEQ paper reports 2.07x on dense models. On this MoE the "
         "verify pass of 4 tokens needs the union of their experts (up to 4x the expert work and "
         "fills of one token) and a draft pass still fills whole experts into the cache, so the "
-        "speedup of the dense layers is spent on expert traffic; lossless decoding of offloaded "
-        "MoEs with a cheaper draft is the SPEQ x MoBiLE work (docs/cosim.md).",
+        "speedup of the dense layers is spent on expert traffic. Caching the draft planes of "
+        "experts apart from their residual planes, and drafting with the little experts, is "
+        "the SPEQ x MoBiLE work still to come.",
         "",
         f"**Cycle model:** `golden.perf.CommandCycleModel` calibrated on the plain run's batches; "
         f"its largest error over the modes is {v['cosim_model_error']:.3f} (goal <= 0.02; SPEQ "
