@@ -230,13 +230,26 @@ class RtlBackend:
         return out
 
 
-def _config():
-    params = AccelParams(**json.loads(os.environ["COSIM_PARAMS"]))
-    memory = MemoryParams(**json.loads(os.environ["COSIM_MEMORY"]))
-    runs = [RunSpec(**r) for r in json.loads(os.environ["COSIM_RUNS"])]
-    model = MoeLM.load(os.environ["COSIM_WEIGHTS"])
-    return params, memory, runs, model, Path(os.environ["COSIM_RESULTS"]), \
-        float(os.environ.get("COSIM_CLOCK_NS", "10"))
+@dataclasses.dataclass
+class Setup:
+    """The co-simulation's configuration (from the environment) and its host memory map."""
+    params: AccelParams
+    memory: MemoryParams
+    runs: list[RunSpec]
+    model: MoeLM
+    folder: Path
+    clock_ns: float
+    mmap: MemoryMap
+
+    @classmethod
+    def from_env(cls) -> "Setup":
+        params = AccelParams(**json.loads(os.environ["COSIM_PARAMS"]))
+        model = MoeLM.load(os.environ["COSIM_WEIGHTS"])
+        return cls(params, MemoryParams(**json.loads(os.environ["COSIM_MEMORY"])),
+                   [RunSpec(**r) for r in json.loads(os.environ["COSIM_RUNS"])], model,
+                   Path(os.environ["COSIM_RESULTS"]),
+                   float(os.environ.get("COSIM_CLOCK_NS", "10")),
+                   MemoryMap.build(model, params.pes))
 
 
 async def _reset(dut, ext: int) -> None:
@@ -247,18 +260,16 @@ async def _reset(dut, ext: int) -> None:
     await ClockCycles(dut.clk, 2)
 
 
-async def _decode(dut, index: int, run: RunSpec, params, model, mmap, mem, folder: Path,
-                  clock_ns: float) -> None:
+async def _decode(dut, index: int, run: RunSpec, setup: Setup, mem) -> None:
     with blas_threads(1):          # small matmuls; the simulator needs the other core
-        await _decode_run(dut, index, run, params, model, mmap, mem, folder, clock_ns)
+        await _decode_run(dut, index, run, setup, mem)
 
 
-async def _decode_run(dut, index: int, run: RunSpec, params, model, mmap, mem, folder: Path,
-                      clock_ns: float) -> None:
+async def _decode_run(dut, index: int, run: RunSpec, setup: Setup, mem) -> None:
+    params, model, mmap, folder = setup.params, setup.model, setup.mmap, setup.folder
     golden = golden_model(params, mmap) if run.lockstep else None
-    memory = MemoryParams(**json.loads(os.environ["COSIM_MEMORY"]))
-    backend = RtlBackend(dut, mem, mmap.line, params.cmd_depth, clock_ns, golden,
-                         Timing.of(params, memory.latency, memory.bandwidth))
+    backend = RtlBackend(dut, mem, mmap.line, params.cmd_depth, setup.clock_ns, golden,
+                         Timing.of(params, setup.memory.latency, setup.memory.bandwidth))
     await backend.csr.write(REGS["EXPERT_BASE"], mmap.expert_base)
     progress = open(folder / f"run{index}.progress", "wb", buffering=0)
 
@@ -303,20 +314,20 @@ async def decode_on_rtl_memory(dut):
     """Decode the ``rtl`` runs with the host memory inside the simulated Verilog."""
     from sim.hostmem import Backdoor
 
-    params, memory, runs, model, folder, clock_ns = _config()
-    cocotb.start_soon(Clock(dut.clk, clock_ns, unit="ns").start())
-    mmap = MemoryMap.build(model, params.pes)
+    setup = Setup.from_env()
+    mmap = setup.mmap
+    cocotb.start_soon(Clock(dut.clk, setup.clock_ns, unit="ns").start())
     mem = Backdoor(dut.hostmem.array.ram.storage, mmap.line)
     await _reset(dut, 0)             # after the simulator's initial blocks (they zero the array)
     t0 = time.perf_counter()
     mem.load(bytes(mmap.image))
     cocotb.log.info("host memory: %d bytes loaded in %.1f s", mmap.size, time.perf_counter() - t0)
-    for i, run in enumerate(runs):
+    for i, run in enumerate(setup.runs):
         if run.memory != "rtl":
             continue
         await _reset(dut, 0)
         await ClockCycles(dut.clk, 1)
-        await _decode(dut, i, run, params, model, mmap, mem, folder, clock_ns)
+        await _decode(dut, i, run, setup, mem)
 
 
 @cocotb.test()
@@ -324,16 +335,16 @@ async def decode_on_axiram(dut):
     """Decode the ``axiram`` runs on cocotbext-axi's AXI RAM, with random AXI pauses."""
     from cocotbext.axi import AxiBus, AxiRam
 
-    params, memory, runs, model, folder, clock_ns = _config()
-    cocotb.start_soon(Clock(dut.clk, clock_ns, unit="ns").start())
-    mmap = MemoryMap.build(model, params.pes)
+    setup = Setup.from_env()
+    mmap = setup.mmap
+    cocotb.start_soon(Clock(dut.clk, setup.clock_ns, unit="ns").start())
     ram = AxiRam(AxiBus.from_prefix(dut, "m_axi", bus_separator="__"), dut.clk, dut.rst,
                  size=mmap.size)              # one model per bus: its coroutines never stop
     ram.read_if.log.setLevel(logging.WARNING)
     ram.write_if.log.setLevel(logging.WARNING)
     channels = (ram.read_if.ar_channel, ram.read_if.r_channel, ram.write_if.aw_channel,
                 ram.write_if.w_channel, ram.write_if.b_channel)
-    for i, run in enumerate(runs):
+    for i, run in enumerate(setup.runs):
         if run.memory != "axiram":
             continue
         ram.write(0, bytes(mmap.image))
@@ -342,7 +353,7 @@ async def decode_on_axiram(dut):
             ch.set_pause_generator(_pauses(np.random.default_rng(rng.integers(1 << 30)),
                                            run.pauses) if run.pauses else None)
         await _reset(dut, 1)
-        await _decode(dut, i, run, params, model, mmap, _RamMemory(ram), folder, clock_ns)
+        await _decode(dut, i, run, setup, _RamMemory(ram))
 
 
 def _pauses(rng, p: float):

@@ -47,7 +47,7 @@ def _golden(model, mmap, params, mode, timing, tokens, cycle_model=None):
                             cycle_model=cycle_model)
     dec = Decoder(model, mmap, backend, mode, gamma=GAMMA, mobile=MobileConfig(tau=TAU))
     with blas_threads(1):
-        return asyncio.run(dec.generate(PROMPT, tokens)), backend
+        return asyncio.run(dec.generate(PROMPT, tokens))
 
 
 def measure(build_dir, progress, *, tokens: int = TOKENS) -> dict:
@@ -78,7 +78,7 @@ def measure(build_dir, progress, *, tokens: int = TOKENS) -> dict:
     out["cycle_model"] = fitted.as_dict()
     for mode, rec in zip(MODES, recs):
         progress(f"golden model of {mode} ...")
-        gold, _ = _golden(model, mmap, params, mode, timing, tokens, fitted)
+        gold = _golden(model, mmap, params, mode, timing, tokens, fitted)
         rtl_counters = {k: v for k, v in rec["decode_counters"].items()
                         if not k.endswith("cycles")}
         gold_counters = {k: v for k, v in gold.decode_counters().items()
