@@ -19,7 +19,7 @@ from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.pe import LANES, PeMode, ReconfigurablePE
+from hw.pe import BASE_LATENCY, LANES, RECONFIGURABLE_PE_MEMBERS, PeMode, ReconfigurablePE
 
 __all__ = ["ConfigBeat", "ResultBeat", "PEArray", "hierarchical_verilog"]
 
@@ -122,7 +122,7 @@ class PEArray(wiring.Component):
     def pes(self) -> int:
         return self._rows * self._cols
 
-    latency = ReconfigurablePE.latency
+    latency = BASE_LATENCY
 
     def elaborate(self, platform):
         m = Module()
@@ -139,7 +139,7 @@ class PEArray(wiring.Component):
             for p, pe in enumerate(pes):
                 m.submodules[f"pe{p}"] = pe
         else:
-            sig = wiring.Signature(dict(ReconfigurablePE.__annotations__))
+            sig = wiring.Signature(RECONFIGURABLE_PE_MEMBERS)
             pes = [sig.create(path=(f"pe{p}",)) for p in range(n)]
             for p, pe in enumerate(pes):
                 m.submodules[f"pe{p}"] = Instance(

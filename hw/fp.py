@@ -1,8 +1,11 @@
 """Floating-point arithmetic of a PE lane (docs/architecture.md, Numbers): FP16 multiplier, binary32 adder, FP16 rounding.
 
-All three components are purely combinational (latency 0 cycles, throughput one
-operation per cycle); the PE places pipeline registers around them. NaN outputs are the
-canonical quiet NaNs ``0x7FC00000`` (binary32) and ``0x7E00`` (binary16).
+By default all three components are combinational (latency 0 cycles, throughput one
+operation per cycle) and the PE places pipeline registers around them. The multiplier and
+the adder take a ``stages`` parameter that puts that many register stages inside them, at
+fixed cut points chosen to split their longest paths; the registers load when ``en`` is
+high, so the PE can stall them with the rest of its pipeline. NaN outputs are the canonical
+quiet NaNs ``0x7FC00000`` (binary32) and ``0x7E00`` (binary16).
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
@@ -11,7 +14,11 @@ from amaranth.lib.wiring import In, Out
 
 __all__ = [
     "Fp16Multiplier", "Fp32Adder", "Fp32ToFp16", "NAN32", "NAN16", "leading_zeros", "shift_right_sticky",
+    "MUL_MAX_STAGES", "ADD_MAX_STAGES",
 ]
+
+MUL_MAX_STAGES = 2
+ADD_MAX_STAGES = 3
 
 NAN32 = 0x7FC00000
 NAN16 = 0x7E00
@@ -23,6 +30,35 @@ def _wire(m: Module, name: str, value) -> Signal:
     sig = Signal(value.shape(), name=name)
     m.d.comb += sig.eq(value)
     return sig
+
+
+def _check_stages(stages, most: int) -> int:
+    if isinstance(stages, bool) or not isinstance(stages, int) or not 0 <= stages <= most:
+        raise ValueError(f"stages must be an integer in 0..{most}, not {stages!r}")
+    return stages
+
+
+class _Cuts:
+    """Pipeline registers at some of a datapath's numbered cut points.
+
+    ``cut(i, name=value, ...)`` returns the values unchanged when cut ``i`` is not chosen,
+    else registered copies that load when *en* is high.
+    """
+
+    def __init__(self, m: Module, en, chosen):
+        self._m, self._en, self._chosen = m, en, frozenset(chosen)
+
+    def cut(self, index: int, **values) -> dict:
+        if index not in self._chosen:
+            return values
+        out = {}
+        for name, value in values.items():
+            value = Value.cast(value)
+            reg = Signal(value.shape(), name=f"c{index}_{name}")
+            with self._m.If(self._en):
+                self._m.d.sync += reg.eq(value)
+            out[name] = reg
+        return out
 
 
 def _add(a, b, carry_in) -> Value:
@@ -77,11 +113,18 @@ def shift_right_sticky(m: Module, value: Value, amount: Value, name: str = "srs"
 class Fp16Multiplier(wiring.Component):
     """Exact binary16 x binary16 -> binary32 product.
 
-    Combinational: latency 0 cycles, throughput 1 product per cycle.
+    Latency ``stages`` cycles (0: combinational), throughput 1 product per cycle.
 
     The 11x11-bit significand product always fits binary32 exactly (no rounding).
     Subnormal inputs are supported; inf x 0 and NaN inputs give ``NAN32``; the sign of
     a zero or infinite product is the xor of the input signs.
+
+    Parameters
+    ----------
+    stages : int
+        Register stages inside, 0..2: the first after the significand product (the
+        multiplier block's output register on an FPGA), the second after the
+        normalisation shift amount.
 
     Attributes
     ----------
@@ -89,14 +132,28 @@ class Fp16Multiplier(wiring.Component):
         binary16 operands.
     p : Out(32)
         binary32 product.
+    en : In(1)
+        Only with ``stages > 0``: the inner registers load when high.
     """
 
-    a: In(16)
-    b: In(16)
-    p: Out(32)
+    def __init__(self, *, stages: int = 0):
+        self._stages = _check_stages(stages, MUL_MAX_STAGES)
+        members = {"a": In(16), "b": In(16), "p": Out(32)}
+        if stages:
+            members["en"] = In(1)
+        super().__init__(members)
+
+    @property
+    def stages(self) -> int:
+        return self._stages
+
+    @property
+    def latency(self) -> int:
+        return self._stages
 
     def elaborate(self, platform):
         m = Module()
+        cuts = _Cuts(m, self.en if self._stages else None, {1: [1], 2: [1, 2]}.get(self._stages, []))
 
         # With significands m_a, m_b (hidden bit explicit, exponent 0 read as 1) the
         # product is m_a*m_b * 2^(e_a+e_b-50). Normalising the 22-bit integer product by
@@ -108,17 +165,22 @@ class Fp16Multiplier(wiring.Component):
 
         sig_a, exp_a, inf_a, nan_a, zero_a = unpack(self.a)
         sig_b, exp_b, inf_b, nan_b, zero_b = unpack(self.b)
-        sign = self.a[15] ^ self.b[15]
-        prod = _wire(m, "prod", (sig_a * sig_b)[0:22])
-        shift = leading_zeros(m, prod)
-        norm = (prod << shift)[0:21]
-        exp = (exp_a + exp_b + 98 - shift)[0:8]
+        v = cuts.cut(
+            1, prod=(sig_a * sig_b)[0:22], exp=(exp_a + exp_b + 98)[0:8],
+            sign=self.a[15] ^ self.b[15],
+            nan=nan_a | nan_b | (inf_a & zero_b) | (inf_b & zero_a),
+            inf=inf_a | inf_b, zero=zero_a | zero_b)
+        prod = _wire(m, "prod", v["prod"])
+        v = cuts.cut(2, **v, shift=leading_zeros(m, prod))
+        norm = (v["prod"] << v["shift"])[0:21]
+        exp = (v["exp"] - v["shift"])[0:8]
+        sign = v["sign"]
 
-        with m.If(nan_a | nan_b | (inf_a & zero_b) | (inf_b & zero_a)):
+        with m.If(v["nan"]):
             m.d.comb += self.p.eq(NAN32)
-        with m.Elif(inf_a | inf_b):
+        with m.Elif(v["inf"]):
             m.d.comb += self.p.eq(Cat(Const(0, 23), Const(0xFF, 8), sign))
-        with m.Elif(zero_a | zero_b):
+        with m.Elif(v["zero"]):
             m.d.comb += self.p.eq(Cat(Const(0, 31), sign))
         with m.Else():
             m.d.comb += self.p.eq(Cat(Const(0, 2), norm, exp, sign))
@@ -128,11 +190,16 @@ class Fp16Multiplier(wiring.Component):
 class Fp32Adder(wiring.Component):
     """IEEE binary32 adder, round to nearest even.
 
-    Combinational: latency 0 cycles, throughput 1 sum per cycle. It closes the PE's
-    single-cycle accumulation loop, so it is structured for low logic depth (see below).
+    Latency ``stages`` cycles (0: combinational), throughput 1 sum per cycle. It closes
+    the PE's accumulation loop, so it is structured for low logic depth (see below).
 
     Subnormal inputs and outputs are supported, overflow rounds to infinity,
     ``x + (-x) = +0``, ``-0 + -0 = -0``, ``inf + -inf`` and NaN inputs give ``NAN32``.
+
+    Parameters
+    ----------
+    stages : int
+        Register stages inside, 0..3, at the cut points listed in :attr:`CUTS`.
 
     Attributes
     ----------
@@ -140,15 +207,34 @@ class Fp32Adder(wiring.Component):
         binary32 operands.
     s : Out(32)
         binary32 sum.
+    en : In(1)
+        Only with ``stages > 0``: the inner registers load when high.
     """
 
-    a: In(32)
-    b: In(32)
-    s: Out(32)
+    def __init__(self, *, stages: int = 0):
+        self._stages = _check_stages(stages, ADD_MAX_STAGES)
+        members = {"a": In(32), "b": In(32), "s": Out(32)}
+        if stages:
+            members["en"] = In(1)
+        super().__init__(members)
+
+    @property
+    def stages(self) -> int:
+        return self._stages
+
+    @property
+    def latency(self) -> int:
+        return self._stages
+
+    # Cut points used for each number of stages: 1 after the operand order and exponent
+    # difference, 2 after the near difference and the far alignment shift, 3 before the
+    # rounding adder.
+    CUTS = {0: (), 1: (2,), 2: (1, 3), 3: (1, 2, 3)}
 
     def elaborate(self, platform):
         m = Module()
         a, b = self.a, self.b
+        cuts = _Cuts(m, self.en if self._stages else None, self.CUTS[self._stages])
 
         # Two paths run side by side:
         #
@@ -178,25 +264,34 @@ class Fp32Adder(wiring.Component):
         sub = _wire(m, "sub", a[31] ^ b[31])
         exp_swap = _wire(m, "exp_swap", b[23:31] > a[23:31])
         d = _wire(m, "d", Mux(exp_swap, exp_b - exp_a, exp_a - exp_b)[0:8])
-        exp_l = _wire(m, "exp_l", Mux(exp_swap, exp_b, exp_a))
-        near = _wire(m, "near", sub & ~d[1:].any())
-
         swap = _wire(m, "swap", b[0:31] > a[0:31])
-        near_l = Mux(swap, sig_b, sig_a)
-        near_s = Mux(swap, sig_a, sig_b)
+        v = cuts.cut(
+            1, sig_a=sig_a, sig_b=sig_b, sub=sub, exp_swap=exp_swap, d=d, swap=swap,
+            exp_l=Mux(exp_swap, exp_b, exp_a), near=sub & ~d[1:].any(),
+            sign_near=Mux(swap, b[31], a[31]), sign_far=Mux(exp_swap, b[31], a[31]),
+            nan=nan_a | nan_b | (inf_a & inf_b & sub), inf=inf_a | inf_b)
+        sig_a, sig_b, sub, exp_swap, d = v["sig_a"], v["sig_b"], v["sub"], v["exp_swap"], v["d"]
+        exp_l = _wire(m, "exp_l", v["exp_l"])
+
+        near_l = Mux(v["swap"], sig_b, sig_a)
+        near_s = Mux(v["swap"], sig_a, sig_b)
         near_l2 = Cat(Const(0, 1), near_l)
         diff = _wire(m, "diff", (near_l2 - Mux(d[0], near_s, Cat(Const(0, 1), near_s)))[0:25])
-        limit = _wire(m, "limit", Cat(*(exp_l == 25 - i for i in range(25))))
-        near_shift = leading_zeros(m, diff | limit, "near_lz")
-        near_norm = _wire(m, "near_norm", (diff << near_shift)[0:25])
-        near_exact = Cat(near_norm[1:24], Mux(near_norm[24], exp_l - near_shift, 0)[0:8])
-        use_exact = _wire(m, "use_exact", near & ~diff[24])
-
         far_l = _wire(m, "far_l", Mux(exp_swap, sig_b, sig_a))
         far_s = _wire(m, "far_s", Mux(exp_swap, sig_a, sig_b))
         aligned, sticky = shift_right_sticky(m, Cat(Const(0, 3), far_s), d, "align")
-        addend = _wire(m, "addend", Cat(aligned[0] | sticky, aligned[1:]))
-        total = _wire(m, "total", _add(Cat(Const(0, 3), far_l), addend ^ sub.replicate(27), sub)[0:28])
+        v = cuts.cut(
+            2, **{k: v[k] for k in ("sub", "near", "sign_near", "sign_far", "nan", "inf")},
+            exp_l=exp_l, diff=diff, far_l=far_l,
+            addend=Cat(aligned[0] | sticky, aligned[1:]),
+            limit=Cat(*(exp_l == 25 - i for i in range(25))))
+        sub, near, exp_l, diff = v["sub"], v["near"], v["exp_l"], v["diff"]
+
+        near_shift = leading_zeros(m, diff | v["limit"], "near_lz")
+        near_norm = _wire(m, "near_norm", (diff << near_shift)[0:25])
+        near_exact = Cat(near_norm[1:24], Mux(near_norm[24], exp_l - near_shift, 0)[0:8])
+        total = _wire(m, "total", _add(Cat(Const(0, 3), v["far_l"]), v["addend"] ^ sub.replicate(27),
+                                       sub)[0:28])
 
         # The rounding adder's inputs for each case, as (rest, guard, significand, exponent-1,
         # top, below_top), where top means exponent-1 = 254 (overflow) and below_top means
@@ -212,20 +307,25 @@ class Fp32Adder(wiring.Component):
         add_case = Mux(total[27], carry, plain)
         sub_case = Mux(total[26], Mux(near, near_case, plain),
                        Mux(near, near_case, case(exp_l - 2, total[2:26], total[1], total[0])))
-        chosen = _wire(m, "chosen", Mux(sub, sub_case, add_case))
+        v = cuts.cut(
+            3, chosen=Mux(sub, sub_case, add_case), near_exact=near_exact,
+            use_exact=near & ~diff[24],
+            sign=Mux(near, v["sign_near"] & diff.any(), v["sign_far"]),
+            nan=v["nan"], inf=v["inf"])
+        chosen = _wire(m, "chosen", v["chosen"])
         rest, guard, sig, exp_m1 = chosen[0], chosen[1], chosen[2:26], chosen[26:34]
         top, below_top = chosen[34], chosen[35]
         round_up = guard & (rest | sig[0])
         rounded = _wire(m, "rounded", (Cat(sig[0:23], exp_m1) + Cat(round_up, Const(0, 22), sig[23]))[0:31])
+        use_exact = v["use_exact"]
         overflow = ~use_exact & (top | (below_top & sig.all() & round_up))
-        sign = Mux(near, Mux(swap, b[31], a[31]) & diff.any(), Mux(exp_swap, b[31], a[31]))
-        nan = nan_a | nan_b | (inf_a & inf_b & sub)
-        special = Mux(nan, NAN32, Cat(Const(0, 23), Const(0xFF, 8), sign))
+        sign = v["sign"]
+        special = Mux(v["nan"], NAN32, Cat(Const(0, 23), Const(0xFF, 8), sign))
 
-        with m.If(nan | inf_a | inf_b | overflow):
+        with m.If(v["nan"] | v["inf"] | overflow):
             m.d.comb += self.s.eq(special)
         with m.Else():
-            m.d.comb += self.s.eq(Cat(Mux(use_exact, near_exact, rounded), sign))
+            m.d.comb += self.s.eq(Cat(Mux(use_exact, v["near_exact"], rounded), sign))
         return m
 
 

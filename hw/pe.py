@@ -22,11 +22,12 @@ from amaranth import *
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.fp import Fp16Multiplier, Fp32Adder
+from hw.fp import ADD_MAX_STAGES, MUL_MAX_STAGES, Fp16Multiplier, Fp32Adder
 
-__all__ = ["LANES", "PeMode", "WeightBeat", "ReconfigurablePE", "Fp16PE"]
+__all__ = ["LANES", "BASE_LATENCY", "RECONFIGURABLE_PE_MEMBERS", "PeMode", "WeightBeat", "ReconfigurablePE", "Fp16PE"]
 
 LANES = 4
+BASE_LATENCY = 3          # operand, product and result registers
 
 
 class PeMode(enum.Enum, shape=1):
@@ -42,46 +43,82 @@ class WeightBeat(data.Struct):
 
 ActsBeat = data.ArrayLayout(16, LANES)
 ResultBeat = data.ArrayLayout(32, LANES)
+PE_MEMBERS = {
+    "weights": In(stream.Signature(WeightBeat)),
+    "acts": In(stream.Signature(ActsBeat)),
+    "results": Out(stream.Signature(ResultBeat)),
+}
+RECONFIGURABLE_PE_MEMBERS = dict(PE_MEMBERS, mode=In(PeMode), base=In(data.ArrayLayout(5, 8)),
+                                 lut=In(data.ArrayLayout(15, 8)))
 
 
-def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts):
+def _check_depths(mul_stages, add_stages):
+    for name, value, most in (("mul_stages", mul_stages, MUL_MAX_STAGES),
+                              ("add_stages", add_stages, ADD_MAX_STAGES)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
+            raise ValueError(f"{name} must be an integer in 0..{most}, not {value!r}")
+
+
+def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages, add_stages):
     """Build the lanes' shared datapath behind the operand decode.
 
-    Stage 1 registers the decoded operands, stage 2 the exact products, and the
-    accumulators add each product in the cycle after. The whole pipeline advances
-    together; it holds only when a finished dot product meets a result that has not
-    been taken yet, so results drain while the next dot product accumulates.
+    Stage 1 registers the decoded operands, ``mul_stages`` more the multiplier's inside,
+    the next the exact products; the adder (``add_stages`` registers inside) then adds
+    each product to its dot product's partial sum. With ``add_stages = A`` the
+    accumulation loop is ``A + 1`` cycles long, so the beats interleave ``A + 1``
+    independent dot products: accepted beat ``n`` belongs to slot ``n mod (A + 1)``, each
+    slot has its own partial-sum register per lane, read when its product enters the
+    adder and written when the sum leaves it. The next beat of a slot enters at least
+    ``A + 1`` cycles later, after the write, so every slot accumulates sequentially in
+    increasing k exactly as with a one-cycle adder.
+
+    The whole pipeline advances together; it holds only when a finished dot product
+    leaves the adder while the previous result has not been taken, so results drain while
+    the next dot products accumulate.
     """
-    s1_valid = Signal()
-    s1_last = Signal()
+    slots = add_stages + 1
+    depth = 2 + mul_stages + add_stages          # registers from the input to the adder's output
+    valid = [Signal(name=f"valid{i}") for i in range(1, depth + 1)]
+    last = [Signal(name=f"last{i}") for i in range(1, depth + 1)]
+    slot = [Signal(range(slots), name=f"slot{i}") for i in range(1, depth + 1)]
     s1_w = Signal(data.ArrayLayout(16, LANES))
     s1_a = Signal(data.ArrayLayout(16, LANES))
-    s2_valid = Signal()
-    s2_last = Signal()
     s2_p = Signal(data.ArrayLayout(32, LANES))
-    acc = Signal(data.ArrayLayout(32, LANES))
+    acc = [Signal(data.ArrayLayout(32, LANES), name=f"acc{i}") for i in range(slots)]
     sums = Signal(data.ArrayLayout(32, LANES))
     out_valid = Signal()
     out_data = Signal(ResultBeat)
+    in_slot = Signal(range(slots))
 
     advance = Signal()
-    m.d.comb += advance.eq(~(s2_valid & s2_last & out_valid & ~results.ready))
+    done = valid[-1] & last[-1]                  # a finished dot product leaves the adder
+    m.d.comb += advance.eq(~(done & out_valid & ~results.ready))
     accept = Signal()
     m.d.comb += [
         weights.ready.eq(advance & acts.valid),
         acts.ready.eq(advance & weights.valid),
         accept.eq(advance & weights.valid & acts.valid),
     ]
+    if slots > 1:
+        with m.If(accept):
+            m.d.sync += in_slot.eq(Mux(in_slot == slots - 1, 0, in_slot + 1))
 
+    s2 = 1 + mul_stages                          # index of the product stage
+    partial = Signal(data.ArrayLayout(32, LANES))
+    m.d.comb += partial.eq(Array(acc)[slot[s2]] if slots > 1 else acc[0])
     for lane in range(LANES):
-        mul = Fp16Multiplier()
-        add = Fp32Adder()
+        mul = Fp16Multiplier(stages=mul_stages)
+        add = Fp32Adder(stages=add_stages)
         m.submodules[f"mul{lane}"] = mul
         m.submodules[f"add{lane}"] = add
+        if mul_stages:
+            m.d.comb += mul.en.eq(advance)
+        if add_stages:
+            m.d.comb += add.en.eq(advance)
         m.d.comb += [
             mul.a.eq(s1_w[lane]),
             mul.b.eq(s1_a[lane]),
-            add.a.eq(acc[lane]),
+            add.a.eq(partial[lane]),
             add.b.eq(s2_p[lane]),
             sums[lane].eq(add.s),
         ]
@@ -95,26 +132,58 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts):
     with m.If(results.ready):
         m.d.sync += out_valid.eq(0)
     with m.If(advance):
-        m.d.sync += [
-            s1_valid.eq(accept),
-            s1_last.eq(weights.payload.last),
-            s2_valid.eq(s1_valid),
-            s2_last.eq(s1_last),
-        ]
-        with m.If(s2_valid):
-            with m.If(s2_last):
-                m.d.sync += [acc.eq(0), out_data.eq(sums), out_valid.eq(1)]
-            with m.Else():
-                m.d.sync += acc.eq(sums)
+        m.d.sync += [valid[0].eq(accept), last[0].eq(weights.payload.last), slot[0].eq(in_slot)]
+        for i in range(1, depth):
+            m.d.sync += [valid[i].eq(valid[i - 1]), last[i].eq(last[i - 1]),
+                         slot[i].eq(slot[i - 1])]
+        with m.If(valid[-1]):
+            with m.Switch(slot[-1]):
+                for i in range(slots):
+                    with m.Case(i):
+                        m.d.sync += acc[i].eq(Mux(last[-1], 0, sums))
+            with m.If(last[-1]):
+                m.d.sync += [out_data.eq(sums), out_valid.eq(1)]
     m.d.comb += [results.valid.eq(out_valid), results.payload.eq(out_data)]
 
 
-class ReconfigurablePE(wiring.Component):
+class _PE(wiring.Component):
+    """Parameters and latency shared by both PEs."""
+
+    def __init__(self, members, mul_stages, add_stages):
+        _check_depths(mul_stages, add_stages)
+        self._mul_stages = mul_stages
+        self._add_stages = add_stages
+        super().__init__(members)
+
+    @property
+    def mul_stages(self) -> int:
+        return self._mul_stages
+
+    @property
+    def add_stages(self) -> int:
+        return self._add_stages
+
+    @property
+    def interleave(self) -> int:
+        """Independent dot products the beats interleave: ``add_stages + 1``."""
+        return self._add_stages + 1
+
+    @property
+    def latency(self) -> int:
+        """Cycles from accepting a dot product's last beat to its result being valid."""
+        return BASE_LATENCY + self._mul_stages + self._add_stages
+
+
+class ReconfigurablePE(_PE):
     """Four-lane PE that runs the BSFP draft pass and the FP16 verify pass.
 
-    Latency: a dot product's results are valid 3 cycles after its last beat is accepted.
-    Throughput: one weight word and one activation beat per cycle (4 MACs per cycle in
-    both modes); it stalls only while a finished result waits on ``results``.
+    Latency: a dot product's results are valid ``3 + mul_stages + add_stages`` cycles after
+    its last beat is accepted. Throughput: one weight word and one activation beat per
+    cycle (4 MACs per cycle in both modes); it stalls only while a finished result waits
+    on ``results``. With ``add_stages = A`` the beats interleave ``A + 1`` dot products
+    round robin (accepted beat ``n`` belongs to slot ``n mod (A + 1)``, counted from
+    reset); each slot's dot products are accumulated sequentially in increasing k, and
+    results leave in the order their last beats were accepted.
 
     ``mode``, ``base`` and ``lut`` are sampled when a beat is accepted, so they may change
     between dot products without draining the pipeline. ``base[d]`` is the 5-bit first
@@ -132,16 +201,17 @@ class ReconfigurablePE(wiring.Component):
     mode : In(PeMode)
     base : In(ArrayLayout(5, 8))
     lut : In(ArrayLayout(15, 8))
+
+    Parameters
+    ----------
+    mul_stages : int
+        Register stages inside each lane's multiplier, 0..2.
+    add_stages : int
+        Register stages inside each lane's binary32 adder, 0..3.
     """
 
-    weights: In(stream.Signature(WeightBeat))
-    acts: In(stream.Signature(ActsBeat))
-    results: Out(stream.Signature(ResultBeat))
-    mode: In(PeMode)
-    base: In(data.ArrayLayout(5, 8))
-    lut: In(data.ArrayLayout(15, 8))
-
-    latency = 3
+    def __init__(self, *, mul_stages: int = 0, add_stages: int = 0):
+        super().__init__(dict(RECONFIGURABLE_PE_MEMBERS), mul_stages, add_stages)
 
     def elaborate(self, platform):
         m = Module()
@@ -163,28 +233,27 @@ class ReconfigurablePE(wiring.Component):
             lane_weights.append(w)
             lane_acts.append(a)
         _pipeline(m, weights=self.weights, acts=self.acts, results=self.results,
-                  lane_weights=lane_weights, lane_acts=lane_acts)
+                  lane_weights=lane_weights, lane_acts=lane_acts,
+                  mul_stages=self._mul_stages, add_stages=self._add_stages)
         return m
 
 
-class Fp16PE(wiring.Component):
+class Fp16PE(_PE):
     """Four-lane FP16 PE without the draft path: the area baseline.
 
-    Same pipeline, latency (3 cycles) and throughput (one beat per cycle) as
+    Same pipeline, parameters, latency, interleave and throughput (one beat per cycle) as
     :class:`ReconfigurablePE` in verify mode; ``weights.payload.word`` is a plain FP16
     weight, multiplied by each of the four activations of the beat.
     """
 
-    weights: In(stream.Signature(WeightBeat))
-    acts: In(stream.Signature(ActsBeat))
-    results: Out(stream.Signature(ResultBeat))
-
-    latency = 3
+    def __init__(self, *, mul_stages: int = 0, add_stages: int = 0):
+        super().__init__(dict(PE_MEMBERS), mul_stages, add_stages)
 
     def elaborate(self, platform):
         m = Module()
         word = self.weights.payload.word
         _pipeline(m, weights=self.weights, acts=self.acts, results=self.results,
                   lane_weights=[word] * LANES,
-                  lane_acts=[self.acts.payload[lane] for lane in range(LANES)])
+                  lane_acts=[self.acts.payload[lane] for lane in range(LANES)],
+                  mul_stages=self._mul_stages, add_stages=self._add_stages)
         return m

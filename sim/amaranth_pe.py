@@ -17,19 +17,22 @@ from sim.pe_stimulus import beats_of
 
 
 def simulate_pe(kind: str, batches, *, stall: float = 0.2, backpressure: float = 0.2,
-                seed: int = 0, max_cycles: int | None = None):
+                seed: int = 0, max_cycles: int | None = None, mul_stages: int = 0,
+                add_stages: int = 0):
     """Simulate *batches* on a fresh PE; return ``(results, cycles, seconds)``.
 
-    ``results`` is a list of ``(4,)`` uint32 arrays in completion order.
+    ``results`` is a list of ``(4,)`` uint32 arrays in completion order. With
+    ``add_stages > 0`` the batches must be grouped for the PE's interleave
+    (:func:`sim.pe_stimulus.interleaved`).
     """
     if kind == "reconfigurable":
-        dut = ReconfigurablePE()
+        dut = ReconfigurablePE(mul_stages=mul_stages, add_stages=add_stages)
     elif kind == "fp16":
-        dut = Fp16PE()
+        dut = Fp16PE(mul_stages=mul_stages, add_stages=add_stages)
     else:
         raise ValueError(f"unknown PE kind {kind!r}")
     rng = np.random.default_rng(seed)
-    beats = beats_of(batches)
+    beats = beats_of(batches, dut.interleave)
     n_expected = sum(len(b.words) for b in batches)
     limit = max_cycles if max_cycles is not None else 40 * len(beats) + 1000
     results = []

@@ -26,7 +26,7 @@ class PeSimReport:
 
 def run_pe_cocotb(simulator: str, kind: str, modes: str, sequences: int, build_dir: Path, *,
                   seed: int, stall: float = 0.25, backpressure: float = 0.25,
-                  lengths: str = "mixed") -> PeSimReport:
+                  lengths: str = "mixed", mul_stages: int = 0, add_stages: int = 0) -> PeSimReport:
     """Simulate the generated PE Verilog on *simulator* against the golden model."""
     from hw.pe import Fp16PE, ReconfigurablePE
 
@@ -35,8 +35,8 @@ def run_pe_cocotb(simulator: str, kind: str, modes: str, sequences: int, build_d
         raise RuntimeError(reason)
     top = "reconfigurable_pe" if kind == "reconfigurable" else "fp16_pe"
     build_dir = Path(build_dir).resolve()
-    v = write_verilog(ReconfigurablePE() if kind == "reconfigurable" else Fp16PE(), top,
-                      build_dir / f"{top}.v")
+    cls = ReconfigurablePE if kind == "reconfigurable" else Fp16PE
+    v = write_verilog(cls(mul_stages=mul_stages, add_stages=add_stages), top, build_dir / f"{top}.v")
     stats_path = build_dir / "stats.json"
     if stats_path.exists():
         stats_path.unlink()
@@ -45,6 +45,7 @@ def run_pe_cocotb(simulator: str, kind: str, modes: str, sequences: int, build_d
                         extra_env={"PE_KIND": kind, "PE_MODES": modes,
                                    "PE_SEQUENCES": str(sequences), "PE_STALL": str(stall),
                                    "PE_LENGTHS": lengths,
+                                   "PE_ADD_STAGES": str(add_stages),
                                    "PE_BACKPRESSURE": str(backpressure),
                                    "SPEQMOE_SEED": str(seed), "PE_STATS": str(stats_path)})
     stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}

@@ -74,12 +74,54 @@ class Beat:
     acts: tuple
 
 
-def beats_of(batches) -> list[Beat]:
-    """The batches' dot products as the beat sequence a testbench drives, in order."""
-    return [Beat(bi, int(words[k]), k == words.size - 1, tuple(int(a) for a in acts[k]))
-            for bi, b in enumerate(batches)
-            for words, acts in zip(b.words, b.acts)
-            for k in range(words.size)]
+def beats_of(batches, interleave: int = 1) -> list[Beat]:
+    """The batches' dot products as the beat sequence a testbench drives, in order.
+
+    With ``interleave = G > 1`` (a PE whose adder has ``G - 1`` stages) every run of G
+    consecutive dot products of a batch is one group of equal length K, sent k-major:
+    beat ``k * G + j`` is word k of the group's dot product j. Use :func:`interleaved` to
+    put a stimulus in that shape.
+    """
+    beats = []
+    for bi, b in enumerate(batches):
+        if len(b.words) % interleave:
+            raise ValueError(f"batch {bi} has {len(b.words)} dot products, not a multiple of "
+                             f"the interleave {interleave}")
+        for g in range(0, len(b.words), interleave):
+            group = range(g, g + interleave)
+            k = b.words[g].size
+            if any(b.words[j].size != k for j in group):
+                raise ValueError(f"batch {bi}: dot products {g}..{g + interleave - 1} differ in "
+                                 "length; see interleaved()")
+            beats += [Beat(bi, int(b.words[j][i]), i == k - 1, tuple(int(a) for a in b.acts[j][i]))
+                      for i in range(k) for j in group]
+    return beats
+
+
+def interleaved(batches, interleave: int) -> list[Batch]:
+    """The same stimulus regrouped for a PE that interleaves *interleave* dot products.
+
+    Each batch's dot products are ordered by length (stably) and every length class is
+    padded to a multiple of the interleave with repeats of its own dot products, so that
+    consecutive groups of *interleave* have one length. Expected results follow the new
+    order.
+    """
+    if interleave == 1:
+        return list(batches)
+    out = []
+    for b in batches:
+        nb = Batch(b.mode, b.base, b.lut)
+        for k in sorted({w.size for w in b.words}):
+            members = [i for i, w in enumerate(b.words) if w.size == k]
+            members += members[:(-len(members)) % interleave]
+            while len(members) % interleave:       # a class smaller than the pad
+                members.append(members[0])
+            for i in members:
+                nb.words.append(b.words[i])
+                nb.acts.append(b.acts[i])
+                nb.expected.append(b.expected[i])
+        out.append(nb)
+    return out
 
 
 def encode_full_table(fp16_bits) -> np.ndarray:

@@ -6,6 +6,8 @@ Configuration arrives through the environment (set by :func:`sim.runner.run_coco
 ``PE_MODES``          comma-separated modes for the reconfigurable PE (``verify,draft``)
 ``PE_SEQUENCES``      random dot products per mode (edge cases come on top)
 ``PE_LENGTHS``         dot-product length profile, ``mixed`` or ``short``
+``PE_ADD_STAGES``     the PE's adder stages (it then interleaves that many plus one dot
+                      products; the stimulus is regrouped with ``interleaved``)
 ``PE_STALL``          probability that an input stream offers nothing in a cycle
 ``PE_BACKPRESSURE``   probability that ``results.ready`` is low in a cycle
 ``SPEQMOE_SEED``      the run's seed (printed; rerun with it to reproduce)
@@ -30,7 +32,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
 from golden.seed import base_seed, derived_seed
-from sim.pe_stimulus import beats_of, pe_batches
+from sim.pe_stimulus import beats_of, interleaved, pe_batches
 
 _MODE_CODE = {"verify": 0, "draft": 1, "fp16": 0}
 
@@ -54,11 +56,12 @@ async def pe_matches_golden(dut):
                   "lengths=%s", base_seed(), seed, kind, modes, sequences,
                   os.environ.get("PE_LENGTHS", "mixed"))
     lengths = os.environ.get("PE_LENGTHS", "mixed")
-    batches = pe_batches(kind, modes, sequences, seed, lengths)
+    slots = int(os.environ.get("PE_ADD_STAGES", "0")) + 1
+    batches = interleaved(pe_batches(kind, modes, sequences, seed, lengths), slots)
     rng = np.random.default_rng(seed ^ 0x5EED)
 
     # Flatten the stimulus into beat lists; remember where each batch starts.
-    beats = beats_of(batches)
+    beats = beats_of(batches, slots)
     w_beats = [b.word | (b.last << 16) for b in beats]
     a_beats = [_pack(b.acts, 16) for b in beats]
     batch_of_beat = [b.batch for b in beats]

@@ -12,8 +12,8 @@ from golden.fp import NAN32
 from golden.pe import decode_draft, decode_verify, pe_dot
 from golden.seed import base_seed
 from sim.amaranth_pe import simulate_pe
-from sim.pe_stimulus import (EDGE_LUT, FULL_BASE, edge_batches, encode_full_table, pe_batches,
-                             random_tables, random_verify_words)
+from sim.pe_stimulus import (EDGE_LUT, FULL_BASE, beats_of, edge_batches, encode_full_table,
+                             interleaved, pe_batches, random_tables, random_verify_words)
 from sim.pe_flow import run_pe_cocotb
 from sim.runner import simulator_missing
 
@@ -80,7 +80,7 @@ def test_pes_construct_with_defaults_and_state_latency():
 
     for cls in (ReconfigurablePE, Fp16PE):
         pe = cls()
-        assert pe.latency == 3
+        assert (pe.latency, pe.interleave) == (3, 1)
         assert set(pe.signature.members) >= {"weights", "acts", "results"}
     assert {"mode", "base", "lut"} <= set(ReconfigurablePE().signature.members)
 
@@ -113,7 +113,76 @@ def test_pe_runs_one_beat_per_cycle_without_stalls(seed):
         b.add(encode_full_table(rng.integers(0, 1 << 16, 8)), rng.integers(0, 1 << 16, (8, 4)))
     results, cycles, _ = simulate_pe("reconfigurable", [b], stall=0.0, backpressure=0.0, seed=seed)
     _assert_results(results, [b])
-    assert cycles == 1600 + ReconfigurablePE.latency
+    assert cycles == 1600 + ReconfigurablePE().latency
+
+
+# --- pipeline depth ----------------------------------------------------------------------
+# The adder's stages make the accumulation loop longer; the PE then interleaves
+# add_stages + 1 dot products, and every one of them must still equal sequential binary32
+# accumulation in increasing k (golden.pe.pe_dot).
+
+DEPTHS = [(1, 0), (0, 1), (1, 1), (2, 2), (0, 3), (2, 3)]
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+@pytest.mark.parametrize("mul_stages,add_stages", DEPTHS)
+def test_pipelined_pe_is_bit_exact_with_stalls_in_amaranth_sim(mul_stages, add_stages, seed):
+    from hw.pe import ReconfigurablePE
+
+    pe = ReconfigurablePE(mul_stages=mul_stages, add_stages=add_stages)
+    assert (pe.latency, pe.interleave) == (3 + mul_stages + add_stages, add_stages + 1)
+    batches = interleaved(edge_batches("verify") + edge_batches("draft")
+                          + pe_batches("reconfigurable", ["verify", "draft"], 120, seed), pe.interleave)
+    results, _, _ = simulate_pe("reconfigurable", batches, stall=0.3, backpressure=0.4,
+                                seed=seed + 1, mul_stages=mul_stages, add_stages=add_stages)
+    _assert_results(results, batches)
+
+
+@pytest.mark.parametrize("add_stages", [1, 3])
+def test_pipelined_fp16_pe_is_bit_exact_in_amaranth_sim(add_stages, seed):
+    batches = interleaved(pe_batches("fp16", ["fp16"], 150, seed), add_stages + 1)
+    results, _, _ = simulate_pe("fp16", batches, stall=0.3, backpressure=0.3, seed=seed,
+                                mul_stages=1, add_stages=add_stages)
+    _assert_results(results, batches)
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+@pytest.mark.parametrize("mul_stages,add_stages", [(0, 1), (2, 3)])
+def test_pipelined_pe_keeps_one_beat_per_cycle(mul_stages, add_stages, seed):
+    from hw.pe import ReconfigurablePE
+    from sim.pe_stimulus import Batch
+
+    rng = np.random.default_rng(seed)
+    g = add_stages + 1
+    b = Batch("verify", FULL_BASE.copy(), EDGE_LUT.copy())
+    for _ in range(40 * g):
+        b.add(encode_full_table(rng.integers(0, 1 << 16, 8)), rng.integers(0, 1 << 16, (8, 4)))
+    results, cycles, _ = simulate_pe("reconfigurable", [b], stall=0.0, backpressure=0.0,
+                                     seed=seed, mul_stages=mul_stages, add_stages=add_stages)
+    _assert_results(results, [b])
+    assert cycles == 320 * g + ReconfigurablePE(mul_stages=mul_stages, add_stages=add_stages).latency
+
+
+def test_interleaved_stimulus_groups_equal_lengths_k_major():
+    b = pe_batches("fp16", ["fp16"], 30, 7)[0]
+    (g,) = interleaved([b], 3)
+    assert len(g.words) % 3 == 0 and len(g.words) >= len(b.words)
+    beats = beats_of([g], 3)
+    first = g.words[0].size
+    assert [x.word for x in beats[:3]] == [int(g.words[j][0]) for j in range(3)]
+    assert [x.last for x in beats[3 * first - 3:3 * first]] == [True] * 3
+    with pytest.raises(ValueError, match="multiple of the interleave"):
+        beats_of([b], 4) if len(b.words) % 4 else beats_of([b], 7 if len(b.words) % 7 else 11)
+
+
+@pytest.mark.parametrize("bad", [dict(mul_stages=3), dict(add_stages=4), dict(add_stages=-1),
+                                 dict(mul_stages=True)])
+def test_pe_depths_out_of_range_are_rejected(bad):
+    from hw.pe import Fp16PE, ReconfigurablePE
+
+    for cls in (ReconfigurablePE, Fp16PE):
+        with pytest.raises(ValueError, match="stages must be an integer"):
+            cls(**bad)
 
 
 # --- cocotb on the generated Verilog -----------------------------------------------------
@@ -121,7 +190,7 @@ def test_pe_runs_one_beat_per_cycle_without_stalls(seed):
 # the short profile (K up to 16) so that its ten thousand dot products per mode fit the
 # time budget of `make test`.
 
-def _cocotb_pe(simulator: str, kind: str, modes: str, sequences: int, tag: str):
+def _cocotb_pe(simulator: str, kind: str, modes: str, sequences: int, tag: str, **depths):
     reason = simulator_missing(simulator)
     if reason:
         pytest.skip(reason)
@@ -129,7 +198,7 @@ def _cocotb_pe(simulator: str, kind: str, modes: str, sequences: int, tag: str):
     report = run_pe_cocotb(simulator, kind, modes, sequences, BUILD / f"pe_{tag}" / simulator,
                            seed=base_seed(), stall=0.15 if icarus else 0.25,
                            backpressure=0.15 if icarus else 0.25,
-                           lengths="short" if icarus else "mixed")
+                           lengths="short" if icarus else "mixed", **depths)
     assert report.passed, (f"{simulator} {kind} PE ({modes}) differs from the golden model: "
                            f"see {BUILD / f'pe_{tag}' / simulator / 'sim.log'}")
     return report
@@ -145,6 +214,14 @@ def test_reconfigurable_pe_verilog_matches_golden(simulator, mode):
 def test_reconfigurable_pe_verilog_switches_modes_mid_stream():
     report = _cocotb_pe("verilator", "reconfigurable", "verify,draft", 2000, "reconf_mixed")
     assert report.sequences >= 4000
+
+
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+def test_pipelined_pe_verilog_matches_golden(simulator):
+    # The deepest pipeline on both simulators, modes switching mid-stream.
+    report = _cocotb_pe(simulator, "reconfigurable", "verify,draft", 1000, "reconf_deep",
+                        mul_stages=2, add_stages=3)
+    assert report.sequences >= 2000
 
 
 @pytest.mark.parametrize("simulator", ["verilator", "icarus"])
