@@ -227,8 +227,8 @@ class Fp32Adder(wiring.Component):
         return self._stages
 
     # Cut points used for each number of stages: 1 after the operand order and exponent
-    # difference, 2 after the near difference and the far alignment shift, 3 before the
-    # rounding adder.
+    # difference, 2 after the near difference and the far alignment shift, 3 after the
+    # leading-zero count and the far sum (before the rounding adder and the near shift).
     CUTS = {0: (), 1: (2,), 2: (1, 3), 3: (1, 2, 3)}
 
     def elaborate(self, platform):
@@ -288,8 +288,6 @@ class Fp32Adder(wiring.Component):
         sub, near, exp_l, diff = v["sub"], v["near"], v["exp_l"], v["diff"]
 
         near_shift = leading_zeros(m, diff | v["limit"], "near_lz")
-        near_norm = _wire(m, "near_norm", (diff << near_shift)[0:25])
-        near_exact = Cat(near_norm[1:24], Mux(near_norm[24], exp_l - near_shift, 0)[0:8])
         total = _wire(m, "total", _add(Cat(Const(0, 3), v["far_l"]), v["addend"] ^ sub.replicate(27),
                                        sub)[0:28])
 
@@ -308,10 +306,13 @@ class Fp32Adder(wiring.Component):
         sub_case = Mux(total[26], Mux(near, near_case, plain),
                        Mux(near, near_case, case(exp_l - 2, total[2:26], total[1], total[0])))
         v = cuts.cut(
-            3, chosen=Mux(sub, sub_case, add_case), near_exact=near_exact,
-            use_exact=near & ~diff[24],
+            3, chosen=Mux(sub, sub_case, add_case), diff=diff, near_shift=near_shift,
+            exp_l=exp_l, use_exact=near & ~diff[24],
             sign=Mux(near, v["sign_near"] & diff.any(), v["sign_far"]),
             nan=v["nan"], inf=v["inf"])
+        # The exact near result's normalisation shift runs beside the rounding adder.
+        near_norm = _wire(m, "near_norm", (v["diff"] << v["near_shift"])[0:25])
+        near_exact = Cat(near_norm[1:24], Mux(near_norm[24], v["exp_l"] - v["near_shift"], 0)[0:8])
         chosen = _wire(m, "chosen", v["chosen"])
         rest, guard, sig, exp_m1 = chosen[0], chosen[1], chosen[2:26], chosen[26:34]
         top, below_top = chosen[34], chosen[35]
@@ -325,7 +326,7 @@ class Fp32Adder(wiring.Component):
         with m.If(v["nan"] | v["inf"] | overflow):
             m.d.comb += self.s.eq(special)
         with m.Else():
-            m.d.comb += self.s.eq(Cat(Mux(use_exact, v["near_exact"], rounded), sign))
+            m.d.comb += self.s.eq(Cat(Mux(use_exact, near_exact, rounded), sign))
         return m
 
 

@@ -67,10 +67,11 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
     each product to its dot product's partial sum. With ``add_stages = A`` the
     accumulation loop is ``A + 1`` cycles long, so the beats interleave ``A + 1``
     independent dot products: accepted beat ``n`` belongs to slot ``n mod (A + 1)``, each
-    slot has its own partial-sum register per lane, read when its product enters the
-    adder and written when the sum leaves it. The next beat of a slot enters at least
-    ``A + 1`` cycles later, after the write, so every slot accumulates sequentially in
-    increasing k exactly as with a one-cycle adder.
+    slot has its own partial-sum register per lane, read when its product is registered
+    (a sum written back in that cycle is forwarded) and written when the sum leaves the
+    adder. The next beat of a slot enters the adder at least ``A + 1`` cycles later, after
+    the write, so every slot accumulates sequentially in increasing k exactly as with a
+    one-cycle adder.
 
     The whole pipeline advances together; it holds only when a finished dot product
     leaves the adder while the previous result has not been taken, so results drain while
@@ -104,8 +105,17 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
             m.d.sync += in_slot.eq(Mux(in_slot == slots - 1, 0, in_slot + 1))
 
     s2 = 1 + mul_stages                          # index of the product stage
+    writeback = Signal(data.ArrayLayout(32, LANES))
+    m.d.comb += writeback.eq(Mux(last[-1], 0, sums))
     partial = Signal(data.ArrayLayout(32, LANES))
-    m.d.comb += partial.eq(Array(acc)[slot[s2]] if slots > 1 else acc[0])
+    if slots == 1:
+        m.d.comb += partial.eq(acc[0])
+    else:
+        # The partial sum is read as the product is registered, so no slot multiplexer
+        # sits before the adder; a sum written back in that same cycle is forwarded.
+        forward = valid[-1] & (slot[-1] == slot[s2 - 1])
+        with m.If(advance):
+            m.d.sync += partial.eq(Mux(forward, writeback, Array(acc)[slot[s2 - 1]]))
     for lane in range(LANES):
         mul = Fp16Multiplier(stages=mul_stages)
         add = Fp32Adder(stages=add_stages)
@@ -140,7 +150,7 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
             with m.Switch(slot[-1]):
                 for i in range(slots):
                     with m.Case(i):
-                        m.d.sync += acc[i].eq(Mux(last[-1], 0, sums))
+                        m.d.sync += acc[i].eq(writeback)
             with m.If(last[-1]):
                 m.d.sync += [out_data.eq(sums), out_valid.eq(1)]
     m.d.comb += [results.valid.eq(out_valid), results.payload.eq(out_data)]

