@@ -7,7 +7,7 @@ JOBS       ?= 2
 CONFIG     ?=
 CONFIG_ARG := $(if $(CONFIG),--config $(CONFIG),)
 
-.PHONY: setup demo test verilog sim synth bench clean
+.PHONY: setup demo test verilog sim synth fpga bench clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,9 @@ sim: setup
 
 synth: setup
 	$(PY) -m speqmoe synth $(CONFIG_ARG)
+
+fpga: setup
+	$(PY) -m speqmoe fpga $(CONFIG_ARG)
 
 bench: setup
 	$(PY) -m speqmoe bench $(CONFIG_ARG)

@@ -27,12 +27,19 @@ Mapping
 Results leave the array one PE at a time, PE 0 first: tile ``t`` yields ``P`` result beats
 of 4 binary32 values (:func:`result_beats`).
 
+Pipelined PEs (``add_stages = A``) interleave ``G = A + 1`` tiles: the tiles are padded
+with zero tiles to a multiple of G, and each *group* of G tiles is streamed k-major, beat
+``k * G + j`` of a group carrying word k of its tile j (:func:`weight_stream`; the
+activation beat of k repeats G times). Every lane then accumulates each of the G dot
+products in increasing k, so the results are those of ``G = 1``; they leave in tile order.
+
 Timing (:func:`cycles`): the array accepts one beat per cycle; a tile's results are ready
-3 cycles after its last beat and drain at one beat per cycle while the next tile accumulates.
-The array stalls only if a tile ends before the previous tile's ``P`` results have drained
-(``K < P``). With inputs always offered and results always taken, the last result is taken
-in cycle ``K + 2 + (tiles - 1) * max(K, P) + P - 1`` counting from the cycle in which the
-first beat is accepted as cycle 0.
+``L`` cycles after its last beat (``L = 3`` plus the PE's pipeline stages) and drain at
+one beat per cycle while the next tiles accumulate. The array stalls only if tiles end
+before earlier tiles' results have drained (``K < P``). With inputs always offered and
+results always taken, the last result is taken in cycle
+``(K - 1) G + L + (groups - 1) G max(K, P) + G P - 1`` counting from the cycle in which the
+first beat is accepted as cycle 0 (``K + 2 + (tiles - 1) max(K, P) + P - 1`` for G = 1).
 """
 
 from __future__ import annotations
@@ -111,13 +118,21 @@ def _check_acts(mode: str, acts, k: int) -> np.ndarray:
     return acts.view(np.uint16)
 
 
-def tiles(mode: str, n: int, k: int, rows: int, cols: int) -> int:
-    """Number of passes over k that a ``(n, k)`` layer takes on a ``rows x cols`` array."""
+def tiles(mode: str, n: int, k: int, rows: int, cols: int, interleave: int = 1) -> int:
+    """Number of passes over k that a ``(n, k)`` layer takes on a ``rows x cols`` array,
+    padded to a multiple of *interleave* (the tiles a pipelined PE interleaves)."""
     _check_mode(mode)
     n, k = _check_dims(n, k)
+    g = _check_interleave(interleave)
     p = ArrayShape(rows, cols).pes
     units = -(-n // LANES) if mode == "draft" else n
-    return -(-units // p)
+    return -(-units // (p * g)) * g
+
+
+def _check_interleave(interleave) -> int:
+    if isinstance(interleave, bool) or not isinstance(interleave, int) or not 1 <= interleave <= 4:
+        raise ValueError(f"interleave must be an integer in 1..4, not {interleave!r}")
+    return interleave
 
 
 def matmul(mode: str, w: BsfpTensor, acts: np.ndarray) -> np.ndarray:
@@ -148,42 +163,49 @@ def matmul(mode: str, w: BsfpTensor, acts: np.ndarray) -> np.ndarray:
     return mac(wb[None, :, :], a[:, None, :]).view(np.float32)
 
 
-def weight_stream(mode: str, w: BsfpTensor, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+def weight_stream(mode: str, w: BsfpTensor, rows: int, cols: int,
+                  interleave: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """The weight beats in the order the array consumes them.
 
-    Returns ``(words, last)``: ``words`` uint16 of shape ``(tiles * K, P)`` (beat ``t * K + k``
-    carries word ``p`` for PE ``p``) and ``last`` bool of shape ``(tiles * K,)``, true on the
-    last beat of each tile. Draft mode streams the draft plane only.
+    Returns ``(words, last)``: ``words`` uint16 of shape ``(tiles * K, P)`` and ``last``
+    bool of shape ``(tiles * K,)``, true on the last beat of each tile. With interleave 1,
+    beat ``t * K + k`` carries word ``p`` of tile ``t`` for PE ``p``; with interleave G,
+    beat ``(q * K + k) * G + j`` carries word k of tile ``q * G + j``. Draft mode streams
+    the draft plane only.
     """
     _check_mode(mode)
     n, k = _check_layer(w)
     _check_dims(n, k)
+    g = _check_interleave(interleave)
     p = ArrayShape(rows, cols).pes
-    nt = tiles(mode, n, k, rows, cols)
+    nt = tiles(mode, n, k, rows, cols, g)
     src = w.draft_plane() if mode == "draft" else w.words
     padded = np.zeros((nt * p, k), dtype=np.uint16)
     padded[:src.shape[0]] = src
-    words = padded.reshape(nt, p, k).transpose(0, 2, 1).reshape(nt * k, p)
-    last = np.zeros(nt * k, dtype=bool)
-    last[k - 1::k] = True
-    return np.ascontiguousarray(words), last
+    words = padded.reshape(nt // g, g, p, k).transpose(0, 3, 1, 2).reshape(nt * k, p)
+    last = np.zeros((nt // g, k, g), dtype=bool)
+    last[:, k - 1, :] = True
+    return np.ascontiguousarray(words), last.reshape(-1)
 
 
-def acts_stream(mode: str, acts: np.ndarray, n: int, rows: int, cols: int) -> np.ndarray:
+def acts_stream(mode: str, acts: np.ndarray, n: int, rows: int, cols: int,
+                interleave: int = 1) -> np.ndarray:
     """The activation beats, uint16 FP16 patterns of shape ``(tiles * K, 4)``.
 
     The same K beats repeat for every tile: draft ``(a[k], 0, 0, 0)``, verify
-    ``(a[0, k], .., a[T-1, k])`` padded with +0.0.
+    ``(a[0, k], .., a[T-1, k])`` padded with +0.0. With interleave G each beat appears G
+    times in a row (once per tile of the group), and the sequence repeats per group.
     """
     _check_mode(mode)
     if not isinstance(acts, np.ndarray) or acts.ndim < 1:
         raise ValueError("acts must be a numpy array of float16")
     k = acts.shape[-1]
     _check_dims(n, k)
+    g = _check_interleave(interleave)
     a = _check_acts(mode, acts, k)
     beat = np.zeros((k, LANES), dtype=np.uint16)
     beat[:, :a.shape[0]] = a.T
-    return np.tile(beat, (tiles(mode, n, k, rows, cols), 1))
+    return np.tile(np.repeat(beat, g, axis=0), (tiles(mode, n, k, rows, cols, g) // g, 1))
 
 
 def pe_tables(w: BsfpTensor) -> tuple[np.ndarray, np.ndarray]:
@@ -193,22 +215,25 @@ def pe_tables(w: BsfpTensor) -> tuple[np.ndarray, np.ndarray]:
     return check_tables(base, lut)
 
 
-def result_beats(mode: str, w: BsfpTensor, acts: np.ndarray, rows: int, cols: int) -> np.ndarray:
+def result_beats(mode: str, w: BsfpTensor, acts: np.ndarray, rows: int, cols: int,
+                 interleave: int = 1) -> np.ndarray:
     """Every result beat the array emits, in order: uint32 of shape ``(tiles * P, 4)``.
 
     Beat ``t * P + p`` holds PE ``p``'s 4 lanes after tile ``t``, padding included, computed
     lane by lane from the streams exactly as the PEs do (:func:`stream_results`).
     """
     n, k = _check_layer(w)
-    words, _ = weight_stream(mode, w, rows, cols)
+    words, _ = weight_stream(mode, w, rows, cols, interleave)
     a = acts_stream(mode, acts, n, rows, cols)
     base, lut = pe_tables(w)
-    return stream_results(mode, words, a[:k], base, lut)
+    return stream_results(mode, words, a[:k], base, lut, interleave)
 
 
-def stream_results(mode: str, words: np.ndarray, acts: np.ndarray, base, lut) -> np.ndarray:
-    """Result beats of the array fed the weight beats ``words`` (uint16 ``(tiles * K, P)``),
-    the activation beats ``acts`` (uint16 ``(K, 4)``, the same for every tile) and the tables.
+def stream_results(mode: str, words: np.ndarray, acts: np.ndarray, base, lut,
+                   interleave: int = 1) -> np.ndarray:
+    """Result beats of the array fed the weight beats ``words`` (uint16 ``(tiles * K, P)``,
+    groups of *interleave* tiles k-major as :func:`weight_stream` makes them), the
+    activation beats ``acts`` (uint16 ``(K, 4)``, the same for every tile) and the tables.
 
     Returns uint32 ``(tiles * P, 4)``: beat ``t * P + p`` is PE ``p``'s lanes after tile ``t``
     (:func:`golden.pe.lane_operands`: draft lanes use activation 0).
@@ -223,7 +248,10 @@ def stream_results(mode: str, words: np.ndarray, acts: np.ndarray, base, lut) ->
         raise ValueError(f"words {words.shape} and acts {a.shape} do not form K-beat tiles")
     p = words.shape[1]
     nt = words.shape[0] // k
-    words = words.reshape(nt, k, p).transpose(0, 2, 1)             # (tiles, P, K)
+    g = _check_interleave(interleave)
+    if nt % g:
+        raise ValueError(f"{nt} tiles do not form groups of {g}")
+    words = words.reshape(nt // g, k, g, p).transpose(0, 2, 3, 1).reshape(nt, p, k)  # (tiles, P, K)
     if mode == "draft":
         wl = decode_draft(words, lut)                               # (tiles, P, K, 4)
         wl = wl.transpose(0, 1, 3, 2)                               # (tiles, P, 4, K)
@@ -256,23 +284,26 @@ def assemble(mode: str, beats: np.ndarray, n: int, tokens: int = 1) -> np.ndarra
     return np.ascontiguousarray(beats[:n, :tokens].T).view(np.float32)
 
 
-def cycles(mode: str, n: int, k: int, rows: int, cols: int) -> int:
+def cycles(mode: str, n: int, k: int, rows: int, cols: int, *, interleave: int = 1,
+           latency: int = PIPELINE_LATENCY) -> int:
     """Clock cycles of one pass with no stall injected: first beat accepted to last result taken.
 
-    ``K + 2 + (tiles - 1) * max(K, P) + P`` (both ends counted): ``tiles * K`` accepting
-    cycles when ``K >= P``, the 3-cycle pipeline latency less one, and the ``P`` beats of
-    the last tile's drain.
+    ``(K - 1) G + L + (groups - 1) G max(K, P) + G P`` (both ends counted; ``G`` the
+    interleave, ``L`` the PE latency): the accepting cycles of all groups when ``K >= P``,
+    the pipeline latency, and the drain of the last group's ``G P`` result beats. For
+    ``G = 1`` and ``L = 3`` that is ``K + 2 + (tiles - 1) max(K, P) + P``.
     """
     n, k = _check_dims(n, k)
-    nt = tiles(mode, n, k, rows, cols)
+    g = _check_interleave(interleave)
+    nt = tiles(mode, n, k, rows, cols, g)
     p = ArrayShape(rows, cols).pes
-    return k + PIPELINE_LATENCY - 1 + (nt - 1) * max(k, p) + p
+    return (k - 1) * g + latency + (nt // g - 1) * g * max(k, p) + g * p
 
 
-def macs(mode: str, n: int, k: int, rows: int, cols: int) -> int:
+def macs(mode: str, n: int, k: int, rows: int, cols: int, interleave: int = 1) -> int:
     """MACs the array performs in one pass (4 per PE per beat, padding included)."""
     n, k = _check_dims(n, k)
-    return LANES * ArrayShape(rows, cols).pes * tiles(mode, n, k, rows, cols) * k
+    return LANES * ArrayShape(rows, cols).pes * tiles(mode, n, k, rows, cols, interleave) * k
 
 
 def weight_bytes(mode: str, n: int, k: int) -> int:

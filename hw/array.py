@@ -19,6 +19,7 @@ from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hw.fp import ADD_MAX_STAGES, MUL_MAX_STAGES
 from hw.pe import BASE_LATENCY, LANES, RECONFIGURABLE_PE_MEMBERS, PeMode, ReconfigurablePE
 
 __all__ = ["ConfigBeat", "ResultBeat", "PEArray", "hierarchical_verilog"]
@@ -46,11 +47,13 @@ class PEArray(wiring.Component):
     """A ``rows x cols`` array of reconfigurable PEs with a draining result stream.
 
     Throughput: one weight beat and one activation beat per cycle, ``4 * rows * cols``
-    MACs per cycle in both modes. Latency: a tile's first result beat is valid 3 cycles
-    after its last beat is accepted; its ``rows * cols`` result beats follow at one per
-    cycle while ``results.ready`` is high. The array stalls only when a tile ends while
-    the previous tile's results have not all been taken, so tiles of ``K >= rows * cols``
-    beats run back to back with no stall.
+    MACs per cycle in both modes. Latency: a tile's first result beat is valid
+    :attr:`latency` cycles (3 plus the PE's pipeline stages) after its last beat is
+    accepted; its ``rows * cols`` result beats follow at one per cycle while
+    ``results.ready`` is high. The array stalls only when a tile ends while earlier tiles'
+    results hold every result buffer, so tiles of ``K >= rows * cols`` beats run back to
+    back with no stall. With ``add_stages > 0`` the beats interleave :attr:`interleave`
+    tiles (:func:`golden.pe_array.weight_stream`).
 
     A configuration beat (always accepted) applies to every weight beat accepted after
     the cycle of its handshake; beats already accepted finish with the old configuration.
@@ -59,6 +62,8 @@ class PEArray(wiring.Component):
     ----------
     rows, cols : int
         Array shape, each at least 1.
+    mul_stages, add_stages : int
+        The PEs' pipeline depth (:class:`hw.pe.ReconfigurablePE`).
     pe_module : str, optional
         If given, the PEs are instances of an external Verilog module of that name (the
         Verilog of :class:`hw.pe.ReconfigurablePE`, see :func:`hierarchical_verilog`) instead
@@ -83,11 +88,16 @@ class PEArray(wiring.Component):
         This cycle is one counted in ``starved_cycles`` (resp. ``blocked_cycles``).
     """
 
-    def __init__(self, rows: int, cols: int, *, pe_module: str | None = None):
+    def __init__(self, rows: int, cols: int, *, pe_module: str | None = None,
+                 mul_stages: int = 0, add_stages: int = 0):
         problem = None
         for name, value in (("rows", rows), ("cols", cols)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 problem = problem or f"{name} must be a positive integer, not {value!r}"
+        for name, value, most in (("mul_stages", mul_stages, MUL_MAX_STAGES),
+                                  ("add_stages", add_stages, ADD_MAX_STAGES)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
+                problem = problem or f"{name} must be an integer in 0..{most}, not {value!r}"
         if pe_module is not None and (not isinstance(pe_module, str)
                                       or not pe_module.isidentifier()):
             problem = problem or f"pe_module must be a Verilog module name, not {pe_module!r}"
@@ -97,6 +107,8 @@ class PEArray(wiring.Component):
         self._rows = rows
         self._cols = cols
         self._pe_module = pe_module
+        self._mul_stages = mul_stages
+        self._add_stages = add_stages
         super().__init__({
             "config": In(stream.Signature(ConfigBeat)),
             "weights": In(stream.Signature(weight_beat_layout(rows * cols))),
@@ -122,7 +134,23 @@ class PEArray(wiring.Component):
     def pes(self) -> int:
         return self._rows * self._cols
 
-    latency = BASE_LATENCY
+    @property
+    def mul_stages(self) -> int:
+        return self._mul_stages
+
+    @property
+    def add_stages(self) -> int:
+        return self._add_stages
+
+    @property
+    def interleave(self) -> int:
+        """Tiles the weight beats interleave (``add_stages + 1``, :mod:`golden.pe_array`)."""
+        return self._add_stages + 1
+
+    @property
+    def latency(self) -> int:
+        """Cycles from a tile's last beat to its first result beat (the PE latency)."""
+        return BASE_LATENCY + self._mul_stages + self._add_stages
 
     def elaborate(self, platform):
         m = Module()
@@ -135,7 +163,8 @@ class PEArray(wiring.Component):
         # Every PE sees the same beats and the same result handshake, so all PEs hold the
         # same pipeline state: one PE's ready is every PE's ready.
         if self._pe_module is None:
-            pes = [ReconfigurablePE() for _ in range(n)]
+            pes = [ReconfigurablePE(mul_stages=self._mul_stages, add_stages=self._add_stages)
+                   for _ in range(n)]
             for p, pe in enumerate(pes):
                 m.submodules[f"pe{p}"] = pe
         else:
@@ -200,16 +229,19 @@ class PEArray(wiring.Component):
         return m
 
 
-def hierarchical_verilog(rows: int, cols: int, name: str) -> str:
-    """Verilog of ``PEArray(rows, cols)`` as module *name* whose PEs instantiate one module
-    ``<name>_pe`` (the Verilog of :class:`hw.pe.ReconfigurablePE`), defined in the same text.
+def hierarchical_verilog(rows: int, cols: int, name: str, *, mul_stages: int = 0,
+                         add_stages: int = 0) -> str:
+    """Verilog of ``PEArray(rows, cols, ...)`` as module *name* whose PEs instantiate one
+    module ``<name>_pe`` (the Verilog of :class:`hw.pe.ReconfigurablePE`), defined in the
+    same text.
 
-    Equivalent to converting ``PEArray(rows, cols)`` itself, but the PE logic appears once
-    instead of ``rows * cols`` times.
+    Equivalent to converting the array itself, but the PE logic appears once instead of
+    ``rows * cols`` times.
     """
     from amaranth.back import verilog
 
-    pe = verilog.convert(ReconfigurablePE(), name=f"{name}_pe", emit_src=False)
-    top = verilog.convert(PEArray(rows, cols, pe_module=f"{name}_pe"), name=name,
+    depths = dict(mul_stages=mul_stages, add_stages=add_stages)
+    pe = verilog.convert(ReconfigurablePE(**depths), name=f"{name}_pe", emit_src=False)
+    top = verilog.convert(PEArray(rows, cols, pe_module=f"{name}_pe", **depths), name=name,
                           emit_src=False)
     return top + "\n" + pe

@@ -19,7 +19,7 @@ products follow each other with no gap.
 """
 
 from amaranth import *
-from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib import data, enum, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.fp import ADD_MAX_STAGES, MUL_MAX_STAGES, Fp16Multiplier, Fp32Adder
@@ -74,8 +74,9 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
     one-cycle adder.
 
     The whole pipeline advances together; it holds only when a finished dot product
-    leaves the adder while the previous result has not been taken, so results drain while
-    the next dot products accumulate.
+    leaves the adder while there is no room for its result (one result register, or with
+    ``A > 0`` a FIFO of ``A + 1`` results), so results drain while the next dot products
+    accumulate.
     """
     slots = add_stages + 1
     depth = 2 + mul_stages + add_stages          # registers from the input to the adder's output
@@ -93,7 +94,8 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
 
     advance = Signal()
     done = valid[-1] & last[-1]                  # a finished dot product leaves the adder
-    m.d.comb += advance.eq(~(done & out_valid & ~results.ready))
+    if slots == 1:
+        m.d.comb += advance.eq(~(done & out_valid & ~results.ready))
     accept = Signal()
     m.d.comb += [
         weights.ready.eq(advance & acts.valid),
@@ -139,8 +141,6 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
                 s2_p[lane].eq(mul.p),
             ]
 
-    with m.If(results.ready):
-        m.d.sync += out_valid.eq(0)
     with m.If(advance):
         m.d.sync += [valid[0].eq(accept), last[0].eq(weights.payload.last), slot[0].eq(in_slot)]
         for i in range(1, depth):
@@ -151,9 +151,24 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
                 for i in range(slots):
                     with m.Case(i):
                         m.d.sync += acc[i].eq(writeback)
-            with m.If(last[-1]):
-                m.d.sync += [out_data.eq(sums), out_valid.eq(1)]
-    m.d.comb += [results.valid.eq(out_valid), results.payload.eq(out_data)]
+    if slots == 1:
+        with m.If(results.ready):
+            m.d.sync += out_valid.eq(0)
+        with m.If(advance & done):
+            m.d.sync += [out_data.eq(sums), out_valid.eq(1)]
+        m.d.comb += [results.valid.eq(out_valid), results.payload.eq(out_data)]
+    else:
+        # The slots' dot products finish on consecutive beats: a result FIFO of one entry
+        # per slot lets them wait while earlier results drain.
+        m.submodules.results_fifo = q = fifo.SyncFIFO(width=len(sums.as_value()), depth=slots)
+        m.d.comb += [
+            q.w_en.eq(advance & done),
+            q.w_data.eq(sums),
+            results.valid.eq(q.r_rdy),
+            results.payload.eq(q.r_data),
+            q.r_en.eq(results.ready),
+            advance.eq(~(done & ~q.w_rdy)),
+        ]
 
 
 class _PE(wiring.Component):

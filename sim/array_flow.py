@@ -42,23 +42,28 @@ class ArrayJob:
     expected: np.ndarray      # (tiles * P, 4) uint32
     cycles: int               # golden cycle count without stalls
     macs: int
+    interleave: int = 1       # tiles the beats interleave (the PEs' add_stages + 1)
 
     @property
     def beats(self) -> int:
         return int(self.words.shape[0])
 
 
-def make_job(mode: str, enc, acts: np.ndarray, rows: int, cols: int) -> ArrayJob:
-    """The job of one pass of a ``rows x cols`` array over ``enc`` with ``acts``."""
+def make_job(mode: str, enc, acts: np.ndarray, rows: int, cols: int, *, mul_stages: int = 0,
+             add_stages: int = 0) -> ArrayJob:
+    """The job of one pass of a ``rows x cols`` array (PEs of the given pipeline depth)
+    over ``enc`` with ``acts``."""
     n, k = enc.shape
-    words, last = pe_array.weight_stream(mode, enc, rows, cols)
+    g = add_stages + 1
+    words, last = pe_array.weight_stream(mode, enc, rows, cols, g)
     base, lut = pe_array.pe_tables(enc)
     tokens = 1 if mode == "draft" else acts.shape[0]
+    latency = pe_array.PIPELINE_LATENCY + mul_stages + add_stages
     return ArrayJob(mode=mode, n=n, k=k, tokens=tokens, base=base, lut=lut, words=words,
-                    last=last, acts=pe_array.acts_stream(mode, acts, n, rows, cols),
-                    expected=pe_array.result_beats(mode, enc, acts, rows, cols),
-                    cycles=pe_array.cycles(mode, n, k, rows, cols),
-                    macs=pe_array.macs(mode, n, k, rows, cols))
+                    last=last, acts=pe_array.acts_stream(mode, acts, n, rows, cols, g),
+                    expected=pe_array.result_beats(mode, enc, acts, rows, cols, g),
+                    cycles=pe_array.cycles(mode, n, k, rows, cols, interleave=g, latency=latency),
+                    macs=pe_array.macs(mode, n, k, rows, cols, g), interleave=g)
 
 
 def random_layer(rng: np.random.Generator, n: int, k: int, edges: bool = False) -> np.ndarray:
@@ -73,7 +78,7 @@ def random_layer(rng: np.random.Generator, n: int, k: int, edges: bool = False) 
 
 
 def random_job(rng: np.random.Generator, mode: str, n: int, k: int, rows: int, cols: int,
-               tokens: int = 4, edges: bool = False) -> ArrayJob:
+               tokens: int = 4, edges: bool = False, **depth) -> ArrayJob:
     enc = encode(random_layer(rng, n, k, edges))
     shape = (k,) if mode == "draft" else (tokens, k)
     acts = rng.normal(size=shape).astype(np.float16)
@@ -81,20 +86,20 @@ def random_job(rng: np.random.Generator, mode: str, n: int, k: int, rows: int, c
         from sim.pe_stimulus import FP16_EDGES
         pick = rng.random(shape) < 0.02
         acts[pick] = FP16_EDGES[rng.integers(0, FP16_EDGES.size, int(pick.sum()))].view(np.float16)
-    return make_job(mode, enc, acts, rows, cols)
+    return make_job(mode, enc, acts, rows, cols, **depth)
 
 
-def standard_jobs(rows: int, cols: int, seed: int, *, edges: bool = True) -> list[ArrayJob]:
+def standard_jobs(rows: int, cols: int, seed: int, *, edges: bool = True, **depth) -> list[ArrayJob]:
     """The shapes every configuration runs, both modes, 1 to 4 verify tokens:
     ``(N, K)`` = (16, 32), (64, 128) and (4 * P + 4, 100)."""
     rng = np.random.default_rng(seed)
     p = rows * cols
     jobs = []
     for i, (n, k) in enumerate([(16, 32), (64, 128), (4 * p + 4, 100)]):
-        jobs.append(random_job(rng, "draft", n, k, rows, cols, edges=edges and i == 0))
+        jobs.append(random_job(rng, "draft", n, k, rows, cols, edges=edges and i == 0, **depth))
         for tokens in ((1, 4) if i == 0 else (2, 3) if i == 1 else (4,)):
             jobs.append(random_job(rng, "verify", n, k, rows, cols, tokens,
-                                   edges=edges and i == 0))
+                                   edges=edges and i == 0, **depth))
     return jobs
 
 
@@ -105,7 +110,7 @@ def save_jobs(path: Path, jobs: list[ArrayJob]) -> None:
         for key in JOB_KEYS:
             arrays[f"{i}_{key}"] = getattr(j, key)
         meta.append({"mode": j.mode, "n": j.n, "k": j.k, "tokens": j.tokens,
-                     "cycles": j.cycles, "macs": j.macs})
+                     "cycles": j.cycles, "macs": j.macs, "interleave": j.interleave})
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     np.savez(path, **arrays)
 
@@ -167,28 +172,34 @@ class FlowModel:
     """When the array accepts beats and offers results, cycle by cycle, from the stimulus.
 
     The testbench's own model of the array's documented flow control (:class:`hw.array.PEArray`):
-    a beat moves through two pipeline stages; when a tile's last beat reaches the second one
-    while the previous tile's results still wait in the result registers (and their last
-    beat is not taken in this cycle), nothing advances and no beat is accepted. A tile's
-    results enter the result registers when its last beat leaves the second stage and leave
+    a beat moves through ``stages`` pipeline stages (2 plus the PE's multiplier and adder
+    stages); when a tile's last beat reaches the last one while every result buffer is
+    full (one result register, whose last beat may be taken in that same cycle; or with
+    ``slots > 1`` a FIFO of that many results), nothing advances and no beat is accepted.
+    A tile's results enter the buffers when its last beat leaves the last stage and leave
     one PE per taken result beat. From this the model counts what the array's counters must
     read: ``busy_cycles`` (a beat accepted), ``blocked_cycles`` (the array cannot accept),
     ``starved_cycles`` (it could, but no weight and activation beat pair was offered).
     """
 
-    def __init__(self, pes: int):
+    def __init__(self, pes: int, stages: int = 2, slots: int = 1):
         self.pes = pes
-        self.s1 = self.s2 = (False, False)     # (valid, last) of the two pipeline stages
-        self.out_valid = False                  # a finished tile's results are waiting
+        self.slots = slots
+        self.pipe = [(False, False)] * stages   # (valid, last) of each pipeline stage
+        self.level = 0                          # finished tiles whose results wait
         self.drain = 0                          # next PE to send
         self.counters = {"busy_cycles": 0, "starved_cycles": 0, "blocked_cycles": 0}
 
     def step(self, w_on: bool, a_on: bool, last: bool, ready: bool) -> tuple[bool, bool]:
         """One cycle with these offers; return ``(can_take, results_valid)`` for it."""
-        take_all = ready and self.drain == self.pes - 1
-        can_take = not (self.s2[0] and self.s2[1] and self.out_valid and not take_all)
+        valid = self.level > 0
+        take_all = valid and ready and self.drain == self.pes - 1
+        done = self.pipe[-1][0] and self.pipe[-1][1]
+        if self.slots == 1:
+            can_take = not (done and valid and not take_all)
+        else:
+            can_take = not (done and self.level == self.slots)
         fire = can_take and w_on and a_on
-        valid = self.out_valid
         c = self.counters
         if not can_take:
             c["blocked_cycles"] += 1
@@ -198,12 +209,9 @@ class FlowModel:
             c["starved_cycles"] += 1
         if valid and ready:
             self.drain = 0 if self.drain == self.pes - 1 else self.drain + 1
-            if take_all:
-                self.out_valid = False
+        self.level += int(can_take and done) - int(take_all)
         if can_take:
-            if self.s2[0] and self.s2[1]:
-                self.out_valid = True
-            self.s1, self.s2 = (fire, fire and last), self.s1
+            self.pipe = [(fire, fire and last)] + self.pipe[:-1]
         return can_take, valid
 
 
@@ -219,7 +227,8 @@ class ArrayDriver:
     the model predicts for the cycles driven so far.
     """
 
-    def __init__(self, jobs, *, stall: float, backpressure: float, seed: int, overlap: bool):
+    def __init__(self, jobs, *, stall: float, backpressure: float, seed: int, overlap: bool,
+                 mul_stages: int = 0, add_stages: int = 0):
         self.jobs = jobs
         self.stall = stall
         self.backpressure = backpressure
@@ -233,7 +242,8 @@ class ArrayDriver:
         self.stats = [JobStats() for _ in jobs]
         self.job_r = 0            # job whose results are draining
         self.cycle = 0
-        self.model = FlowModel(int(jobs[0].words.shape[1]) if jobs else 1)
+        self.model = FlowModel(int(jobs[0].words.shape[1]) if jobs else 1,
+                               stages=2 + mul_stages + add_stages, slots=add_stages + 1)
         self._ready = False
 
     @property
@@ -303,16 +313,20 @@ class ArrayDriver:
 
 def simulate_array(rows: int, cols: int, jobs: list[ArrayJob], *, stall: float = 0.2,
                    backpressure: float = 0.2, seed: int = 0, overlap: bool = True,
-                   max_cycles: int | None = None) -> ArrayRun:
-    """Run *jobs* on a fresh ``PEArray(rows, cols)`` in the Amaranth simulator."""
+                   max_cycles: int | None = None, mul_stages: int = 0,
+                   add_stages: int = 0) -> ArrayRun:
+    """Run *jobs* (made for the same pipeline depth) on a fresh ``PEArray(rows, cols, ...)``
+    in the Amaranth simulator."""
     from amaranth.sim import Simulator
 
     from hw.array import PEArray
     from hw.pe import PeMode
 
-    dut = PEArray(rows, cols)
+    depth = dict(mul_stages=mul_stages, add_stages=add_stages)
+    dut = PEArray(rows, cols, **depth)
     p = rows * cols
-    drv = ArrayDriver(jobs, stall=stall, backpressure=backpressure, seed=seed, overlap=overlap)
+    drv = ArrayDriver(jobs, stall=stall, backpressure=backpressure, seed=seed, overlap=overlap,
+                      **depth)
     limit = max_cycles or 20 * sum(j.beats + j.expected.shape[0] for j in jobs) + 1000
     counters = {}
 
@@ -362,8 +376,9 @@ def simulate_array(rows: int, cols: int, jobs: list[ArrayJob], *, stall: float =
 def run_array_cocotb(simulator: str, rows: int, cols: int, jobs: list[ArrayJob],
                      build_dir: Path, *, seed: int, stall: float = 0.2,
                      backpressure: float = 0.2, overlap: bool = True,
-                     flat: bool = False, optimize: bool = False) -> ArrayRun:
-    """Run *jobs* on the generated Verilog of ``PEArray(rows, cols)`` under cocotb.
+                     flat: bool = False, optimize: bool = False, mul_stages: int = 0,
+                     add_stages: int = 0) -> ArrayRun:
+    """Run *jobs* on the generated Verilog of ``PEArray(rows, cols, ...)`` under cocotb.
 
     The Verilog is :func:`hw.array.hierarchical_verilog` (one PE module instantiated
     ``rows * cols`` times), or with ``flat`` the plain conversion of ``PEArray``. The build
@@ -383,12 +398,13 @@ def run_array_cocotb(simulator: str, rows: int, cols: int, jobs: list[ArrayJob],
     build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
     v = build_dir / f"{top}.v"
+    depth = dict(mul_stages=mul_stages, add_stages=add_stages)
     if flat:
-        text = verilog.convert(PEArray(rows, cols), name=top, emit_src=False)
+        text = verilog.convert(PEArray(rows, cols, **depth), name=top, emit_src=False)
     else:
         # Verilator would inline the PE module into the array and compile the PE's logic
         # rows * cols times; its metacomment keeps one PE class with rows * cols instances.
-        text = hierarchical_verilog(rows, cols, top)
+        text = hierarchical_verilog(rows, cols, top, **depth)
         head = f"module {top}_pe("
         at = text.index(";", text.index(head)) + 1
         text = text[:at] + "\n  /*verilator no_inline_module*/" + text[at:]
@@ -408,7 +424,9 @@ def run_array_cocotb(simulator: str, rows: int, cols: int, jobs: list[ArrayJob],
                    extra_env={"ARRAY_PES": str(rows * cols), "ARRAY_JOBS": str(jobs_path),
                               "ARRAY_OUT": str(out_path), "ARRAY_STALL": str(stall),
                               "ARRAY_BACKPRESSURE": str(backpressure),
-                              "ARRAY_OVERLAP": str(int(overlap)), "SPEQMOE_SEED": str(seed)})
+                              "ARRAY_OVERLAP": str(int(overlap)), "SPEQMOE_SEED": str(seed),
+                              "ARRAY_MUL_STAGES": str(mul_stages),
+                              "ARRAY_ADD_STAGES": str(add_stages)})
     finally:
         if makeflags is None:
             os.environ.pop("MAKEFLAGS", None)

@@ -8,6 +8,8 @@ Configuration arrives through the environment (set by :func:`sim.array_flow.run_
 ``ARRAY_OUT``          ``.npz`` file this bench writes: result beats per job and statistics
 ``ARRAY_STALL``        probability that an input stream offers nothing in a cycle
 ``ARRAY_BACKPRESSURE`` probability that ``results.ready`` is low in a cycle
+``ARRAY_MUL_STAGES``, ``ARRAY_ADD_STAGES``  the PEs' pipeline depth (for the flow model;
+                     the jobs' beats are already interleaved for it)
 ``ARRAY_OVERLAP``      1: a job's configuration loads while the previous job drains;
                        0: only after its last result (cycle counts comparable with golden)
 ``SPEQMOE_SEED``       the run's seed (printed; rerun with it to reproduce)
@@ -61,7 +63,9 @@ async def array_matches_golden(dut):
     w_words = [[_pack(j.words[b], 16) | (int(j.last[b]) << (16 * pes)) for b in range(j.beats)]
                for j in jobs]
     a_words = [[_pack(j.acts[b], 16) for b in range(j.beats)] for j in jobs]
-    drv = ArrayDriver(jobs, stall=stall, backpressure=backpressure, seed=seed, overlap=overlap)
+    drv = ArrayDriver(jobs, stall=stall, backpressure=backpressure, seed=seed, overlap=overlap,
+                      mul_stages=int(os.environ.get("ARRAY_MUL_STAGES", "0")),
+                      add_stages=int(os.environ.get("ARRAY_ADD_STAGES", "0")))
 
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     dut.rst.value = 1

@@ -89,10 +89,39 @@ class CosimConfig:
 
 
 @dataclass
+class PeConfig:
+    """Pipeline depth of the PEs that ``verilog``, ``synth``, ``sim`` and ``fpga`` build.
+
+    ``add_stages`` registers inside the binary32 adder make the PE interleave
+    ``add_stages + 1`` dot products (docs/fpga.md, "Pipelining").
+    """
+    mul_stages: int = 0
+    add_stages: int = 0
+
+    def validate(self, where: str) -> None:
+        for key, most in (("mul_stages", 2), ("add_stages", 3)):
+            if not 0 <= getattr(self, key) <= most:
+                raise UserError(f"{where}.{key} must be 0..{most}, not {getattr(self, key)}")
+
+
+@dataclass
+class FpgaConfig:
+    """``speqmoe fpga``: the amaranth-boards ECP5 board and nextpnr's placement seed."""
+    board: str = "ulx3s_85f"
+    seed: int = 1
+
+    def validate(self, where: str) -> None:
+        if self.seed < 0:
+            raise UserError(f"{where}.seed must be >= 0, not {self.seed}")
+
+
+@dataclass
 class Config:
     sim: SimConfig = field(default_factory=SimConfig)
     array: ArrayConfig = field(default_factory=ArrayConfig)
     cosim: CosimConfig = field(default_factory=CosimConfig)
+    pe: PeConfig = field(default_factory=PeConfig)
+    fpga: FpgaConfig = field(default_factory=FpgaConfig)
 
 
 def _reject_unknown(given, known, what: str, where: str) -> None:

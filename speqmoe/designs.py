@@ -10,12 +10,12 @@ from speqmoe.errors import UserError
 
 def _reconfigurable_pe(cfg: Config):
     from hw.pe import ReconfigurablePE
-    return ReconfigurablePE()
+    return ReconfigurablePE(mul_stages=cfg.pe.mul_stages, add_stages=cfg.pe.add_stages)
 
 
 def _fp16_pe(cfg: Config):
     from hw.pe import Fp16PE
-    return Fp16PE()
+    return Fp16PE(mul_stages=cfg.pe.mul_stages, add_stages=cfg.pe.add_stages)
 
 
 def _pe_array(rows: int, cols: int):

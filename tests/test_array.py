@@ -20,7 +20,7 @@ BUILD = ROOT / "build" / "tests"
 STALL_COUNTERS = ("busy_cycles", "starved_cycles", "blocked_cycles")
 
 
-def no_stall_counters(jobs) -> dict:
+def no_stall_counters(jobs) -> dict | None:
     """The counters of a run with no injected stall, one job at a time (``overlap=False``).
 
     Per job (``P`` PEs, ``nt`` tiles of ``K`` beats): one cycle loads the configuration
@@ -29,13 +29,23 @@ def no_stall_counters(jobs) -> dict:
     of the ``nt - 1`` tile boundaries with ``K < P`` the finished tile waits ``P - K``
     cycles for the previous one to drain (blocked); the last 2 + P cycles empty the
     pipeline and drain the last tile with nothing left to offer (starved).
+
+    Interleaved jobs (pipelined PEs) with ``K >= P`` never block: every cycle that accepts
+    no beat is starved. With ``K < P`` there is no closed form here (None); the flow model
+    still checks those counters.
     """
     out = dict.fromkeys(STALL_COUNTERS, 0)
     for j in jobs:
         p, nt = j.words.shape[1], j.beats // j.k
-        out["busy_cycles"] += nt * j.k
-        out["blocked_cycles"] += (nt - 1) * max(0, p - j.k)
-        out["starved_cycles"] += 1 + 2 + p
+        if j.interleave == 1:
+            out["busy_cycles"] += nt * j.k
+            out["blocked_cycles"] += (nt - 1) * max(0, p - j.k)
+            out["starved_cycles"] += 1 + 2 + p
+        elif j.k >= p:
+            out["busy_cycles"] += j.beats
+            out["starved_cycles"] += 1 + j.cycles - j.beats
+        else:
+            return None
     return out
 
 
@@ -48,7 +58,8 @@ def _check(run, jobs, *, timing: bool):
         assert got == want, f"cycles: rtl {got}, golden {want}"
         assert run.cycles == sum(j.cycles + 1 for j in jobs)
         want = no_stall_counters(jobs)
-        assert {k: run.counters[k] for k in STALL_COUNTERS} == want
+        if want is not None:
+            assert {k: run.counters[k] for k in STALL_COUNTERS} == want
     # Every cycle is exactly one of busy, starved, blocked; and each counter equals what
     # the testbench's flow model counted from the handshakes it drove and saw.
     assert sum(run.counters[k] for k in STALL_COUNTERS) == run.cycles
@@ -125,6 +136,42 @@ def test_array_bit_exact_with_stalls_and_backpressure_in_amaranth_sim(rows, cols
     _check(run, jobs, timing=False)
 
 
+# Pipelined PEs: the beats interleave add_stages + 1 tiles (golden.pe_array.weight_stream),
+# results stay bit-exact and in tile order, and the no-stall cycle count follows the depth.
+ARRAY_DEPTHS = [(1, 1), (0, 2), (2, 3)]
+
+
+@pytest.mark.parametrize("mul_stages,add_stages", ARRAY_DEPTHS)
+def test_pipelined_array_runs_at_golden_cycle_count_in_amaranth_sim(mul_stages, add_stages, seed):
+    rng = np.random.default_rng(seed)
+    depth = dict(mul_stages=mul_stages, add_stages=add_stages)
+    jobs = [random_job(rng, "draft", 40, 8, 2, 2, **depth),
+            random_job(rng, "verify", 4 * 4 + 1, 6, 2, 2, tokens=3, **depth),
+            random_job(rng, "verify", 9, 4, 2, 2, tokens=2, **depth)]
+    run = simulate_array(2, 2, jobs, stall=0.0, backpressure=0.0, seed=seed, overlap=False,
+                         **depth)
+    _check(run, jobs, timing=True)
+    # K < P: the drain is the bottleneck and the array blocks; the golden count still holds.
+    short = [random_job(rng, "verify", 9, 2, 2, 2, tokens=2, **depth),
+             random_job(rng, "draft", 70, 3, 2, 2, **depth)]
+    run = simulate_array(2, 2, short, stall=0.0, backpressure=0.0, seed=seed, overlap=False,
+                         **depth)
+    _check(run, short, timing=True)
+    assert run.counters["blocked_cycles"] > 0
+
+
+@pytest.mark.parametrize("mul_stages,add_stages", ARRAY_DEPTHS)
+def test_pipelined_array_bit_exact_with_stalls_in_amaranth_sim(mul_stages, add_stages, seed):
+    rng = np.random.default_rng(seed)
+    depth = dict(mul_stages=mul_stages, add_stages=add_stages)
+    jobs = [random_job(rng, "verify", 9, 5, 2, 2, tokens=t, edges=True, **depth) for t in (1, 4)]
+    jobs.insert(1, random_job(rng, "draft", 20, 7, 2, 2, edges=True, **depth))
+    jobs.append(random_job(rng, "draft", 3, 1, 2, 2, **depth))
+    run = simulate_array(2, 2, jobs, stall=0.3, backpressure=0.4, seed=seed + 1, overlap=True,
+                         **depth)
+    _check(run, jobs, timing=False)
+
+
 def test_array_4x4_bit_exact_on_16x32_in_amaranth_sim(seed):
     rng = np.random.default_rng(seed)
     jobs = [random_job(rng, "draft", 16, 32, 4, 4, edges=True),
@@ -140,18 +187,25 @@ def test_array_4x4_bit_exact_on_16x32_in_amaranth_sim(seed):
 # golden prediction; and with random idle inputs and backpressure on every stream, jobs
 # overlapping (the next configuration loads while the previous job drains).
 
-def _cocotb(simulator, rows, cols, jobs, tag, flat=False):
+def _cocotb(simulator, rows, cols, jobs, tag, flat=False, **depth):
     reason = simulator_missing(simulator)
     if reason:
         pytest.skip(reason)
     build = BUILD / f"array_{tag}" / simulator
     exact = run_array_cocotb(simulator, rows, cols, jobs, build, seed=base_seed(),
-                             stall=0.0, backpressure=0.0, overlap=False, flat=flat)
+                             stall=0.0, backpressure=0.0, overlap=False, flat=flat, **depth)
     _check(exact, jobs, timing=True)
     stressed = run_array_cocotb(simulator, rows, cols, jobs, build, seed=base_seed(),
-                                stall=0.25, backpressure=0.25, overlap=True, flat=flat)
+                                stall=0.25, backpressure=0.25, overlap=True, flat=flat, **depth)
     _check(stressed, jobs, timing=False)
     assert stressed.counters["starved_cycles"] > exact.counters["starved_cycles"]
+
+
+def test_pipelined_array_verilog_matches_golden_on_verilator():
+    # The deepest PE pipeline, 2x2, hierarchical Verilog.
+    depth = dict(mul_stages=2, add_stages=3)
+    jobs = standard_jobs(2, 2, derived_seed("array_verilator_deep"), **depth)
+    _cocotb("verilator", 2, 2, jobs, "2x2_deep", **depth)
 
 
 @pytest.mark.parametrize("rows,cols", [(1, 1), (2, 2), (4, 4)])

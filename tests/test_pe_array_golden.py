@@ -151,3 +151,29 @@ def test_verify_words_are_the_two_planes_joined_and_bytes_match_the_streams(rng)
     for mode in ("draft", "verify"):
         words, _ = pe_array.weight_stream(mode, enc, 4, 4)   # 64 rows: no padding on 4x4
         assert words.size * 2 == pe_array.weight_bytes(mode, 64, 40)
+
+
+@pytest.mark.parametrize("mode", ["draft", "verify"])
+@pytest.mark.parametrize("interleave", [2, 3, 4])
+def test_interleaved_streams_give_the_same_results_in_tile_order(mode, interleave, rng):
+    from golden.bsfp import encode
+    from golden.pe_array import acts_stream, result_beats, tiles, weight_stream
+
+    n, k, rows, cols = 37, 5, 2, 2
+    w = encode(rng.normal(size=(n, k)).astype(np.float16))
+    acts = rng.normal(size=(k,) if mode == "draft" else (3, k)).astype(np.float16)
+    plain = result_beats(mode, w, acts, rows, cols)
+    mixed = result_beats(mode, w, acts, rows, cols, interleave)
+    t1, tg = tiles(mode, n, k, rows, cols), tiles(mode, n, k, rows, cols, interleave)
+    assert tg % interleave == 0 and t1 <= tg < t1 + interleave
+    assert np.array_equal(mixed[:plain.shape[0]], plain)   # padding tiles (word 0) follow
+    words, last = weight_stream(mode, w, rows, cols, interleave)
+    w1, _ = weight_stream(mode, w, rows, cols)
+    # Beat (q * K + kk) * G + j carries word kk of tile q * G + j.
+    for q, kk, j in [(0, 0, 1), (0, k - 1, interleave - 1), (tg // interleave - 1, 2, 0)]:
+        tile = q * interleave + j
+        beat = words[(q * k + kk) * interleave + j]
+        assert np.array_equal(beat, w1[tile * k + kk] if tile < t1 else np.zeros_like(beat))
+    assert last.sum() == tg and last[(k - 1) * interleave:k * interleave].all()
+    a = acts_stream(mode, acts, n, rows, cols, interleave)
+    assert a.shape == (tg * k, 4) and np.array_equal(a[0], a[interleave - 1])

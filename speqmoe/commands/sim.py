@@ -35,7 +35,8 @@ def run(args) -> int:
             progress(f"{simulator}: {kind} PE, {sequences} random dot products per mode ...")
             try:
                 r = run_pe_cocotb(simulator, kind, modes, sequences,
-                                  args.out / f"pe_{kind}" / simulator, seed=cfg.sim.seed)
+                                  args.out / f"pe_{kind}" / simulator, seed=cfg.sim.seed,
+                                  mul_stages=cfg.pe.mul_stages, add_stages=cfg.pe.add_stages)
             except RuntimeError as exc:
                 raise UserError(str(exc)) from None
             verdict = "bit-exact" if r.passed else "MISMATCH (see the sim.log)"

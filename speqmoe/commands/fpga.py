@@ -1,0 +1,128 @@
+"""speqmoe fpga: place and route on an ECP5 board (amaranth-boards, YoWASP nextpnr).
+
+Builds each design out of context (registers around every port) for its LUT4, flip-flop,
+DSP and block-RAM use and its Fmax; sweeps the PE's pipeline depth; and builds a bitstream
+of the self-checking harness (a small PE array that runs a program from ROM and lights a
+pass or fail LED). Writes <out>/summary.json (docs/fpga.md).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# Out-of-context designs by default: the PEs, both arrays, a cache controller and the small
+# accelerator top. (pe_array_4x4 is about as large as the LFE5U-85F; the flow reports it.)
+DEFAULT_DESIGNS = ["reconfigurable_pe", "fp16_pe", "pe_array_2x2", "pe_array_4x4",
+                   "expert_cache_w128_s16", "accel_2x2"]
+# The PE pipeline-depth sweep: (mul_stages, add_stages).
+SWEEP = [(0, 0), (1, 1), (1, 2), (2, 2), (2, 3)]
+SELFCHECK_SHAPE = (2, 2)
+SELFCHECK_SEED = 11
+
+
+def add_parser(sub):
+    p = sub.add_parser("fpga", help="ECP5 place and route: utilisation, Fmax, a self-checking bitstream",
+                       description=__doc__)
+    p.add_argument("--out", type=Path, default=Path("build/fpga"), help="output folder")
+    p.add_argument("--config", type=Path, default=None, help="configuration TOML ([fpga], [pe])")
+    p.add_argument("--board", default=None,
+                   help="amaranth-boards ECP5 board (default ulx3s_85f; --list-boards names them)")
+    p.add_argument("--designs", default=None,
+                   help=f"comma-separated designs (default: {','.join(DEFAULT_DESIGNS)}); "
+                        "'none' builds none")
+    p.add_argument("--no-sweep", action="store_true", help="skip the PE pipeline-depth sweep")
+    p.add_argument("--no-bitstream", action="store_true", help="skip the self-checking bitstream")
+    p.add_argument("--seed", type=int, default=None, help="nextpnr placement seed (default 1)")
+    p.add_argument("--list-boards", action="store_true", help="name the ECP5 boards and exit")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(func=run)
+    return p
+
+
+def sweep_name(kind: str, mul_stages: int, add_stages: int) -> str:
+    return f"{kind}_m{mul_stages}a{add_stages}"
+
+
+def selfcheck_top(rows: int, cols: int, seed: int):
+    """The self-checking harness and its board wrapper (LEDs)."""
+    from hw.selfcheck import SelfCheck
+    from sim.selfcheck import program
+    from speqmoe.fpga import SelfCheckBoard
+
+    check = SelfCheck(rows, cols, program(rows, cols, seed))
+    return check, SelfCheckBoard(check)
+
+
+def run_fpga(cfg, out: Path, *, board: str, designs, sweep: bool, bitstream: bool, seed: int,
+             progress=print) -> dict:
+    from hw.pe import Fp16PE, ReconfigurablePE
+    from speqmoe import designs as registry
+    from speqmoe.fpga import out_of_context, place_and_route, write_summary
+
+    out = Path(out)
+    results = {}
+
+    def report(name, r):
+        fmax = f"{r.fmax_mhz:.1f} MHz" if r.fmax_mhz else "no Fmax"
+        fit = "" if r.fits else f" (does not fit: {r.error})"
+        progress(f"{name}: {r.lut4} LUT4, {r.ff} FF, {r.dsp} DSP, {r.ebr} EBR, {fmax}, "
+                 f"{r.seconds:.0f} s{fit}")
+        results[name] = r
+        write_summary(out / "summary.json", {name: r})
+
+    for name in designs:
+        progress(f"{name}: synthesis, place and route on {board} ...")
+        report(name, out_of_context(registry.build(name, cfg), name, board, out / name, seed=seed))
+    if sweep:
+        for kind, cls in (("reconfigurable_pe", ReconfigurablePE), ("fp16_pe", Fp16PE)):
+            for ms, ad in SWEEP:
+                name = sweep_name(kind, ms, ad)
+                progress(f"{name}: synthesis, place and route on {board} ...")
+                report(name, out_of_context(cls(mul_stages=ms, add_stages=ad), name, board,
+                                            out / "sweep" / name, seed=seed))
+    if bitstream:
+        rows, cols = SELFCHECK_SHAPE
+        name = f"selfcheck_{rows}x{cols}"
+        progress(f"{name}: bitstream for {board} ...")
+        _, top = selfcheck_top(rows, cols, SELFCHECK_SEED)
+        r = place_and_route(top, name, board, out / name, seed=seed, bitstream=True)
+        report(name, r)
+        progress(f"bitstream: {out / name / (name + '.bit')}")
+    return json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
+
+
+def run(args) -> int:
+    from speqmoe import designs as registry
+    from speqmoe.config import load_config
+    from speqmoe.errors import UserError
+    from speqmoe.fpga import board as find_board, boards
+    from speqmoe.progress import Progress
+
+    if args.list_boards:
+        for name, cls in boards().items():
+            print(f"{name:28s} {cls.device} {cls.package} speed {cls.speed}")
+        return 0
+    cfg = load_config(args.config)
+    board = args.board or cfg.fpga.board
+    find_board(board)                               # unknown boards: one line, exit 2
+    seed = cfg.fpga.seed if args.seed is None else args.seed
+    if seed < 0:
+        raise UserError(f"--seed must be >= 0, not {seed}")
+    names = [] if args.designs == "none" else registry.select(args.designs, DEFAULT_DESIGNS)
+    progress = Progress("fpga", quiet=args.json)
+    try:
+        summary = run_fpga(cfg, args.out, board=board, designs=names, sweep=not args.no_sweep,
+                           bitstream=not args.no_bitstream, seed=seed, progress=progress)
+    except RuntimeError as exc:
+        raise UserError(str(exc)) from None
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+        return 0
+    print(f"{'design':28s} {'LUT4':>7s} {'FF':>7s} {'DSP':>4s} {'EBR':>4s} {'Fmax MHz':>9s} {'s':>6s}")
+    for name, r in summary.get("designs", {}).items():
+        fmax = f"{r['fmax_mhz']:.1f}" if r.get("fmax_mhz") else "no fit"
+        print(f"{name:28s} {r['lut4']:7d} {r['ff']:7d} {r['dsp']:4d} {r['ebr']:4d} {fmax:>9s} "
+              f"{r['seconds']:6.0f}")
+    print(f"wrote {args.out / 'summary.json'}")
+    return 0

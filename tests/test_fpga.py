@@ -1,0 +1,107 @@
+"""The FPGA flow: nextpnr on an amaranth-boards ECP5 platform, and the self-checking harness."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hw.selfcheck import SelfCheck
+from sim.selfcheck import program, simulate_selfcheck
+from speqmoe.commands.fpga import SELFCHECK_SEED, SELFCHECK_SHAPE
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build" / "tests" / "fpga"
+
+LOG = """\
+Info: Logic utilisation before packing:
+Info:     Total LUT4s:      5458/83640     6%
+Info:      Total DFFs:       927/83640     1%
+Info: Device utilisation:
+Info: 	          TRELLIS_IO:       9/    365     2%
+Info: 	              DP16KD:       2/    208     0%
+Info: 	          MULT18X18D:       4/    156     2%
+Info: Max frequency for clock '$glbnet$cd_sync.clk': 37.64 MHz (PASS at 25.00 MHz)
+Info: Max frequency for clock '$glbnet$cd_sync.clk': 43.26 MHz (PASS at 25.00 MHz)
+"""
+
+
+def test_nextpnr_log_gives_utilisation_and_the_routed_fmax():
+    from speqmoe.fpga import parse_nextpnr_log
+
+    assert parse_nextpnr_log(LOG) == {"lut4": 5458, "ff": 927, "dsp": 4, "ebr": 2, "fmax_mhz": 43.26}
+    assert parse_nextpnr_log("")["fmax_mhz"] is None
+
+
+def test_ecp5_boards_come_from_amaranth_boards():
+    from speqmoe.fpga import board, boards, device_lut4
+
+    known = boards()
+    assert "ulx3s_85f" in known and "ecpix585" in known
+    assert all(cls.device.startswith("LFE5") for cls in known.values())
+    plat = board("ulx3s_85f")
+    assert (plat.device, plat.speed, device_lut4(plat)) == ("LFE5U-85F", "6", 83640)
+
+
+def test_fpga_command_errors_are_one_line():
+    for argv in (["fpga", "--board", "nope"], ["fpga", "--designs", "nope"]):
+        proc = subprocess.run([sys.executable, "-m", "speqmoe", *argv], capture_output=True,
+                              text=True, cwd=ROOT)
+        assert proc.returncode == 2
+        assert proc.stderr.count("\n") == 1 and "error:" in proc.stderr
+
+
+def test_selfcheck_program_passes_in_simulation():
+    rows, cols = SELFCHECK_SHAPE
+    passes = program(rows, cols, SELFCHECK_SEED)
+    dut = SelfCheck(rows, cols, passes)
+    got = simulate_selfcheck(dut)
+    assert got["done"] and got["passed"], got
+    assert got["results"] == dut.total_results == sum(len(p.expected) for p in passes)
+    assert {p.mode for p in passes} == {"verify", "draft"}
+
+
+def test_selfcheck_fails_on_one_wrong_bit_and_without_pauses():
+    rows, cols = SELFCHECK_SHAPE
+    passes = program(rows, cols, SELFCHECK_SEED)
+    assert simulate_selfcheck(SelfCheck(rows, cols, passes, pauses=False))["passed"]
+    wrong = [list(r) for r in passes[1].expected]
+    wrong[1][3] ^= 1 << 31
+    passes[1] = dataclasses.replace(passes[1], expected=tuple(tuple(r) for r in wrong))
+    got = simulate_selfcheck(SelfCheck(rows, cols, passes))
+    assert got["done"] and not got["passed"] and got["errors"] == 1
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_selfcheck_rejects_a_malformed_program():
+    passes = program(2, 2, 1)
+    with pytest.raises(ValueError, match="needs 2 weight words"):
+        SelfCheck(1, 2, passes)
+    with pytest.raises(ValueError, match="at least one pass"):
+        SelfCheck(2, 2, [])
+
+
+def test_selfcheck_board_top_drives_the_ulx3s_leds():
+    from speqmoe.commands.fpga import selfcheck_top
+    from speqmoe.fpga import board
+
+    _, top = selfcheck_top(2, 2, SELFCHECK_SEED)
+    plan = board("ulx3s_85f").build(top, name="selfcheck", do_build=False)
+    lpf = plan.files["selfcheck.lpf"]
+    assert all(f'"led_{i}__io" SITE "{pin}"' in lpf for i, pin in enumerate(["B2", "C2", "C1", "D2"]))
+
+
+@pytest.mark.slow
+def test_pe_synthesizes_places_and_routes_with_a_timing_report():
+    from hw.pe import ReconfigurablePE
+    from speqmoe.fpga import out_of_context
+
+    r = out_of_context(ReconfigurablePE(), "reconfigurable_pe", "ulx3s_85f", BUILD / "pe")
+    assert r.fits and r.error is None
+    assert r.fmax_mhz is not None and 5 < r.fmax_mhz < 500
+    assert r.dsp == 4                       # one MULT18X18D per lane
+    assert r.lut4 > 1000 and r.ff >= r.harness_ff
+    assert (BUILD / "pe" / "reconfigurable_pe.tim").exists()
