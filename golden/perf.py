@@ -57,7 +57,10 @@ class Accelerator:
     """The PE array and its memory (all inputs assumed unless a caller measured them).
 
     Defaults: a 16 x 16 PE array at 1 GHz (1024 MACs/cycle) on one HBM2e stack (410 GB/s),
-    roughly balanced: the array consumes 512 GB/s of weight words at full rate.
+    roughly balanced: the array consumes 512 GB/s of weight words at full rate. The 1 GHz
+    ASIC clock is an assumption; :meth:`fpga` builds a target whose clock is a measured Fmax.
+    ``mul_stages``/``add_stages`` are the PEs' pipeline depth (the array interleaves
+    ``add_stages + 1`` tiles and its latency grows, :func:`golden.pe_array.cycles`).
     """
 
     rows: int = 16
@@ -65,6 +68,19 @@ class Accelerator:
     clock_hz: float = 1.0e9
     mem_bw: float = 410e9
     macs_per_pe: int = 4
+    mul_stages: int = 0
+    add_stages: int = 0
+    clock_source: str = "assumed: ASIC clock"
+    mem_source: str = "assumed: one HBM2e stack"
+
+    @classmethod
+    def fpga(cls, *, rows: int, cols: int, fmax_mhz: float, mem_bw: float, device: str,
+             mem_source: str, mul_stages: int = 0, add_stages: int = 0) -> "Accelerator":
+        """An FPGA target clocked at a measured Fmax (nextpnr's, on *device*)."""
+        return cls(rows=rows, cols=cols, clock_hz=fmax_mhz * 1e6, mem_bw=mem_bw,
+                   mul_stages=mul_stages, add_stages=add_stages,
+                   clock_source=f"measured: nextpnr Fmax {fmax_mhz:.1f} MHz on {device}",
+                   mem_source=mem_source)
 
     def __post_init__(self):
         for name in ("rows", "cols"):
@@ -76,10 +92,22 @@ class Accelerator:
                              f"macs_per_pe={self.macs_per_pe!r} is not supported")
         if not self.clock_hz > 0 or not self.mem_bw > 0:
             raise ValueError("clock_hz and mem_bw must be positive")
+        if not (0 <= self.mul_stages <= 2 and 0 <= self.add_stages <= 3):
+            raise ValueError(f"pipeline depth mul_stages={self.mul_stages!r} (0..2), "
+                             f"add_stages={self.add_stages!r} (0..3) is not supported")
 
     @property
     def pes(self) -> int:
         return self.rows * self.cols
+
+    @property
+    def interleave(self) -> int:
+        return self.add_stages + 1
+
+    @property
+    def latency(self) -> int:
+        from golden.pe_array import PIPELINE_LATENCY
+        return PIPELINE_LATENCY + self.mul_stages + self.add_stages
 
 
 @dataclass(frozen=True)
@@ -206,11 +234,13 @@ def layer_cycles(mode: str, n: int, k: int, acc: Accelerator) -> int:
     """
     from golden import pe_array
 
+    g = acc.interleave
     if mode in ("draft", "verify", "fp16"):
-        return pe_array.cycles("verify" if mode == "fp16" else mode, n, k, acc.rows, acc.cols)
+        return pe_array.cycles("verify" if mode == "fp16" else mode, n, k, acc.rows, acc.cols,
+                               interleave=g, latency=acc.latency)
     per_word = {"w8": 2, "w4": 4}[mode]
-    tiles = -(-(-(-n // per_word)) // acc.pes)
-    return k + pe_array.PIPELINE_LATENCY - 1 + (tiles - 1) * max(k, acc.pes) + acc.pes
+    groups = -(-(-(-n // per_word)) // (acc.pes * g))
+    return (k - 1) * g + acc.latency + (groups - 1) * g * max(k, acc.pes) + g * acc.pes
 
 
 def layer_weight_bytes(mode: str, n: int, k: int) -> float:
@@ -317,7 +347,10 @@ def compare(shape: ModelShape | str, acc: Accelerator | None = None, *, gamma: i
         "inputs": {
             "shape": f"published configuration ({shape.name})" if shape.name != "tiny-moe"
             else "our tiny MoE LM's configuration",
-            "accelerator": "assumed: " + ", ".join(f"{k}={v:g}" for k, v in asdict(acc).items()),
+            "accelerator": "assumed: " + ", ".join(
+                f"{k}={v:g}" for k, v in asdict(acc).items() if not k.endswith("_source")),
+            "clock": acc.clock_source,
+            "memory": acc.mem_source,
             "context": f"assumed: {context} tokens in the KV cache (FP16 keys and values)",
             "acceptance": f"{acceptance_source}"
                           + (f": alpha={acceptance:.4f}" if acceptance is not None else

@@ -57,6 +57,9 @@ class SelfCheck(wiring.Component):
         The program. Modes are ``"verify"`` or ``"draft"``.
     pauses : bool
         Offer beats and take results only when the LFSR allows (about 3 cycles in 4).
+    mul_stages, add_stages : int
+        The PEs' pipeline depth; the program's beats must interleave ``add_stages + 1``
+        tiles (:func:`golden.pe_array.weight_stream`).
 
     Members
     -------
@@ -75,7 +78,8 @@ class SelfCheck(wiring.Component):
     errors: Out(16)
     results: Out(16)
 
-    def __init__(self, rows: int, cols: int, passes, *, pauses: bool = True):
+    def __init__(self, rows: int, cols: int, passes, *, pauses: bool = True, mul_stages: int = 0,
+                 add_stages: int = 0):
         pes = rows * cols
         problem = None
         if not passes:
@@ -92,6 +96,7 @@ class SelfCheck(wiring.Component):
         if problem:
             raise ValueError(problem)
         self._rows, self._cols, self._passes, self._pauses = rows, cols, list(passes), pauses
+        self._depth = dict(mul_stages=mul_stages, add_stages=add_stages)
         super().__init__()
 
     @property
@@ -101,7 +106,7 @@ class SelfCheck(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         pes = self._rows * self._cols
-        m.submodules.array = array = PEArray(self._rows, self._cols)
+        m.submodules.array = array = PEArray(self._rows, self._cols, **self._depth)
         passes = self._passes
 
         beats = [(_pack(w, 16) | (int(l) << (16 * pes)), _pack(a, 16))

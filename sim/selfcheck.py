@@ -18,19 +18,20 @@ from sim.pe_stimulus import FP16_EDGES
 K = 12
 
 
-def _pass(mode: str, w, acts, rows: int, cols: int) -> Pass:
-    words, last = weight_stream(mode, w, rows, cols)
-    a = acts_stream(mode, acts, w.shape[0], rows, cols)
+def _pass(mode: str, w, acts, rows: int, cols: int, g: int) -> Pass:
+    words, last = weight_stream(mode, w, rows, cols, g)
+    a = acts_stream(mode, acts, w.shape[0], rows, cols, g)
     base, lut = pe_tables(w)
-    expected = result_beats(mode, w, acts, rows, cols)
+    expected = result_beats(mode, w, acts, rows, cols, g)
     return Pass(mode=mode, base=tuple(int(x) for x in base), lut=tuple(int(x) for x in lut),
                 words=tuple(tuple(int(x) for x in row) for row in words),
                 last=tuple(bool(x) for x in last), acts=tuple(tuple(int(x) for x in row) for row in a),
                 expected=tuple(tuple(int(x) for x in row) for row in expected))
 
 
-def program(rows: int, cols: int, seed: int) -> list[Pass]:
-    """Three passes for a ``rows x cols`` array: verify, draft, verify with edge values."""
+def program(rows: int, cols: int, seed: int, interleave: int = 1) -> list[Pass]:
+    """Three passes for a ``rows x cols`` array whose beats interleave *interleave* tiles:
+    verify, draft, verify with edge values."""
     rng = np.random.default_rng(seed)
     pes = rows * cols
     n_verify, n_draft = 2 * pes, 4 * pes
@@ -39,9 +40,9 @@ def program(rows: int, cols: int, seed: int) -> list[Pass]:
     acts4 = rng.normal(0, 1, (4, K)).astype(np.float16)
     acts1 = rng.normal(0, 1, K).astype(np.float16)
     edges = np.resize(FP16_EDGES, 4 * K).reshape(4, K).view(np.float16)
-    return [_pass("verify", wv, acts4, rows, cols),
-            _pass("draft", w, acts1, rows, cols),
-            _pass("verify", wv, edges, rows, cols)]
+    return [_pass("verify", wv, acts4, rows, cols, interleave),
+            _pass("draft", w, acts1, rows, cols, interleave),
+            _pass("verify", wv, edges, rows, cols, interleave)]
 
 
 def simulate_selfcheck(dut: SelfCheck, max_cycles: int = 20000) -> dict:

@@ -21,13 +21,14 @@ def _fp16_pe(cfg: Config):
 def _pe_array(rows: int, cols: int):
     def build(cfg: Config):
         from hw.array import PEArray
-        return PEArray(rows, cols)
+        return PEArray(rows, cols, mul_stages=cfg.pe.mul_stages, add_stages=cfg.pe.add_stages)
     return build
 
 
 def _pe_array_config(cfg: Config):
     from hw.array import PEArray
-    return PEArray(cfg.array.rows, cfg.array.cols)
+    return PEArray(cfg.array.rows, cfg.array.cols, mul_stages=cfg.pe.mul_stages,
+                   add_stages=cfg.pe.add_stages)
 
 
 def _expert_cache(**params):

@@ -64,6 +64,13 @@ def test_selfcheck_program_passes_in_simulation():
     assert {p.mode for p in passes} == {"verify", "draft"}
 
 
+@pytest.mark.parametrize("mul_stages,add_stages", [(1, 1), (2, 3)])
+def test_selfcheck_program_passes_on_pipelined_pes(mul_stages, add_stages):
+    passes = program(2, 2, SELFCHECK_SEED, interleave=add_stages + 1)
+    got = simulate_selfcheck(SelfCheck(2, 2, passes, mul_stages=mul_stages, add_stages=add_stages))
+    assert got["done"] and got["passed"], got
+
+
 def test_selfcheck_fails_on_one_wrong_bit_and_without_pauses():
     rows, cols = SELFCHECK_SHAPE
     passes = program(rows, cols, SELFCHECK_SEED)

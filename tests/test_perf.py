@@ -225,3 +225,21 @@ def test_expert_passes_match_a_simulation_of_routing_and_lane_groups(rng):
         tiny.n_layers * (2 * dense_b + tiny.expert_passes(8) * per_expert) + 2 * head)
     assert v4["weight_bytes"] == pytest.approx(
         tiny.n_layers * (dense_b + tiny.experts_read(4) * per_expert) + head)
+
+
+def test_fpga_target_uses_the_measured_fmax_and_the_pipelined_array_timing():
+    from golden import pe_array
+
+    acc = perf.Accelerator.fpga(rows=2, cols=2, fmax_mhz=102.4, mem_bw=200e6, device="LFE5U-85F",
+                                mem_source="assumed: SDRAM", mul_stages=2, add_stages=3)
+    assert acc.clock_hz == pytest.approx(102.4e6) and acc.clock_source.startswith("measured")
+    assert (acc.interleave, acc.latency) == (4, 8)
+    assert perf.layer_cycles("verify", 40, 64, acc) == pe_array.cycles(
+        "verify", 40, 64, 2, 2, interleave=4, latency=8)
+    assert perf.layer_cycles("draft", 40, 64, acc) > perf.layer_cycles(
+        "draft", 40, 64, perf.Accelerator(rows=2, cols=2))          # padding to 4 tiles
+    report = perf.compare("tiny-moe", acc)
+    assert report["inputs"]["clock"] == acc.clock_source
+    assert perf.Accelerator().clock_source.startswith("assumed")
+    with pytest.raises(ValueError, match="pipeline depth"):
+        perf.Accelerator(add_stages=4)

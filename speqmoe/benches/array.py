@@ -34,6 +34,8 @@ def measure_passes(rows: int, cols: int, n: int, k: int, build: Path, seed: int)
     from golden.bsfp import encode
     from sim.array_flow import make_job, mismatches, random_layer, run_array_cocotb
 
+    pe = Config().pe
+    depth = dict(mul_stages=pe.mul_stages, add_stages=pe.add_stages)
     rng = np.random.default_rng(seed)
     enc = encode(random_layer(rng, n, k))
     acts = rng.normal(size=(4, k)).astype(np.float16)
@@ -41,9 +43,9 @@ def measure_passes(rows: int, cols: int, n: int, k: int, build: Path, seed: int)
     out = {}
     cycles_total = seconds_total = 0.0
     for mode in ("draft", "verify"):
-        job = make_job(mode, enc, acts[0] if mode == "draft" else acts, rows, cols)
+        job = make_job(mode, enc, acts[0] if mode == "draft" else acts, rows, cols, **depth)
         run = run_array_cocotb("verilator", rows, cols, [job], build, seed=seed, stall=0.0,
-                               backpressure=0.0, overlap=False)
+                               backpressure=0.0, overlap=False, **depth)
         bad = mismatches(run, [job])
         if bad:
             raise RuntimeError(f"array {mode} pass differs from the golden model: {bad}")

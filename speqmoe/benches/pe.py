@@ -25,11 +25,13 @@ def run(ctx) -> dict:
 
     from sim.amaranth_pe import simulate_pe
     from sim.pe_flow import run_pe_cocotb
-    from sim.pe_stimulus import pe_batches
+    from sim.pe_stimulus import interleaved, pe_batches
     from sim.runner import simulator_missing
     from speqmoe.commands.synth import synth_designs
 
     out: dict = {}
+    pe = Config().pe
+    depth = dict(mul_stages=pe.mul_stages, add_stages=pe.add_stages)
     summary = synth_designs(["reconfigurable_pe", "fp16_pe"], Config(), Path("build/synth"),
                             ctx.progress)
     rec, base = summary["reconfigurable_pe"], summary["fp16_pe"]
@@ -49,15 +51,15 @@ def run(ctx) -> dict:
             ctx.progress(f"{simulator} missing: {simulator_missing(simulator)}; figure omitted")
             continue
         ctx.progress(f"{simulator}: {n} dot products per mode ...")
-        r = run_pe_cocotb(simulator, "reconfigurable", "verify,draft", n,
+        r = run_pe_cocotb(simulator, "reconfigurable", "verify,draft", n, **depth,
                           build / f"pe_{simulator}", seed=base_seed(), lengths=lengths)
         if not r.passed:
             raise RuntimeError(f"{simulator} PE simulation failed; see {build / f'pe_{simulator}'}")
         out[f"sim_cycles_per_s_{simulator}"] = r.cycles_per_s
     ctx.progress(f"amaranth: {AMARANTH_SEQUENCES} dot products per mode ...")
-    batches = pe_batches("reconfigurable", ["verify", "draft"], AMARANTH_SEQUENCES,
-                         derived_seed("bench_pe_amaranth"))
-    results, cycles, seconds = simulate_pe("reconfigurable", batches, seed=base_seed())
+    batches = interleaved(pe_batches("reconfigurable", ["verify", "draft"], AMARANTH_SEQUENCES,
+                                     derived_seed("bench_pe_amaranth")), depth["add_stages"] + 1)
+    results, cycles, seconds = simulate_pe("reconfigurable", batches, seed=base_seed(), **depth)
     expected = [e for b in batches for e in b.expected]
     if len(results) != len(expected) or not all(
             np.array_equal(np.asarray(g, np.uint32), np.asarray(e, np.uint32))

@@ -34,6 +34,7 @@ def add_parser(sub):
     p.add_argument("--no-sweep", action="store_true", help="skip the PE pipeline-depth sweep")
     p.add_argument("--no-bitstream", action="store_true", help="skip the self-checking bitstream")
     p.add_argument("--seed", type=int, default=None, help="nextpnr placement seed (default 1)")
+    p.add_argument("--jobs", type=int, default=2, help="builds run side by side (default 2)")
     p.add_argument("--list-boards", action="store_true", help="name the ECP5 boards and exit")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=run)
@@ -44,51 +45,58 @@ def sweep_name(kind: str, mul_stages: int, add_stages: int) -> str:
     return f"{kind}_m{mul_stages}a{add_stages}"
 
 
-def selfcheck_top(rows: int, cols: int, seed: int):
-    """The self-checking harness and its board wrapper (LEDs)."""
+def selfcheck_top(rows: int, cols: int, seed: int, cfg=None):
+    """The self-checking harness (PEs of the ``[pe]`` depth) and its board wrapper (LEDs)."""
     from hw.selfcheck import SelfCheck
     from sim.selfcheck import program
+    from speqmoe.config import Config
     from speqmoe.fpga import SelfCheckBoard
 
-    check = SelfCheck(rows, cols, program(rows, cols, seed))
+    pe = (cfg or Config()).pe
+    depth = dict(mul_stages=pe.mul_stages, add_stages=pe.add_stages)
+    check = SelfCheck(rows, cols, program(rows, cols, seed, interleave=pe.add_stages + 1), **depth)
     return check, SelfCheckBoard(check)
 
 
 def run_fpga(cfg, out: Path, *, board: str, designs, sweep: bool, bitstream: bool, seed: int,
-             progress=print) -> dict:
+             jobs: int = 1, progress=print) -> dict:
+    """Build the designs (and the sweep and the bitstream), *jobs* at a time; return the summary."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from hw.pe import Fp16PE, ReconfigurablePE
     from speqmoe import designs as registry
     from speqmoe.fpga import out_of_context, place_and_route, write_summary
 
     out = Path(out)
-    results = {}
-
-    def report(name, r):
-        fmax = f"{r.fmax_mhz:.1f} MHz" if r.fmax_mhz else "no Fmax"
-        fit = "" if r.fits else f" (does not fit: {r.error})"
-        progress(f"{name}: {r.lut4} LUT4, {r.ff} FF, {r.dsp} DSP, {r.ebr} EBR, {fmax}, "
-                 f"{r.seconds:.0f} s{fit}")
-        results[name] = r
-        write_summary(out / "summary.json", {name: r})
-
-    for name in designs:
-        progress(f"{name}: synthesis, place and route on {board} ...")
-        report(name, out_of_context(registry.build(name, cfg), name, board, out / name, seed=seed))
+    tasks = [(name, out / name, lambda name=name: registry.build(name, cfg)) for name in designs]
     if sweep:
         for kind, cls in (("reconfigurable_pe", ReconfigurablePE), ("fp16_pe", Fp16PE)):
             for ms, ad in SWEEP:
-                name = sweep_name(kind, ms, ad)
-                progress(f"{name}: synthesis, place and route on {board} ...")
-                report(name, out_of_context(cls(mul_stages=ms, add_stages=ad), name, board,
-                                            out / "sweep" / name, seed=seed))
-    if bitstream:
+                tasks.append((sweep_name(kind, ms, ad), out / "sweep" / sweep_name(kind, ms, ad),
+                              lambda cls=cls, ms=ms, ad=ad: cls(mul_stages=ms, add_stages=ad)))
+
+    def build(task):
+        name, folder, make = task
+        progress(f"{name}: synthesis, place and route on {board} ...")
+        return name, out_of_context(make(), name, board, folder, seed=seed)
+
+    def bits():
         rows, cols = SELFCHECK_SHAPE
         name = f"selfcheck_{rows}x{cols}"
         progress(f"{name}: bitstream for {board} ...")
-        _, top = selfcheck_top(rows, cols, SELFCHECK_SEED)
-        r = place_and_route(top, name, board, out / name, seed=seed, bitstream=True)
-        report(name, r)
-        progress(f"bitstream: {out / name / (name + '.bit')}")
+        _, top = selfcheck_top(rows, cols, SELFCHECK_SEED, cfg)
+        return name, place_and_route(top, name, board, out / name, seed=seed, bitstream=True)
+
+    work = [lambda t=t: build(t) for t in tasks] + ([bits] if bitstream else [])
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for name, r in pool.map(lambda f: f(), work):
+            fmax = f"{r.fmax_mhz:.1f} MHz" if r.fmax_mhz else "no Fmax"
+            fit = "" if r.fits else f" (does not fit: {r.error})"
+            progress(f"{name}: {r.lut4} LUT4, {r.ff} FF, {r.dsp} DSP, {r.ebr} EBR, {fmax}, "
+                     f"{r.seconds:.0f} s{fit}")
+            write_summary(out / "summary.json", {name: r})
+            if name.startswith("selfcheck"):
+                progress(f"bitstream: {out / name / (name + '.bit')}")
     return json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
 
 
@@ -109,11 +117,14 @@ def run(args) -> int:
     seed = cfg.fpga.seed if args.seed is None else args.seed
     if seed < 0:
         raise UserError(f"--seed must be >= 0, not {seed}")
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be >= 1, not {args.jobs}")
     names = [] if args.designs == "none" else registry.select(args.designs, DEFAULT_DESIGNS)
     progress = Progress("fpga", quiet=args.json)
     try:
         summary = run_fpga(cfg, args.out, board=board, designs=names, sweep=not args.no_sweep,
-                           bitstream=not args.no_bitstream, seed=seed, progress=progress)
+                           bitstream=not args.no_bitstream, seed=seed, jobs=args.jobs,
+                           progress=progress)
     except RuntimeError as exc:
         raise UserError(str(exc)) from None
     if args.json:

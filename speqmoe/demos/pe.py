@@ -25,14 +25,16 @@ def run(ctx):
     cfg = ctx.config or Config()
     vdir = ctx.build_dir / "verilog"
     ctx.progress("generating Verilog ...")
-    paths = [write_verilog(ReconfigurablePE(), "reconfigurable_pe", vdir / "reconfigurable_pe.v"),
-             write_verilog(Fp16PE(), "fp16_pe", vdir / "fp16_pe.v")]
+    depth = dict(mul_stages=cfg.pe.mul_stages, add_stages=cfg.pe.add_stages)
+    paths = [write_verilog(ReconfigurablePE(**depth), "reconfigurable_pe",
+                           vdir / "reconfigurable_pe.v"),
+             write_verilog(Fp16PE(**depth), "fp16_pe", vdir / "fp16_pe.v")]
 
     n = cfg.sim.pe_sequences
     ctx.progress(f"simulating the reconfigurable PE on Verilator: {n} random dot products "
                  "per mode plus the edge cases, random stalls and backpressure ...")
     sim = run_pe_cocotb("verilator", "reconfigurable", "verify,draft", n,
-                        ctx.build_dir / "demo" / "pe_sim", seed=cfg.sim.seed)
+                        ctx.build_dir / "demo" / "pe_sim", seed=cfg.sim.seed, **depth)
 
     ctx.progress("synthesizing both PEs with Yosys ...")
     synth = synth_designs(["reconfigurable_pe", "fp16_pe"], cfg, ctx.build_dir / "synth",
