@@ -92,8 +92,8 @@ class Accelerator:
                              f"macs_per_pe={self.macs_per_pe!r} is not supported")
         if not self.clock_hz > 0 or not self.mem_bw > 0:
             raise ValueError("clock_hz and mem_bw must be positive")
-        if not (0 <= self.mul_stages <= 2 and 0 <= self.add_stages <= 3):
-            raise ValueError(f"pipeline depth mul_stages={self.mul_stages!r} (0..2), "
+        if not (0 <= self.mul_stages <= 3 and 0 <= self.add_stages <= 3):
+            raise ValueError(f"pipeline depth mul_stages={self.mul_stages!r} (0..3), "
                              f"add_stages={self.add_stages!r} (0..3) is not supported")
 
     @property

@@ -161,7 +161,9 @@ class PEArray(wiring.Component):
             m.d.sync += cfg.eq(self.config.payload)
 
         # Every PE sees the same beats and the same result handshake, so all PEs hold the
-        # same pipeline state: one PE's ready is every PE's ready.
+        # same pipeline state: one PE's ready is every PE's ready. Each PE is offered the
+        # beat whenever both input streams are valid and accepts it by its own ready, so no
+        # combinational path runs from one PE's state to the others.
         if self._pe_module is None:
             pes = [ReconfigurablePE(mul_stages=self._mul_stages, add_stages=self._add_stages)
                    for _ in range(n)]
@@ -189,7 +191,7 @@ class PEArray(wiring.Component):
         drain = Signal(range(n))
         take_all = Signal()
         m.d.comb += [
-            can_take.eq(Cat(pe.weights.ready for pe in pes).all()),
+            can_take.eq(pes[0].weights.ready),
             fire.eq(can_take & self.weights.valid & self.acts.valid),
             self.weights.ready.eq(can_take & self.acts.valid),
             self.acts.ready.eq(can_take & self.weights.valid),
@@ -200,7 +202,7 @@ class PEArray(wiring.Component):
                 pe.mode.eq(cfg.mode),
                 pe.base.eq(cfg.base),
                 pe.lut.eq(cfg.lut),
-                pe.weights.valid.eq(fire),
+                pe.weights.valid.eq(self.weights.valid & self.acts.valid),
                 pe.weights.payload.word.eq(self.weights.payload.words[p]),
                 pe.weights.payload.last.eq(self.weights.payload.last),
                 pe.acts.valid.eq(1),

@@ -17,7 +17,7 @@ __all__ = [
     "MUL_MAX_STAGES", "ADD_MAX_STAGES",
 ]
 
-MUL_MAX_STAGES = 2
+MUL_MAX_STAGES = 3
 ADD_MAX_STAGES = 3
 
 NAN32 = 0x7FC00000
@@ -122,9 +122,11 @@ class Fp16Multiplier(wiring.Component):
     Parameters
     ----------
     stages : int
-        Register stages inside, 0..2: the first after the significand product (the
-        multiplier block's output register on an FPGA), the second after the
-        normalisation shift amount.
+        Register stages inside, 0..3: one stage registers the significand product (the
+        multiplier block's output register on an FPGA); two stages also register the
+        unpacked operands in front of it (its input registers), so that the block's
+        inputs and outputs both come straight from flip-flops; three stages also register
+        the normalisation's leading-zero count.
 
     Attributes
     ----------
@@ -153,7 +155,8 @@ class Fp16Multiplier(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cuts = _Cuts(m, self.en if self._stages else None, {1: [1], 2: [1, 2]}.get(self._stages, []))
+        cuts = _Cuts(m, self.en if self._stages else None,
+                     {1: [1], 2: [0, 1], 3: [0, 1, 2]}.get(self._stages, []))
 
         # With significands m_a, m_b (hidden bit explicit, exponent 0 read as 1) the
         # product is m_a*m_b * 2^(e_a+e_b-50). Normalising the 22-bit integer product by
@@ -166,10 +169,11 @@ class Fp16Multiplier(wiring.Component):
         sig_a, exp_a, inf_a, nan_a, zero_a = unpack(self.a)
         sig_b, exp_b, inf_b, nan_b, zero_b = unpack(self.b)
         v = cuts.cut(
-            1, prod=(sig_a * sig_b)[0:22], exp=(exp_a + exp_b + 98)[0:8],
+            0, sig_a=sig_a, sig_b=sig_b, exp=(exp_a + exp_b + 98)[0:8],
             sign=self.a[15] ^ self.b[15],
             nan=nan_a | nan_b | (inf_a & zero_b) | (inf_b & zero_a),
             inf=inf_a | inf_b, zero=zero_a | zero_b)
+        v = cuts.cut(1, prod=(v.pop("sig_a") * v.pop("sig_b"))[0:22], **v)
         prod = _wire(m, "prod", v["prod"])
         v = cuts.cut(2, **v, shift=leading_zeros(m, prod))
         norm = (v["prod"] << v["shift"])[0:21]

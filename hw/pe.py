@@ -68,8 +68,8 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
     accumulation loop is ``A + 1`` cycles long, so the beats interleave ``A + 1``
     independent dot products: accepted beat ``n`` belongs to slot ``n mod (A + 1)``, each
     slot has its own partial-sum register per lane, read when its product is registered
-    (a sum written back in that cycle is forwarded) and written when the sum leaves the
-    adder. The next beat of a slot enters the adder at least ``A + 1`` cycles later, after
+    (a sum written back in that cycle is forwarded; the first beat of a dot product reads
+    +0.0 instead) and written when the sum leaves the adder. The next beat of a slot enters the adder at least ``A + 1`` cycles later, after
     the write, so every slot accumulates sequentially in increasing k exactly as with a
     one-cycle adder.
 
@@ -102,13 +102,16 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
         acts.ready.eq(advance & weights.valid),
         accept.eq(advance & weights.valid & acts.valid),
     ]
+    # first[i]: the beat in stage i starts its dot product (its slot's previous beat was a
+    # last one), so it adds its product to +0.0 instead of the slot's partial sum.
+    first = [Signal(name=f"first{i}") for i in range(1, depth + 1)]
+    in_first = Signal(slots, init=(1 << slots) - 1)
     if slots > 1:
         with m.If(accept):
-            m.d.sync += in_slot.eq(Mux(in_slot == slots - 1, 0, in_slot + 1))
+            m.d.sync += [in_slot.eq(Mux(in_slot == slots - 1, 0, in_slot + 1)),
+                         in_first.bit_select(in_slot, 1).eq(weights.payload.last)]
 
     s2 = 1 + mul_stages                          # index of the product stage
-    writeback = Signal(data.ArrayLayout(32, LANES))
-    m.d.comb += writeback.eq(Mux(last[-1], 0, sums))
     partial = Signal(data.ArrayLayout(32, LANES))
     if slots == 1:
         m.d.comb += partial.eq(acc[0])
@@ -117,7 +120,8 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
         # sits before the adder; a sum written back in that same cycle is forwarded.
         forward = valid[-1] & (slot[-1] == slot[s2 - 1])
         with m.If(advance):
-            m.d.sync += partial.eq(Mux(forward, writeback, Array(acc)[slot[s2 - 1]]))
+            m.d.sync += partial.eq(Mux(first[s2 - 1], 0,
+                                       Mux(forward, sums, Array(acc)[slot[s2 - 1]])))
     for lane in range(LANES):
         mul = Fp16Multiplier(stages=mul_stages)
         add = Fp32Adder(stages=add_stages)
@@ -142,15 +146,19 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
             ]
 
     with m.If(advance):
-        m.d.sync += [valid[0].eq(accept), last[0].eq(weights.payload.last), slot[0].eq(in_slot)]
+        m.d.sync += [valid[0].eq(accept), last[0].eq(weights.payload.last), slot[0].eq(in_slot),
+                     first[0].eq(in_first.bit_select(in_slot, 1))]
         for i in range(1, depth):
             m.d.sync += [valid[i].eq(valid[i - 1]), last[i].eq(last[i - 1]),
-                         slot[i].eq(slot[i - 1])]
+                         slot[i].eq(slot[i - 1]), first[i].eq(first[i - 1])]
         with m.If(valid[-1]):
-            with m.Switch(slot[-1]):
-                for i in range(slots):
-                    with m.Case(i):
-                        m.d.sync += acc[i].eq(writeback)
+            if slots == 1:
+                m.d.sync += acc[0].eq(Mux(last[-1], 0, sums))
+            else:
+                with m.Switch(slot[-1]):
+                    for i in range(slots):
+                        with m.Case(i):
+                            m.d.sync += acc[i].eq(sums)
     if slots == 1:
         with m.If(results.ready):
             m.d.sync += out_valid.eq(0)
@@ -230,7 +238,7 @@ class ReconfigurablePE(_PE):
     Parameters
     ----------
     mul_stages : int
-        Register stages inside each lane's multiplier, 0..2.
+        Register stages inside each lane's multiplier, 0..3.
     add_stages : int
         Register stages inside each lane's binary32 adder, 0..3.
     """

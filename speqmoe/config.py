@@ -94,14 +94,15 @@ class PeConfig:
     ``fpga`` build (the accelerator top's array is not pipelined yet).
 
     ``add_stages`` registers inside the binary32 adder make the PE interleave
-    ``add_stages + 1`` dot products (docs/fpga.md, "Pipelining"). The default, 2 and 3,
-    is the shallowest depth at which the PE closes above 100 MHz on the ULX3S' LFE5U-85F.
+    ``add_stages + 1`` dot products (docs/fpga.md, "Pipelining"). The default, 3 and 3, is
+    the depth at which the PE and the 2x2 array close above 100 MHz on the ULX3S' LFE5U-85F
+    (``make fpga``).
     """
-    mul_stages: int = 2
+    mul_stages: int = 3
     add_stages: int = 3
 
     def validate(self, where: str) -> None:
-        for key, most in (("mul_stages", 2), ("add_stages", 3)):
+        for key, most in (("mul_stages", 3), ("add_stages", 3)):
             if not 0 <= getattr(self, key) <= most:
                 raise UserError(f"{where}.{key} must be 0..{most}, not {getattr(self, key)}")
 

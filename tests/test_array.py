@@ -138,7 +138,7 @@ def test_array_bit_exact_with_stalls_and_backpressure_in_amaranth_sim(rows, cols
 
 # Pipelined PEs: the beats interleave add_stages + 1 tiles (golden.pe_array.weight_stream),
 # results stay bit-exact and in tile order, and the no-stall cycle count follows the depth.
-ARRAY_DEPTHS = [(1, 1), (0, 2), (2, 3)]
+ARRAY_DEPTHS = [(1, 1), (0, 2), (3, 3)]
 
 
 @pytest.mark.parametrize("mul_stages,add_stages", ARRAY_DEPTHS)
@@ -203,7 +203,7 @@ def _cocotb(simulator, rows, cols, jobs, tag, flat=False, **depth):
 
 def test_pipelined_array_verilog_matches_golden_on_verilator():
     # The deepest PE pipeline, 2x2, hierarchical Verilog.
-    depth = dict(mul_stages=2, add_stages=3)
+    depth = dict(mul_stages=3, add_stages=3)
     jobs = standard_jobs(2, 2, derived_seed("array_verilator_deep"), **depth)
     _cocotb("verilator", 2, 2, jobs, "2x2_deep", **depth)
 

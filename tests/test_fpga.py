@@ -112,3 +112,29 @@ def test_pe_synthesizes_places_and_routes_with_a_timing_report():
     assert r.dsp == 4                       # one MULT18X18D per lane
     assert r.lut4 > 1000 and r.ff >= r.harness_ff
     assert (BUILD / "pe" / "reconfigurable_pe.tim").exists()
+
+
+def test_bench_figures_from_a_summary():
+    from speqmoe.benches.fpga import figures
+
+    def r(lut, fmax, fits=True):
+        return {"lut4": lut, "ff": 10, "dsp": 4, "ebr": 0, "fits": fits, "seconds": 1.0,
+                "fmax_mhz": fmax if fits else None}
+
+    summary = {"designs": {"reconfigurable_pe": r(6000, 102.0), "fp16_pe": r(5000, 104.0),
+                           "pe_array_4x4": r(96000, None, fits=False),
+                           "reconfigurable_pe_m2a3": r(6000, 102.0), "fp16_pe_m2a3": r(5000, 104.0)}}
+    out = figures(summary)
+    assert out["fpga_fmax_mhz_pe"] == 102.0 and out["fpga_lut_ratio_pe"] == pytest.approx(1.2)
+    assert out["fpga_fits_array_4x4"] == 0 and "fpga_fmax_mhz_array_4x4" not in out
+    assert out["fpga_sweep_fmax_mhz_pe_m2a3"] == 102.0 and out["fpga_lut_ratio_pe_m2a3"] == 1.2
+
+
+def test_out_of_context_builds_retarget_the_clock_constraint(tmp_path):
+    from speqmoe.fpga import _retarget_clock
+
+    lpf = tmp_path / "x.lpf"
+    lpf.write_text('LOCATE COMP "clk25_0__io" SITE "G2";\nFREQUENCY PORT "clk25_0__io" 25000000.0 HZ;\n')
+    _retarget_clock(lpf, 150)
+    assert 'FREQUENCY PORT "clk25_0__io" 150000000.0 HZ;' in lpf.read_text()
+    assert 'SITE "G2"' in lpf.read_text()

@@ -121,7 +121,7 @@ def test_pe_runs_one_beat_per_cycle_without_stalls(seed):
 # add_stages + 1 dot products, and every one of them must still equal sequential binary32
 # accumulation in increasing k (golden.pe.pe_dot).
 
-DEPTHS = [(1, 0), (0, 1), (1, 1), (2, 2), (0, 3), (2, 3)]
+DEPTHS = [(1, 0), (0, 1), (1, 1), (2, 2), (0, 3), (2, 3), (3, 3)]
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
@@ -175,7 +175,7 @@ def test_interleaved_stimulus_groups_equal_lengths_k_major():
         beats_of([b], 4) if len(b.words) % 4 else beats_of([b], 7 if len(b.words) % 7 else 11)
 
 
-@pytest.mark.parametrize("bad", [dict(mul_stages=3), dict(add_stages=4), dict(add_stages=-1),
+@pytest.mark.parametrize("bad", [dict(mul_stages=4), dict(add_stages=4), dict(add_stages=-1),
                                  dict(mul_stages=True)])
 def test_pe_depths_out_of_range_are_rejected(bad):
     from hw.pe import Fp16PE, ReconfigurablePE
@@ -220,7 +220,7 @@ def test_reconfigurable_pe_verilog_switches_modes_mid_stream():
 def test_pipelined_pe_verilog_matches_golden(simulator):
     # The deepest pipeline on both simulators, modes switching mid-stream.
     report = _cocotb_pe(simulator, "reconfigurable", "verify,draft", 1000, "reconf_deep",
-                        mul_stages=2, add_stages=3)
+                        mul_stages=3, add_stages=3)
     assert report.sequences >= 2000
 
 

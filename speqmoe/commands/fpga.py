@@ -16,7 +16,7 @@ from pathlib import Path
 DEFAULT_DESIGNS = ["reconfigurable_pe", "fp16_pe", "pe_array_2x2", "pe_array_4x4",
                    "expert_cache_w128_s16", "accel_2x2"]
 # The PE pipeline-depth sweep: (mul_stages, add_stages).
-SWEEP = [(0, 0), (1, 1), (1, 2), (2, 2), (2, 3)]
+SWEEP = [(0, 0), (1, 1), (1, 2), (2, 2), (2, 3), (3, 3)]
 SELFCHECK_SHAPE = (2, 2)
 SELFCHECK_SEED = 11
 
@@ -35,6 +35,9 @@ def add_parser(sub):
     p.add_argument("--no-bitstream", action="store_true", help="skip the self-checking bitstream")
     p.add_argument("--seed", type=int, default=None, help="nextpnr placement seed (default 1)")
     p.add_argument("--jobs", type=int, default=2, help="builds run side by side (default 2)")
+    p.add_argument("--target-mhz", type=float, default=None,
+                   help="clock constraint of the out-of-context builds (default 150; the "
+                        "bitstream keeps the board's clock)")
     p.add_argument("--list-boards", action="store_true", help="name the ECP5 boards and exit")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=run)
@@ -59,15 +62,16 @@ def selfcheck_top(rows: int, cols: int, seed: int, cfg=None):
 
 
 def run_fpga(cfg, out: Path, *, board: str, designs, sweep: bool, bitstream: bool, seed: int,
-             jobs: int = 1, progress=print) -> dict:
+             jobs: int = 1, target_mhz: float | None = None, progress=print) -> dict:
     """Build the designs (and the sweep and the bitstream), *jobs* at a time; return the summary."""
     from concurrent.futures import ThreadPoolExecutor
 
     from hw.pe import Fp16PE, ReconfigurablePE
     from speqmoe import designs as registry
-    from speqmoe.fpga import out_of_context, place_and_route, write_summary
+    from speqmoe.fpga import OOC_TARGET_MHZ, out_of_context, place_and_route, write_summary
 
     out = Path(out)
+    target = target_mhz or OOC_TARGET_MHZ
     tasks = [(name, out / name, lambda name=name: registry.build(name, cfg)) for name in designs]
     if sweep:
         for kind, cls in (("reconfigurable_pe", ReconfigurablePE), ("fp16_pe", Fp16PE)):
@@ -78,7 +82,7 @@ def run_fpga(cfg, out: Path, *, board: str, designs, sweep: bool, bitstream: boo
     def build(task):
         name, folder, make = task
         progress(f"{name}: synthesis, place and route on {board} ...")
-        return name, out_of_context(make(), name, board, folder, seed=seed)
+        return name, out_of_context(make(), name, board, folder, seed=seed, target_mhz=target)
 
     def bits():
         rows, cols = SELFCHECK_SHAPE
@@ -119,12 +123,14 @@ def run(args) -> int:
         raise UserError(f"--seed must be >= 0, not {seed}")
     if args.jobs < 1:
         raise UserError(f"--jobs must be >= 1, not {args.jobs}")
+    if args.target_mhz is not None and not 1 <= args.target_mhz <= 1000:
+        raise UserError(f"--target-mhz must be 1..1000, not {args.target_mhz}")
     names = [] if args.designs == "none" else registry.select(args.designs, DEFAULT_DESIGNS)
     progress = Progress("fpga", quiet=args.json)
     try:
         summary = run_fpga(cfg, args.out, board=board, designs=names, sweep=not args.no_sweep,
                            bitstream=not args.no_bitstream, seed=seed, jobs=args.jobs,
-                           progress=progress)
+                           target_mhz=args.target_mhz, progress=progress)
     except RuntimeError as exc:
         raise UserError(str(exc)) from None
     if args.json:
