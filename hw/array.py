@@ -19,8 +19,8 @@ from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.fp import ADD_MAX_STAGES, MUL_MAX_STAGES
-from hw.pe import BASE_LATENCY, LANES, RECONFIGURABLE_PE_MEMBERS, PeMode, ReconfigurablePE
+from hw.pe import (LANES, RECONFIGURABLE_PE_MEMBERS, PeMode, Pipelined, ReconfigurablePE,
+                   depth_problem)
 
 __all__ = ["ConfigBeat", "ResultBeat", "PEArray", "hierarchical_verilog"]
 
@@ -43,7 +43,7 @@ def weight_beat_layout(pes: int) -> data.StructLayout:
     return data.StructLayout({"words": data.ArrayLayout(16, pes), "last": 1})
 
 
-class PEArray(wiring.Component):
+class PEArray(Pipelined, wiring.Component):
     """A ``rows x cols`` array of reconfigurable PEs with a draining result stream.
 
     Throughput: one weight beat and one activation beat per cycle, ``4 * rows * cols``
@@ -94,10 +94,7 @@ class PEArray(wiring.Component):
         for name, value in (("rows", rows), ("cols", cols)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 problem = problem or f"{name} must be a positive integer, not {value!r}"
-        for name, value, most in (("mul_stages", mul_stages, MUL_MAX_STAGES),
-                                  ("add_stages", add_stages, ADD_MAX_STAGES)):
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
-                problem = problem or f"{name} must be an integer in 0..{most}, not {value!r}"
+        problem = problem or depth_problem(mul_stages, add_stages)
         if pe_module is not None and (not isinstance(pe_module, str)
                                       or not pe_module.isidentifier()):
             problem = problem or f"pe_module must be a Verilog module name, not {pe_module!r}"
@@ -133,24 +130,6 @@ class PEArray(wiring.Component):
     @property
     def pes(self) -> int:
         return self._rows * self._cols
-
-    @property
-    def mul_stages(self) -> int:
-        return self._mul_stages
-
-    @property
-    def add_stages(self) -> int:
-        return self._add_stages
-
-    @property
-    def interleave(self) -> int:
-        """Tiles the weight beats interleave (``add_stages + 1``, :mod:`golden.pe_array`)."""
-        return self._add_stages + 1
-
-    @property
-    def latency(self) -> int:
-        """Cycles from a tile's last beat to its first result beat (the PE latency)."""
-        return BASE_LATENCY + self._mul_stages + self._add_stages
 
     def elaborate(self, platform):
         m = Module()

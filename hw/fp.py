@@ -61,6 +61,24 @@ class _Cuts:
         return out
 
 
+class _Staged(wiring.Component):
+    """A component with ``stages`` inner register stages (and then an ``en`` input)."""
+
+    def __init__(self, members: dict, stages, most: int):
+        self._stages = _check_stages(stages, most)
+        if stages:
+            members = dict(members, en=In(1))
+        super().__init__(members)
+
+    @property
+    def stages(self) -> int:
+        return self._stages
+
+    @property
+    def latency(self) -> int:
+        return self._stages
+
+
 def _add(a, b, carry_in) -> Value:
     """``a + b + carry_in`` as a single adder (the carry enters through an extra low bit)."""
     return (Cat(carry_in, a) + Cat(carry_in, b))[1:]
@@ -110,7 +128,7 @@ def shift_right_sticky(m: Module, value: Value, amount: Value, name: str = "srs"
     return value, Cat(*dropped).any()
 
 
-class Fp16Multiplier(wiring.Component):
+class Fp16Multiplier(_Staged):
     """Exact binary16 x binary16 -> binary32 product.
 
     Latency ``stages`` cycles (0: combinational), throughput 1 product per cycle.
@@ -139,19 +157,7 @@ class Fp16Multiplier(wiring.Component):
     """
 
     def __init__(self, *, stages: int = 0):
-        self._stages = _check_stages(stages, MUL_MAX_STAGES)
-        members = {"a": In(16), "b": In(16), "p": Out(32)}
-        if stages:
-            members["en"] = In(1)
-        super().__init__(members)
-
-    @property
-    def stages(self) -> int:
-        return self._stages
-
-    @property
-    def latency(self) -> int:
-        return self._stages
+        super().__init__({"a": In(16), "b": In(16), "p": Out(32)}, stages, MUL_MAX_STAGES)
 
     def elaborate(self, platform):
         m = Module()
@@ -191,7 +197,7 @@ class Fp16Multiplier(wiring.Component):
         return m
 
 
-class Fp32Adder(wiring.Component):
+class Fp32Adder(_Staged):
     """IEEE binary32 adder, round to nearest even.
 
     Latency ``stages`` cycles (0: combinational), throughput 1 sum per cycle. It closes
@@ -216,19 +222,7 @@ class Fp32Adder(wiring.Component):
     """
 
     def __init__(self, *, stages: int = 0):
-        self._stages = _check_stages(stages, ADD_MAX_STAGES)
-        members = {"a": In(32), "b": In(32), "s": Out(32)}
-        if stages:
-            members["en"] = In(1)
-        super().__init__(members)
-
-    @property
-    def stages(self) -> int:
-        return self._stages
-
-    @property
-    def latency(self) -> int:
-        return self._stages
+        super().__init__({"a": In(32), "b": In(32), "s": Out(32)}, stages, ADD_MAX_STAGES)
 
     # Cut points used for each number of stages: 1 after the operand order and exponent
     # difference, 2 after the near difference and the far alignment shift, 3 after the

@@ -24,7 +24,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.fp import ADD_MAX_STAGES, MUL_MAX_STAGES, Fp16Multiplier, Fp32Adder
 
-__all__ = ["LANES", "BASE_LATENCY", "RECONFIGURABLE_PE_MEMBERS", "PeMode", "WeightBeat", "ReconfigurablePE", "Fp16PE"]
+__all__ = ["LANES", "BASE_LATENCY", "RECONFIGURABLE_PE_MEMBERS", "Pipelined", "depth_problem", "PeMode", "WeightBeat", "ReconfigurablePE", "Fp16PE"]
 
 LANES = 4
 BASE_LATENCY = 3          # operand, product and result registers
@@ -52,11 +52,39 @@ RECONFIGURABLE_PE_MEMBERS = dict(PE_MEMBERS, mode=In(PeMode), base=In(data.Array
                                  lut=In(data.ArrayLayout(15, 8)))
 
 
-def _check_depths(mul_stages, add_stages):
+def depth_problem(mul_stages, add_stages) -> str | None:
+    """What is wrong with a pipeline depth, or None."""
     for name, value, most in (("mul_stages", mul_stages, MUL_MAX_STAGES),
                               ("add_stages", add_stages, ADD_MAX_STAGES)):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
-            raise ValueError(f"{name} must be an integer in 0..{most}, not {value!r}")
+            return f"{name} must be an integer in 0..{most}, not {value!r}"
+    return None
+
+
+class Pipelined:
+    """Pipeline-depth properties shared by the PEs and the PE array."""
+
+    _mul_stages = 0
+    _add_stages = 0
+
+    @property
+    def mul_stages(self) -> int:
+        return self._mul_stages
+
+    @property
+    def add_stages(self) -> int:
+        return self._add_stages
+
+    @property
+    def interleave(self) -> int:
+        """Independent dot products (tiles, in an array) the beats interleave:
+        ``add_stages + 1``."""
+        return self._add_stages + 1
+
+    @property
+    def latency(self) -> int:
+        """Cycles from accepting a dot product's (tile's) last beat to its result being valid."""
+        return BASE_LATENCY + self._mul_stages + self._add_stages
 
 
 def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages, add_stages):
@@ -179,32 +207,16 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
         ]
 
 
-class _PE(wiring.Component):
+class _PE(Pipelined, wiring.Component):
     """Parameters and latency shared by both PEs."""
 
     def __init__(self, members, mul_stages, add_stages):
-        _check_depths(mul_stages, add_stages)
+        problem = depth_problem(mul_stages, add_stages)
+        if problem:
+            raise ValueError(problem)
         self._mul_stages = mul_stages
         self._add_stages = add_stages
         super().__init__(members)
-
-    @property
-    def mul_stages(self) -> int:
-        return self._mul_stages
-
-    @property
-    def add_stages(self) -> int:
-        return self._add_stages
-
-    @property
-    def interleave(self) -> int:
-        """Independent dot products the beats interleave: ``add_stages + 1``."""
-        return self._add_stages + 1
-
-    @property
-    def latency(self) -> int:
-        """Cycles from accepting a dot product's last beat to its result being valid."""
-        return BASE_LATENCY + self._mul_stages + self._add_stages
 
 
 class ReconfigurablePE(_PE):

@@ -54,7 +54,17 @@ def test_fpga_command_errors_are_one_line():
         assert proc.stderr.count("\n") == 1 and "error:" in proc.stderr
 
 
-def test_selfcheck_program_passes_in_simulation():
+def test_the_bitstreams_harness_passes_in_simulation():
+    # The very harness the bitstream is built from (default configuration: pipelined PEs).
+    from speqmoe.commands.fpga import selfcheck_top
+
+    dut, _ = selfcheck_top(*SELFCHECK_SHAPE, SELFCHECK_SEED)
+    got = simulate_selfcheck(dut)
+    assert got["done"] and got["passed"], got
+    assert got["results"] == dut.total_results > 0
+
+
+def test_selfcheck_program_covers_both_modes_and_passes_unpipelined():
     rows, cols = SELFCHECK_SHAPE
     passes = program(rows, cols, SELFCHECK_SEED)
     dut = SelfCheck(rows, cols, passes)
