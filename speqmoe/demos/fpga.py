@@ -57,6 +57,11 @@ def run(ctx):
           f"port; the figures include them); source: {source}. PE pipeline depth: "
           f"mul_stages={cfg.pe.mul_stages}, add_stages={cfg.pe.add_stages} (`[pe]`).", ""]
     md += _table(main) + [""]
+    if "accel_2x2" in main:
+        md += ["`accel_2x2` builds its PE array unpipelined (its streamer, memory layout and cycle "
+               "models follow the tile order of a one-cycle accumulation, docs/fpga.md), so its Fmax "
+               "is that of the one-cycle binary32 accumulation loop. `pe_array_4x4` needs more LUT4 "
+               f"than the {any_r['device']} has ({any_r['device_lut4']:,}).", ""]
     figures = {"designs": designs}
     if rec and base:
         ratio = rec["lut4"] / base["lut4"]
@@ -113,8 +118,8 @@ def run(ctx):
         md += [f"**What the clock buys** (analytic model, `golden.perf`, tiny MoE LM, 2x2 array): "
                f"clock {fpga.clock_source} (the `{clock_design}` build), memory "
                f"{fpga.mem_source}: FP16 {on_fpga['tokens_per_s']['fp16']:.0f} tokens/s, SPEQ "
-               f"{on_fpga['tokens_per_s']['speq']:.0f} tokens/s; at the assumed 1 GHz ASIC clock "
-               f"and HBM: FP16 {on_asic['tokens_per_s']['fp16']:.0f}, SPEQ "
+               f"{on_fpga['tokens_per_s']['speq']:.0f} tokens/s; the same array at the assumed 1 GHz "
+               f"ASIC clock and one HBM2e stack: FP16 {on_asic['tokens_per_s']['fp16']:.0f}, SPEQ "
                f"{on_asic['tokens_per_s']['speq']:.0f} tokens/s.", ""]
     bit = designs.get("selfcheck_2x2")
     if bit:
