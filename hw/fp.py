@@ -14,7 +14,7 @@ from amaranth.lib.wiring import In, Out
 
 __all__ = [
     "Fp16Multiplier", "Fp32Adder", "Fp32ToFp16", "NAN32", "NAN16", "leading_zeros", "shift_right_sticky",
-    "MUL_MAX_STAGES", "ADD_MAX_STAGES",
+    "MUL_MAX_STAGES", "ADD_MAX_STAGES", "stages_problem",
 ]
 
 MUL_MAX_STAGES = 3
@@ -32,9 +32,17 @@ def _wire(m: Module, name: str, value) -> Signal:
     return sig
 
 
-def _check_stages(stages, most: int) -> int:
+def stages_problem(name: str, stages, most: int) -> str | None:
+    """What is wrong with a register-stage count, or None."""
     if isinstance(stages, bool) or not isinstance(stages, int) or not 0 <= stages <= most:
-        raise ValueError(f"stages must be an integer in 0..{most}, not {stages!r}")
+        return f"{name} must be an integer in 0..{most}, not {stages!r}"
+    return None
+
+
+def _check_stages(stages, most: int) -> int:
+    problem = stages_problem("stages", stages, most)
+    if problem:
+        raise ValueError(problem)
     return stages
 
 

@@ -22,7 +22,7 @@ from amaranth import *
 from amaranth.lib import data, enum, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.fp import ADD_MAX_STAGES, MUL_MAX_STAGES, Fp16Multiplier, Fp32Adder
+from hw.fp import ADD_MAX_STAGES, MUL_MAX_STAGES, Fp16Multiplier, Fp32Adder, stages_problem
 
 __all__ = ["LANES", "BASE_LATENCY", "RECONFIGURABLE_PE_MEMBERS", "Pipelined", "depth_problem", "PeMode", "WeightBeat", "ReconfigurablePE", "Fp16PE"]
 
@@ -54,11 +54,8 @@ RECONFIGURABLE_PE_MEMBERS = dict(PE_MEMBERS, mode=In(PeMode), base=In(data.Array
 
 def depth_problem(mul_stages, add_stages) -> str | None:
     """What is wrong with a pipeline depth, or None."""
-    for name, value, most in (("mul_stages", mul_stages, MUL_MAX_STAGES),
-                              ("add_stages", add_stages, ADD_MAX_STAGES)):
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
-            return f"{name} must be an integer in 0..{most}, not {value!r}"
-    return None
+    return (stages_problem("mul_stages", mul_stages, MUL_MAX_STAGES)
+            or stages_problem("add_stages", add_stages, ADD_MAX_STAGES))
 
 
 class Pipelined:
@@ -132,7 +129,7 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
     ]
     # first[i]: the beat in stage i starts its dot product (its slot's previous beat was a
     # last one), so it adds its product to +0.0 instead of the slot's partial sum.
-    first = [Signal(name=f"first{i}") for i in range(1, depth + 1)]
+    first = [Signal(name=f"first{i}") for i in range(1, depth + 1)] if slots > 1 else []
     in_first = Signal(slots, init=(1 << slots) - 1)
     if slots > 1:
         with m.If(accept):
@@ -174,11 +171,13 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
             ]
 
     with m.If(advance):
-        m.d.sync += [valid[0].eq(accept), last[0].eq(weights.payload.last), slot[0].eq(in_slot),
-                     first[0].eq(in_first.bit_select(in_slot, 1))]
+        m.d.sync += [valid[0].eq(accept), last[0].eq(weights.payload.last), slot[0].eq(in_slot)]
         for i in range(1, depth):
             m.d.sync += [valid[i].eq(valid[i - 1]), last[i].eq(last[i - 1]),
-                         slot[i].eq(slot[i - 1]), first[i].eq(first[i - 1])]
+                         slot[i].eq(slot[i - 1])]
+        if first:
+            m.d.sync += first[0].eq(in_first.bit_select(in_slot, 1))
+            m.d.sync += [first[i].eq(first[i - 1]) for i in range(1, depth)]
         with m.If(valid[-1]):
             if slots == 1:
                 m.d.sync += acc[0].eq(Mux(last[-1], 0, sums))

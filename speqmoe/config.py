@@ -102,9 +102,11 @@ class PeConfig:
     add_stages: int = 3
 
     def validate(self, where: str) -> None:
-        for key, most in (("mul_stages", 3), ("add_stages", 3)):
-            if not 0 <= getattr(self, key) <= most:
-                raise UserError(f"{where}.{key} must be 0..{most}, not {getattr(self, key)}")
+        from hw.pe import depth_problem
+
+        problem = depth_problem(self.mul_stages, self.add_stages)
+        if problem:
+            raise UserError(f"{where}.{problem}")
 
 
 @dataclass

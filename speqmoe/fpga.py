@@ -288,26 +288,15 @@ def place_and_route(top: Elaboratable, name: str, board_name: str, build_dir: Pa
         if proc.returncode:
             raise RuntimeError(f"ecppack failed on {name}; see {build_dir / 'ecppack.out'}")
     if figures["lut4"] is None:
-        figures["lut4"] = _synth_lut4(build_dir / f"{name}.rpt")
+        raise RuntimeError(f"nextpnr reported no utilisation for {name}: "
+                           f"{error or 'see its log'}; see {build_dir / f'{name}.tim'}")
     return FpgaResult(
         design=name, board=board_name, device=platform.device, package=platform.package,
-        speed=str(platform.speed), fits=fits, lut4=figures["lut4"] or 0, ff=figures["ff"] or 0,
+        speed=str(platform.speed), fits=fits, lut4=figures["lut4"], ff=figures["ff"] or 0,
         dsp=figures["dsp"] or 0, ebr=figures["ebr"] or 0,
         fmax_mhz=figures["fmax_mhz"] if fits else None, device_lut4=device_lut4(platform),
         harness_ff=harness_ff, seed=seed, seconds=time.perf_counter() - start, error=error,
         target_mhz=target_mhz if not bitstream else None)
-
-
-def _synth_lut4(report: Path) -> int | None:
-    """LUT4 + 2 x CCU2C from Yosys' last statistics (for designs nextpnr could not pack)."""
-    if not report.exists():
-        return None
-    text = report.read_text()
-    lut = re.findall(r"(\d+)\s+LUT4\b", text)
-    ccu = re.findall(r"(\d+)\s+CCU2C\b", text)
-    if not lut:
-        return None
-    return int(lut[-1]) + 2 * int(ccu[-1] if ccu else 0)
 
 
 def out_of_context(component: wiring.Component, name: str, board_name: str, build_dir: Path, *,

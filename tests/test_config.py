@@ -29,6 +29,9 @@ def test_values_are_read(tmp_path):
     ("[sim]\nsimulators = [\"modelsim\"]\n", "verilator and/or icarus"),
     ("[sim]\npe_sequences = 0\n", "at least 1"),
     ("[array]\nrows = 0\n", "at least 1"),
+    ("[pe]\nadd_stages = 4\n", r"\[pe\]\.add_stages must be an integer in 0..3"),
+    ("[pe]\nmul_stages = -1\n", r"mul_stages must be an integer in 0..3"),
+    ("[fpga]\nseed = -1\n", ">= 0"),
     ("sim = 3\n", "must be a table"),
     ("[sim\n", "not valid TOML"),
 ])
@@ -43,3 +46,17 @@ def test_missing_file_exits_2_with_one_line(tmp_path, capsys):
     assert main(["verilog", "--config", str(tmp_path / "nope.toml")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not exist" in err[0]
+
+
+def test_every_bench_and_demo_section_imports():
+    # A section is only imported when its bench or demo runs; a syntax error must not wait.
+    import importlib
+    import pkgutil
+
+    import speqmoe.benches
+    import speqmoe.demos
+
+    for package in (speqmoe.benches, speqmoe.demos):
+        for info in pkgutil.iter_modules(package.__path__):
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+            assert hasattr(module, "run"), f"{module.__name__} has no run()"

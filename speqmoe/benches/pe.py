@@ -51,8 +51,8 @@ def run(ctx) -> dict:
             ctx.progress(f"{simulator} missing: {simulator_missing(simulator)}; figure omitted")
             continue
         ctx.progress(f"{simulator}: {n} dot products per mode ...")
-        r = run_pe_cocotb(simulator, "reconfigurable", "verify,draft", n, **depth,
-                          build / f"pe_{simulator}", seed=base_seed(), lengths=lengths)
+        r = run_pe_cocotb(simulator, "reconfigurable", "verify,draft", n,
+                          build / f"pe_{simulator}", seed=base_seed(), lengths=lengths, **depth)
         if not r.passed:
             raise RuntimeError(f"{simulator} PE simulation failed; see {build / f'pe_{simulator}'}")
         out[f"sim_cycles_per_s_{simulator}"] = r.cycles_per_s
