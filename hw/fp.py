@@ -208,8 +208,7 @@ class Fp16Multiplier(_Staged):
 class Fp32Adder(_Staged):
     """IEEE binary32 adder, round to nearest even.
 
-    Latency ``stages`` cycles (0: combinational), throughput 1 sum per cycle. It closes
-    the PE's accumulation loop, so it is structured for low logic depth (see below).
+    Latency ``stages`` cycles (0: combinational), throughput 1 sum per cycle.
 
     Subnormal inputs and outputs are supported, overflow rounds to infinity,
     ``x + (-x) = +0``, ``-0 + -0 = -0``, ``inf + -inf`` and NaN inputs give ``NAN32``.
@@ -218,6 +217,12 @@ class Fp32Adder(_Staged):
     ----------
     stages : int
         Register stages inside, 0..3, at the cut points listed in :attr:`CUTS`.
+    subnormals : bool
+        With False, the adder leaves out what only subnormal operands and results need
+        (the cap on the normalisation shift). It is then exact only where neither operand
+        is subnormal and no nonzero sum is below ``2**-126`` in magnitude: the case of a
+        PE, whose products and partial sums are all zero or multiples of ``2**-48``
+        (FP16 products are; binary32 rounding at those magnitudes keeps them so).
 
     Attributes
     ----------
@@ -229,12 +234,20 @@ class Fp32Adder(_Staged):
         Only with ``stages > 0``: the inner registers load when high.
     """
 
-    def __init__(self, *, stages: int = 0):
+    def __init__(self, *, stages: int = 0, subnormals: bool = True):
+        if not isinstance(subnormals, bool):
+            self._MustUse__silence = True      # never built: no "created but never used"
+            raise ValueError(f"subnormals must be True or False, not {subnormals!r}")
+        self._subnormals = subnormals
         super().__init__({"a": In(32), "b": In(32), "s": Out(32)}, stages, ADD_MAX_STAGES)
 
-    # Cut points used for each number of stages: 1 after the operand order and exponent
-    # difference, 2 after the near difference and the far alignment shift, 3 after the
-    # leading-zero count and the far sum (before the rounding adder and the near shift).
+    @property
+    def subnormals(self) -> bool:
+        return self._subnormals
+
+    # Cut points used for each number of stages: 1 after the operand order, 2 after the
+    # alignment shift, 3 after the significand sum and its leading-zero count (before the
+    # rounding adder and the normalisation shift).
     CUTS = {0: (), 1: (2,), 2: (1, 3), 3: (1, 2, 3)}
 
     def elaborate(self, platform):
@@ -242,97 +255,75 @@ class Fp32Adder(_Staged):
         a, b = self.a, self.b
         cuts = _Cuts(m, self.en if self._stages else None, self.CUTS[self._stages])
 
-        # Two paths run side by side:
+        # The adder is most of a PE's area, so it is one datapath. The operands are
+        # ordered by magnitude (x >= y, a 31-bit compare); y's significand is aligned to
+        # x's exponent with guard, round and sticky bits; one adder adds or subtracts it
+        # (x >= y keeps the difference non-negative). Then either
         #
-        # - near (effective subtraction, d = |e_a - e_b| <= 1): operands ordered by
-        #   magnitude (a 31-bit compare), an exact 25-bit difference, normalised by a tree
-        #   leading-zero count. OR-ing a one-hot limit derived from the larger exponent into
-        #   the count's input caps the shift so the result exponent stays >= 1 (gradual
-        #   underflow without a separate clamp). A shifted result is exact; only the
-        #   unshifted one (d = 1, no cancellation) has a guard bit to round.
-        # - far (addition, or subtraction with d >= 2): operands ordered by exponent alone
-        #   (an 8-bit compare of the exponent fields, so the long compare is off this
-        #   path), alignment shift with guard, round and sticky bits, one add/subtract with
-        #   carry-in, then a 1-bit normalisation either way.
+        # - the sum needs at most a one-bit shift (a carry out, or no or one leading zero):
+        #   it is rounded by adding the hidden bit and the rounding increment to the packed
+        #   31-bit magnitude (exponent - 1, significand), which handles rounding carries,
+        #   subnormal-to-normal and overflow-to-infinity in one adder; or
+        # - it has two or more leading zeros. That takes a subtraction with exponents at
+        #   most one apart (else x - y > x/2), so at most one bit of y lies below x's last
+        #   bit, and a shift of two or more leaves nothing to round: the result is exact,
+        #   and its normalisation shift runs beside the rounding adder.
         #
-        # Results that need rounding arrive as (exponent - 1, 24-bit significand, guard,
-        # round|sticky), none of it behind the leading-zero count. Adding the significand's
-        # hidden bit and the rounding increment to the packed 31-bit magnitude handles
-        # rounding carries, subnormal-to-normal and overflow-to-infinity in one adder.
+        # With subnormals, OR-ing a one-hot limit derived from x's exponent into the count's
+        # input caps the shift so the result exponent stays >= 1 (gradual underflow
+        # without a separate clamp).
         def unpack(x, n):
             e, f = x[23:31], x[0:23]
             sig = _wire(m, f"sig_{n}", Cat(f, e.any()))
-            exp = _wire(m, f"exp_{n}", e | ~e.any())
+            exp = _wire(m, f"exp_{n}", e | ~e.any()) if self._subnormals else e
             return sig, exp, e.all() & ~f.any(), e.all() & f.any()
 
         sig_a, exp_a, inf_a, nan_a = unpack(a, "a")
         sig_b, exp_b, inf_b, nan_b = unpack(b, "b")
-        sub = _wire(m, "sub", a[31] ^ b[31])
-        exp_swap = _wire(m, "exp_swap", b[23:31] > a[23:31])
-        d = _wire(m, "d", Mux(exp_swap, exp_b - exp_a, exp_a - exp_b)[0:8])
+        sub = a[31] ^ b[31]
         swap = _wire(m, "swap", b[0:31] > a[0:31])
         v = cuts.cut(
-            1, sig_a=sig_a, sig_b=sig_b, sub=sub, exp_swap=exp_swap, d=d, swap=swap,
-            exp_l=Mux(exp_swap, exp_b, exp_a), near=sub & ~d[1:].any(),
-            sign_near=Mux(swap, b[31], a[31]), sign_far=Mux(exp_swap, b[31], a[31]),
+            1, sig_x=Mux(swap, sig_b, sig_a), sig_y=Mux(swap, sig_a, sig_b),
+            exp_x=Mux(swap, exp_b, exp_a), d=Mux(swap, exp_b - exp_a, exp_a - exp_b)[0:8],
+            sub=sub, sign=Mux(swap, b[31], a[31]),
             nan=nan_a | nan_b | (inf_a & inf_b & sub), inf=inf_a | inf_b)
-        sig_a, sig_b, sub, exp_swap, d = v["sig_a"], v["sig_b"], v["sub"], v["exp_swap"], v["d"]
-        exp_l = _wire(m, "exp_l", v["exp_l"])
-
-        near_l = Mux(v["swap"], sig_b, sig_a)
-        near_s = Mux(v["swap"], sig_a, sig_b)
-        near_l2 = Cat(Const(0, 1), near_l)
-        diff = _wire(m, "diff", (near_l2 - Mux(d[0], near_s, Cat(Const(0, 1), near_s)))[0:25])
-        far_l = _wire(m, "far_l", Mux(exp_swap, sig_b, sig_a))
-        far_s = _wire(m, "far_s", Mux(exp_swap, sig_a, sig_b))
-        aligned, sticky = shift_right_sticky(m, Cat(Const(0, 3), far_s), d, "align")
+        exp_x = v["exp_x"]
+        aligned, sticky = shift_right_sticky(m, Cat(Const(0, 3), v["sig_y"]), v["d"], "align")
         v = cuts.cut(
-            2, **{k: v[k] for k in ("sub", "near", "sign_near", "sign_far", "nan", "inf")},
-            exp_l=exp_l, diff=diff, far_l=far_l,
-            addend=Cat(aligned[0] | sticky, aligned[1:]),
-            limit=Cat(*(exp_l == 25 - i for i in range(25))))
-        sub, near, exp_l, diff = v["sub"], v["near"], v["exp_l"], v["diff"]
-
-        near_shift = leading_zeros(m, diff | v["limit"], "near_lz")
-        total = _wire(m, "total", _add(Cat(Const(0, 3), v["far_l"]), v["addend"] ^ sub.replicate(27),
+            2, sig_x=v["sig_x"], addend=Cat(aligned[0] | sticky, aligned[1:]), exp_x=exp_x,
+            limit=Cat(*(exp_x == 27 - i for i in range(27))) if self._subnormals else Const(0, 27),
+            sub=v["sub"], sign=v["sign"], nan=v["nan"], inf=v["inf"])
+        sub, exp_x = v["sub"], v["exp_x"]
+        total = _wire(m, "total", _add(Cat(Const(0, 3), v["sig_x"]), v["addend"] ^ sub.replicate(27),
                                        sub)[0:28])
-
-        # The rounding adder's inputs for each case, as (rest, guard, significand, exponent-1,
-        # top, below_top), where top means exponent-1 = 254 (overflow) and below_top means
-        # 253 (overflow if rounding carries out of the significand), so that overflow is
-        # known without waiting for the adder. The late far-path sum bits select last.
-        def case(exp_m1, sig, guard, rest=0, top=0, below_top=0):
-            return Cat(rest, guard, sig, exp_m1[0:8], top, below_top)
-
-        at_254 = exp_l == 254
-        plain = case(exp_l - 1, total[3:27], total[2], total[0:2].any(), below_top=at_254)
-        near_case = case(exp_l - 1, diff[1:25], diff[0], below_top=at_254)
-        carry = case(exp_l, total[4:28], total[3], total[0:3].any(), at_254, exp_l == 253)
-        add_case = Mux(total[27], carry, plain)
-        sub_case = Mux(total[26], Mux(near, near_case, plain),
-                       Mux(near, near_case, case(exp_l - 2, total[2:26], total[1], total[0])))
+        capped = _wire(m, "capped", total[0:27] | v["limit"])
+        # The rounded cases: a carry (one bit right), no leading zero, one leading zero;
+        # exponent - 1 is exp_x, exp_x - 1 or exp_x - 2 (0 where the shift is capped).
+        carry, lead0 = total[27] & ~sub, capped[26]
+        right = Cat(total[0] | total[1], total[2:28])
+        left = Cat(Const(0, 1), total[0:26])
         v = cuts.cut(
-            3, chosen=Mux(sub, sub_case, add_case), diff=diff, near_shift=near_shift,
-            exp_l=exp_l, use_exact=near & ~diff[24],
-            sign=Mux(near, v["sign_near"] & diff.any(), v["sign_far"]),
-            nan=v["nan"], inf=v["inf"])
-        # The exact near result's normalisation shift runs beside the rounding adder.
-        near_norm = _wire(m, "near_norm", (v["diff"] << v["near_shift"])[0:25])
-        near_exact = Cat(near_norm[1:24], Mux(near_norm[24], v["exp_l"] - v["near_shift"], 0)[0:8])
-        chosen = _wire(m, "chosen", v["chosen"])
-        rest, guard, sig, exp_m1 = chosen[0], chosen[1], chosen[2:26], chosen[26:34]
-        top, below_top = chosen[34], chosen[35]
+            3, shifted=Mux(carry, right, Mux(lead0, total[0:27], left)),
+            exp_m1=Mux(carry, exp_x, Mux(lead0, exp_x - 1, exp_x - 2))[0:8],
+            use_rounded=carry | lead0 | capped[25], at_254=carry & (exp_x == 254),
+            total=total[0:27], lz=leading_zeros(m, capped, "lz"), exp_x=exp_x,
+            sign=v["sign"] & ~(sub & ~total[0:27].any()), nan=v["nan"], inf=v["inf"])
+        shifted = v["shifted"]
+        sig, guard, rest = shifted[3:27], shifted[2], shifted[0:2].any()
         round_up = guard & (rest | sig[0])
-        rounded = _wire(m, "rounded", (Cat(sig[0:23], exp_m1) + Cat(round_up, Const(0, 22), sig[23]))[0:31])
-        use_exact = v["use_exact"]
-        overflow = ~use_exact & (top | (below_top & sig.all() & round_up))
+        rounded = _wire(m, "rounded", (Cat(sig[0:23], v["exp_m1"]) + Cat(round_up, Const(0, 22), sig[23]))[0:31])
+        # A rounding carry from exponent - 1 = 254 wraps the packed sum past all ones.
+        overflow = rounded[23:31].all() | v["at_254"]
+        norm = _wire(m, "norm", (v["total"] << v["lz"])[0:27])
+        exact = Cat(norm[3:26], Mux(norm[26], v["exp_x"] - v["lz"], 0)[0:8])
+        use_rounded = v["use_rounded"]
         sign = v["sign"]
         special = Mux(v["nan"], NAN32, Cat(Const(0, 23), Const(0xFF, 8), sign))
 
-        with m.If(v["nan"] | v["inf"] | overflow):
+        with m.If(v["nan"] | v["inf"] | (use_rounded & overflow)):
             m.d.comb += self.s.eq(special)
         with m.Else():
-            m.d.comb += self.s.eq(Cat(Mux(use_exact, near_exact, rounded), sign))
+            m.d.comb += self.s.eq(Cat(Mux(use_rounded, rounded, exact), sign))
         return m
 
 

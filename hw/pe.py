@@ -149,7 +149,7 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
                                        Mux(forward, sums, Array(acc)[slot[s2 - 1]])))
     for lane in range(LANES):
         mul = Fp16Multiplier(stages=mul_stages)
-        add = Fp32Adder(stages=add_stages)
+        add = Fp32Adder(stages=add_stages, subnormals=False)
         m.submodules[f"mul{lane}"] = mul
         m.submodules[f"add{lane}"] = add
         if mul_stages:

@@ -417,3 +417,80 @@ def test_golden_and_hw_stay_independent():
 
     assert not imported(root / "golden" / "fp.py") & {"amaranth", "hw"}
     assert "golden" not in imported(root / "hw" / "fp.py")
+
+
+# --------------------------------------------------------------------------------------
+# The PE's adder: Fp32Adder(subnormals=False) on the values a PE can produce
+
+
+def _subnormal(x) -> np.ndarray:
+    x = np.asarray(x, np.uint32)
+    return ((x & 0x7F800000) == 0) & ((x & 0x007FFFFF) != 0)
+
+
+def pe_domain_pairs(rng, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Adder operand pairs in the PE's domain: every edge-case pair and biased random pair
+    whose operands and sum are not subnormal, plus partial sums of FP16 dot products
+    (subnormal FP16 inputs included) with their next product."""
+    ea, eb = cross(FP32_EDGES)
+    ra, rb = random_fp32_pairs(rng, n)
+    a = np.concatenate([ea, ra]).astype(np.uint32)
+    b = np.concatenate([eb, rb]).astype(np.uint32)
+    keep = ~(_subnormal(a) | _subnormal(b) | _subnormal(fp.fp32_add(a, b)))
+    w, x = random_fp16_pairs(rng, n)
+    products = fp.fp16_mul(w, x).reshape(-1, 8)
+    sums, adds = [], []
+    for row in products:
+        acc = np.uint32(0)
+        for p in row:
+            sums.append(acc)
+            adds.append(p)
+            acc = fp.fp32_add(np.array([acc]), np.array([p]))[0]
+    return (np.concatenate([a[keep], np.array(sums, np.uint32)]),
+            np.concatenate([b[keep], np.array(adds, np.uint32)]))
+
+
+def test_pe_products_and_partial_sums_are_never_subnormal(rng):
+    """The claim Fp32Adder(subnormals=False) rests on: FP16 products and their binary32
+    sums are zero or at least 2**-48 in magnitude (biased exponent >= 79)."""
+    edges = np.array(FP16_EDGES, np.uint16)
+    w, x = cross(FP16_EDGES)
+    rw, rx = random_fp16_pairs(rng, 40_000)
+    w = np.concatenate([w.astype(np.uint16), rw])
+    x = np.concatenate([x.astype(np.uint16), rx])
+    products = fp.fp16_mul(w, x)[: len(w) // 16 * 16]
+    assert int(fp.fp16_mul(edges[2:3], edges[2:3])[0]) == 79 << 23     # 2**-24 squared
+    acc = np.zeros(len(products) // 16, np.uint32)
+    seen = [products]
+    for step in products.reshape(16, -1):          # 16-term dot products
+        acc = fp.fp32_add(acc, step)
+        seen.append(acc)
+    values = np.concatenate(seen)
+    exp = values >> 23 & 0xFF
+    assert np.all((values & 0x7FFFFFFF == 0) | (exp >= 79))
+
+
+@pytest.mark.parametrize("stages", [0, 3])
+def test_pe_adder_matches_golden_on_the_pe_domain(rng, stages, seed):
+    a, b = pe_domain_pairs(rng, 3000)
+    dut = Fp32Adder(stages=stages, subnormals=False)
+    got = (simulate(dut, {"a": a, "b": b}, "s") if stages == 0
+           else simulate_pipelined(dut, {"a": a, "b": b}, "s", seed))
+    assert_fp_equal(f"Fp32Adder(stages={stages}, subnormals=False)", (a, b), got, fp.fp32_add(a, b))
+
+
+def test_pe_adder_is_only_exact_on_its_domain():
+    """Outside the domain the restricted adder is wrong (why the PE proves its domain): a
+    normal minus a normal whose difference is subnormal."""
+    a = np.array([0x00800001, 0x00C00000], np.uint32)
+    b = np.array([0x80800000, 0x80800000], np.uint32)
+    want = fp.fp32_add(a, b)
+    assert list(want) == [0x00000001, 0x00400000]
+    assert np.array_equal(simulate(Fp32Adder(), {"a": a, "b": b}, "s"), want)
+    got = simulate(Fp32Adder(subnormals=False), {"a": a, "b": b}, "s")
+    assert not np.array_equal(got, want)
+
+
+def test_subnormals_flag_must_be_a_bool():
+    with pytest.raises(ValueError, match="subnormals must be True or False"):
+        Fp32Adder(subnormals=1)

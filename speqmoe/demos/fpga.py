@@ -60,8 +60,11 @@ def run(ctx):
     if "accel_2x2" in main:
         md += ["`accel_2x2` builds its PE array unpipelined (its streamer, memory layout and cycle "
                "models follow the tile order of a one-cycle accumulation, docs/fpga.md), so its Fmax "
-               "is that of the one-cycle binary32 accumulation loop. `pe_array_4x4` needs more LUT4 "
-               f"than the {any_r['device']} has ({any_r['device_lut4']:,}).", ""]
+               "is that of the one-cycle binary32 accumulation loop.", ""]
+    too_big = [n for n, r in main.items() if not r["fits"]]
+    if too_big:
+        md += [f"{', '.join(f'`{n}`' for n in too_big)}: more LUT4 than the {any_r['device']} has "
+               f"({any_r['device_lut4']:,}).", ""]
     figures = {"designs": designs}
     if rec and base:
         ratio = rec["lut4"] / base["lut4"]
