@@ -3,15 +3,20 @@ PYTHON_SYS ?= python3
 VENV       := .venv
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
+TRAIN_STAMP := $(VENV)/.installed-train
 JOBS       ?= 2
 CONFIG     ?=
 CONFIG_ARG := $(if $(CONFIG),--config $(CONFIG),)
 
-.PHONY: setup demo test verilog sim synth fpga bench clean
+.PHONY: setup setup-train demo test verilog sim synth fpga bench clean
 
-setup: $(STAMP)
+# The interpreter check runs every time: a .venv made by another Python is rebuilt.
+setup:
+	@$(PYTHON_SYS) speqmoe/venv_check.py $(VENV)
+	@$(MAKE) --no-print-directory -s $(STAMP)
 
 $(STAMP): pyproject.toml
+	@echo "installing speqmoe and its pinned dependencies into $(VENV) (minutes on a fresh machine)"
 	@command -v iverilog >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing Icarus Verilog (apt-get install -y iverilog)"; \
@@ -20,15 +25,24 @@ $(STAMP): pyproject.toml
 	  else echo "note: iverilog not found and not root; Icarus tests will be skipped"; fi; }
 	test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
-	$(PY) -m pip install -q -e '.[train]' \
-	  || echo "warning: torch (extra 'train') not installed; trainer tests will be skipped"
+	@# setuptools prints a page-long advisory on every editable install; nothing to act on.
+	PYTHONWARNINGS=ignore $(PY) -m pip install -q -e .
 	touch $(STAMP)
+
+# torch (the optional extra 'train') only for the trainer and its tests, not for make demo.
+setup-train: setup
+	@$(MAKE) --no-print-directory -s $(TRAIN_STAMP)
+
+$(TRAIN_STAMP): $(STAMP)
+	@echo "installing the optional extra 'train' (torch, CPU build) for the trainer tests"
+	PYTHONWARNINGS=ignore $(PY) -m pip install -q -e '.[train]' \
+	  || echo "warning: torch (extra 'train') not installed; trainer tests will be skipped"
+	touch $(TRAIN_STAMP)
 
 demo: setup
 	$(PY) -m speqmoe demo $(CONFIG_ARG)
 
-test: setup
+test: setup-train
 	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --durations=15
 
 verilog: setup

@@ -3,7 +3,8 @@
 Each sub-command lives in its own module in :mod:`speqmoe.commands` and provides
 ``add_parser(subparsers)`` (returning the parser, with ``set_defaults(func=run)``)
 and ``run(args) -> int``. User mistakes raise :class:`UserError`; they are printed as
-one line on stderr and the tool exits with status 2, without a traceback.
+one line on stderr and the tool exits with status 2, without a traceback; an operating-system
+error (an unwritable ``--out``, a full disk, a missing tool) is one line too, with status 1.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"speqmoe {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"speqmoe {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"speqmoe {args.command}: interrupted", file=sys.stderr)
         return 130

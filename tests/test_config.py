@@ -60,3 +60,69 @@ def test_every_bench_and_demo_section_imports():
         for info in pkgutil.iter_modules(package.__path__):
             module = importlib.import_module(f"{package.__name__}.{info.name}")
             assert hasattr(module, "run"), f"{module.__name__} has no run()"
+
+
+@pytest.mark.parametrize("command", ["demo", "bench"])
+def test_list_names_every_section_with_what_it_is(command, capsys):
+    import pkgutil
+
+    import speqmoe.benches
+    import speqmoe.demos
+
+    package = speqmoe.demos if command == "demo" else speqmoe.benches
+    assert main([command, "--list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    names = [line.split()[0] for line in lines]
+    assert sorted(names) == sorted(i.name for i in pkgutil.iter_modules(package.__path__))
+    for line in lines:
+        about = line.split(maxsplit=1)[1]
+        assert len(about) > 10 and "section" not in about.lower(), line
+
+
+def test_setup_rebuilds_a_venv_made_by_another_python(tmp_path):
+    """``make setup``'s check (speqmoe/venv_check.py) on fake environments."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from speqmoe import venv_check
+
+    assert venv_check.allowed("3.11.7", ">=3.11,<3.12")
+    assert not venv_check.allowed("3.12.1", ">=3.11,<3.12")
+    assert not venv_check.allowed("3.10.14", ">=3.11,<3.12")
+    assert venv_check.allowed("3.11.7", venv_check.requires_python())
+
+    def fake_venv(name: str, script: str):
+        venv = tmp_path / name
+        (venv / "bin").mkdir(parents=True)
+        python = venv / "bin" / "python"
+        python.write_text(f"#!/bin/sh\n{script}\n")
+        python.chmod(0o755)
+        return venv
+
+    current = ".".join(str(p) for p in sys.version_info[:3])
+    other = fake_venv("other", "echo 3.9.18")            # another interpreter
+    broken = fake_venv("broken", "exit 127")             # interpreter gone
+    same = fake_venv("same", f"echo {current}")
+    assert "made by Python 3.9.18" in venv_check.stale_reason(other, current)
+    assert "does not run" in venv_check.stale_reason(broken, current)
+    assert venv_check.stale_reason(same, current) is None
+    assert venv_check.stale_reason(tmp_path / "absent", current) is None
+
+    run = subprocess.run([sys.executable, str(Path(venv_check.__file__)), str(other)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert f"setup uses Python {current}" in run.stdout
+    assert "rebuilding" in run.stdout and not other.exists()
+    run = subprocess.run([sys.executable, str(Path(venv_check.__file__)), str(same)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and same.exists() and "rebuilding" not in run.stdout
+
+
+def test_an_unwritable_out_is_one_line_and_a_failure(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    status = main(["verilog", "--designs", "fp16_pe", "--out", str(blocker / "sub")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1
+    assert len(err) == 1 and "Not a directory" in err[0] and str(blocker) in err[0], err

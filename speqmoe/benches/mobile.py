@@ -1,4 +1,4 @@
-"""Bench section ``mobile``: MoBiLE vs on-demand LRU expert offloading (issue 5).
+"""Bench section ``mobile``: MoBiLE vs on-demand LRU expert offloading.
 
 Measured: the tiny LM's routing, fallback rate and accuracy proxies on held-out text (4 windows
 of 128 bytes of the ``golden.text`` held-out split), at the default tau (0.5). The tiny LM's

@@ -1,4 +1,4 @@
-"""SPEQ bench: the tiny MoE LM's held-out score, draft acceptance per gamma, and speedups.
+"""Bench section ``speq``: the tiny MoE LM's held-out score, draft acceptance per gamma, and speedups.
 
 Measured: held-out bits per byte of the shipped FP16 model (last 10 % of pydoc_data.topics);
 greedy SPEQ acceptance and tokens per verify step for gamma 1..6 on 16 held-out prompts of 64

@@ -22,7 +22,10 @@ def run(args) -> int:
     from speqmoe.bench import available_sections, run_benches
 
     if args.list:
-        print("\n".join(available_sections()))
+        import speqmoe.benches
+        from speqmoe.sections import listing
+
+        print(listing(speqmoe.benches, available_sections()))
         return 0
     only = [s.strip() for s in args.only.split(",")] if args.only else None
     results = run_benches(args.out, only)

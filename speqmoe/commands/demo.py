@@ -12,14 +12,21 @@ def add_parser(sub):
     p.add_argument("--build", type=Path, default=Path("build"), help="build folder")
     p.add_argument("--config", type=Path, default=None, help="configuration TOML")
     p.add_argument("--only", default=None, help="comma-separated demo sections")
+    p.add_argument("--list", action="store_true", help="list the sections (in run order) and exit")
     p.set_defaults(func=run)
     return p
 
 
 def run(args) -> int:
     from speqmoe.config import load_config
-    from speqmoe.demo import run_demo
+    from speqmoe.demo import available_sections, run_demo
 
+    if args.list:
+        import speqmoe.demos
+        from speqmoe.sections import listing
+
+        print(listing(speqmoe.demos, [name for _, name in available_sections()]))
+        return 0
     config = load_config(args.config)
     only = [s.strip() for s in args.only.split(",")] if args.only else None
     sections = run_demo(args.out, args.build, config=config, only=only)
