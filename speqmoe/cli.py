@@ -5,6 +5,8 @@ Each sub-command lives in its own module in :mod:`speqmoe.commands` and provides
 and ``run(args) -> int``. User mistakes raise :class:`UserError`; they are printed as
 one line on stderr and the tool exits with status 2, without a traceback; an operating-system
 error (an unwritable ``--out``, a full disk, a missing tool) is one line too, with status 1.
+``--json``, where a command has it, means one thing: stdout is one JSON object instead of the
+text, and progress still goes to stderr.
 """
 
 from __future__ import annotations

@@ -126,3 +126,21 @@ def test_an_unwritable_out_is_one_line_and_a_failure(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 1
     assert len(err) == 1 and "Not a directory" in err[0] and str(blocker) in err[0], err
+
+
+def test_json_means_the_same_in_every_command():
+    """Where a command has --json, it is a flag: one JSON object on stdout instead of the
+    text, progress on stderr."""
+    from speqmoe.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    with_json = []
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            if "--json" in action.option_strings:
+                with_json.append(name)
+                assert action.nargs == 0, f"{name} --json takes a value"
+                assert "one JSON object instead of" in action.help, (name, action.help)
+                assert "progress goes to stderr" in action.help, (name, action.help)
+    assert {"cosim", "fpga", "mobile", "speq"} <= set(with_json)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -250,3 +252,11 @@ def test_bench_and_demo_sections_with_a_small_stand_in_model(tmp_path, monkeypat
     assert (tmp_path / "mobile_speedup_vs_agreement.png").stat().st_size > 1000
     assert "SYNTHETIC" in section.markdown and "1.60x-1.72x" in section.markdown
     assert "RANDOM" in section.summary[0]
+
+
+def test_cli_json_is_one_object_on_stdout(capsys):
+    assert main(["mobile", "--windows", "1", "--window", "32", "--taus", "0.5", "--shapes", "none",
+                 "--json"]) == 0
+    out = capsys.readouterr().out
+    figures = json.loads(out)          # nothing but the object on stdout
+    assert isinstance(figures, dict) and figures

@@ -46,7 +46,8 @@ def add_parser(sub):
     p.add_argument("--build", type=Path, default=Path("build/cosim"),
                    help="build folder (default build/cosim)")
     p.add_argument("--json", action="store_true",
-                   help="print one JSON object (progress goes to stderr)")
+                   help="print the results as one JSON object instead of the text "
+                        "(progress goes to stderr)")
     p.set_defaults(func=run)
     return p
 

@@ -39,7 +39,9 @@ def add_parser(sub):
                    help="clock constraint of the out-of-context builds (default 150; the "
                         "bitstream keeps the board's clock)")
     p.add_argument("--list-boards", action="store_true", help="name the ECP5 boards and exit")
-    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--json", action="store_true",
+                   help="print the summary as one JSON object instead of the table "
+                        "(progress goes to stderr)")
     p.set_defaults(func=run)
     return p
 
@@ -126,7 +128,7 @@ def run(args) -> int:
     if args.target_mhz is not None and not 1 <= args.target_mhz <= 1000:
         raise UserError(f"--target-mhz must be 1..1000, not {args.target_mhz}")
     names = [] if args.designs == "none" else registry.select(args.designs, DEFAULT_DESIGNS)
-    progress = Progress("fpga", quiet=args.json)
+    progress = Progress("fpga")
     try:
         summary = run_fpga(cfg, args.out, board=board, designs=names, sweep=not args.no_sweep,
                            bitstream=not args.no_bitstream, seed=seed, jobs=args.jobs,

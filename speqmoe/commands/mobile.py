@@ -15,6 +15,7 @@ an expert request trace through the golden cache model and prints its counters.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from speqmoe.errors import UserError
@@ -59,7 +60,9 @@ def add_parser(sub):
     p.add_argument("--seed", type=int, default=None, help="seed (default SPEQMOE_SEED)")
     p.add_argument("--trace-out", type=Path, default=None,
                    help="write the tiny LM's MoBiLE + prefetch request trace here")
-    p.add_argument("--json", type=Path, default=None, help="write all figures as JSON here")
+    p.add_argument("--json", action="store_true",
+                   help="print all figures as one JSON object instead of the text report "
+                        "(progress goes to stderr)")
     p.add_argument("--replay", type=Path, default=None,
                    help="replay this trace through the golden cache model and print counters")
     p.add_argument("--slots", type=int, default=None,
@@ -159,17 +162,20 @@ def run(args) -> int:
                                               **link)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    print("\n".join(offload.report_lines(tiny, shapes, fallback_measured=measured)))
+    figures = offload.study_json(tiny, shapes) if args.json else None
+    if not args.json:
+        print("\n".join(offload.report_lines(tiny, shapes, fallback_measured=measured)))
     if args.next_layer:
         from golden.mobile import next_layer_accuracy
 
         acc = next_layer_accuracy(tiny.evaluation.point(tau).steps)
-        print(f"next-layer gating: {acc:.3f} of the predicted experts were used by the next layer")
+        if args.json:
+            figures["next_layer_accuracy"] = acc
+        else:
+            print(f"next-layer gating: {acc:.3f} of the predicted experts were used by the next layer")
     if args.trace_out is not None:
         write_trace(args.trace_out, tiny.traces["mobile_prefetch"])
-        print(f"wrote {args.trace_out}")
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(offload.study_json(tiny, shapes), indent=2) + "\n")
-        print(f"wrote {args.json}")
+        print(f"wrote {args.trace_out}", file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        print(json.dumps(figures, indent=2))
     return 0

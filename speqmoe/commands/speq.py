@@ -32,7 +32,9 @@ def add_parser(sub):
     p.add_argument("--perf", metavar="SHAPE", default=None,
                    help="also project this run's acceptance onto a model shape "
                         "(tiny, llama-2-7b, llama-3.1-8b, llama-2-13b)")
-    p.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    p.add_argument("--json", action="store_true",
+                   help="print the text and statistics as one JSON object instead of the text "
+                        "(progress goes to stderr)")
     p.set_defaults(func=run)
     return p
 
