@@ -37,6 +37,7 @@ def _expert_cache(**params):
     def build(cfg: Config):
         from hw.expert_cache import ExpertCacheController
         return ExpertCacheController(**params)
+    build.params = params
     return build
 
 
@@ -44,6 +45,7 @@ def _accel(rows: int, cols: int, **params):
     def build(cfg: Config):
         from hw.accel import Accelerator
         return Accelerator(rows, cols, **params)
+    build.params = dict(params, rows=rows, cols=cols)
     return build
 
 
@@ -61,6 +63,33 @@ DESIGNS: dict[str, Callable] = {
     "accel_2x2": _accel(2, 2, slots=4, expert_bytes=256, k_max=64, n_max=64, fifo_lines=32),
     "accel_4x4": _accel(4, 4, slots=8, expert_bytes=16384, k_max=1024, n_max=1024),
 }
+
+def describe(name: str, cfg: Config) -> str:
+    """One line on what design *name* is, with the parameters *cfg* gives it."""
+    depth = f"mul_stages={cfg.pe.mul_stages}, add_stages={cfg.pe.add_stages}"
+    from hw.pe import BASE_LATENCY
+
+    latency = BASE_LATENCY + cfg.pe.mul_stages + cfg.pe.add_stages
+    lines = {
+        "reconfigurable_pe": f"PE with BSFP-4 draft and FP16 verify modes, 4 lanes of FP16 x FP16 "
+                             f"-> binary32 MAC ({depth}: latency {latency} cycles, 1 beat/cycle)",
+        "fp16_pe": f"FP16-only PE, the area baseline of reconfigurable_pe ({depth})",
+        "pe_array_2x2": f"2x2 array of reconfigurable PEs, weight-streaming, output-stationary "
+                        f"({depth})",
+        "pe_array_4x4": f"4x4 array of reconfigurable PEs ({depth})",
+        "pe_array": f"{cfg.array.rows}x{cfg.array.cols} array of reconfigurable PEs from [array] "
+                    f"({depth})",
+    }
+    if name in lines:
+        return lines[name]
+    p = DESIGNS[name].params
+    if name.startswith("expert_cache"):
+        return (f"expert-cache controller + AXI4 read DMA: {p['data_width']}-bit bus, "
+                f"{p['slots']} slots of {p['expert_bytes']} bytes, {p['policy'].upper()}")
+    return (f"accelerator top: {p['rows']}x{p['cols']} array (unpipelined), "
+            f"{16 * p['rows'] * p['cols']}-bit AXI4, {p['slots']} expert slots of "
+            f"{p['expert_bytes']:,} bytes, K up to {p['k_max']}, N up to {p['n_max']}")
+
 
 # `speqmoe verilog` writes every design by default; `speqmoe synth` the PEs, the caches and the
 # small top (about 90 s); the arrays and the large top take many minutes: name them.

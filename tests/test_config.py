@@ -144,3 +144,13 @@ def test_json_means_the_same_in_every_command():
                 assert "one JSON object instead of" in action.help, (name, action.help)
                 assert "progress goes to stderr" in action.help, (name, action.help)
     assert {"cosim", "fpga", "mobile", "speq"} <= set(with_json)
+
+
+def test_verilog_list_describes_every_design_in_one_line(capsys):
+    from speqmoe import designs
+
+    assert main(["verilog", "--list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines] == list(designs.DESIGNS)
+    for line in lines:
+        assert len(line.split(maxsplit=1)[1]) > 20, line

@@ -22,10 +22,11 @@ def run(args) -> int:
     from speqmoe import designs
     from speqmoe.config import load_config
 
-    if args.list:
-        print("\n".join(designs.DESIGNS))
-        return 0
     cfg = load_config(args.config)
+    if args.list:
+        width = max(len(n) for n in designs.DESIGNS)
+        print("\n".join(f"{n:<{width}}  {designs.describe(n, cfg)}" for n in designs.DESIGNS))
+        return 0
     chosen = designs.select(args.designs, designs.DEFAULT_VERILOG)
     for name in chosen:
         path = write_verilog(designs.build(name, cfg), name, args.out / f"{name}.v")
