@@ -41,6 +41,12 @@ def _expert_cache(**params):
     return build
 
 
+def _expert_cache_demo(cfg: Config):
+    # The configuration the demo simulates: 64-bit bus, 16 slots of 2.5 KiB, LRU.
+    from sim.cache_flow import CACHE_CONFIGS
+    return CACHE_CONFIGS["demo"].build()
+
+
 def _accel(rows: int, cols: int, **params):
     def build(cfg: Config):
         from hw.accel import Accelerator
@@ -55,6 +61,7 @@ DESIGNS: dict[str, Callable] = {
     "expert_cache_w64_s4": _expert_cache(slots=4, data_width=64, expert_bytes=16, policy="lru"),
     "expert_cache_w128_s16": _expert_cache(slots=16, data_width=128, expert_bytes=32,
                                            policy="lfu"),
+    "expert_cache": _expert_cache_demo,
     "pe_array_2x2": _pe_array(2, 2),
     "pe_array_4x4": _pe_array(4, 4),
     "pe_array": _pe_array_config,
@@ -82,6 +89,12 @@ def describe(name: str, cfg: Config) -> str:
     }
     if name in lines:
         return lines[name]
+    if name == "expert_cache":
+        from sim.cache_flow import CACHE_CONFIGS
+        c = CACHE_CONFIGS["demo"]
+        return (f"expert-cache controller + AXI4 read DMA as the demo simulates it: "
+                f"{c.data_width}-bit bus, {c.slots} slots of {c.expert_bytes:,} bytes, "
+                f"{c.policy.upper()}, {c.n_layers} layers x {c.n_experts} experts")
     p = DESIGNS[name].params
     if name.startswith("expert_cache"):
         return (f"expert-cache controller + AXI4 read DMA: {p['data_width']}-bit bus, "
@@ -111,3 +124,18 @@ def select(names: str | None, default: list[str] | None = None) -> list[str]:
 
 def build(name: str, cfg: Config):
     return DESIGNS[name](cfg)
+
+
+def write(name: str, cfg: Config, out_dir):
+    """Write design *name*'s Verilog (with its header) and interface files into *out_dir*;
+    returns the path of the ``.v``."""
+    from pathlib import Path
+
+    from sim.runner import write_verilog
+    from speqmoe.interface import verilog_header, write_interface
+
+    component = build(name, cfg)
+    path = write_verilog(component, name, Path(out_dir) / f"{name}.v")
+    desc = write_interface(component, name, describe(name, cfg), out_dir)
+    path.write_text(verilog_header(desc) + path.read_text())
+    return path

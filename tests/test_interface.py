@@ -69,3 +69,23 @@ def test_verilog_command_writes_header_json_and_markdown(tmp_path, capsys):
                                                       "weights__ready"]
     md = (tmp_path / "fp16_pe.md").read_text()
     assert "| `results__payload` | output | 128 |" in md
+
+
+def test_every_design_the_demo_writes_is_in_the_list():
+    """The demo's Verilog comes from the same registry (designs.write) as `speqmoe verilog`."""
+    import ast
+    from pathlib import Path
+
+    import speqmoe.demos
+
+    written = set()
+    for path in Path(speqmoe.demos.__path__[0]).glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "write_verilog":
+                raise AssertionError(f"{path.name} writes Verilog outside designs.write")
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "write" \
+                    and getattr(node.func.value, "id", "") == "designs":
+                written |= {a.value for a in ast.walk(node) if isinstance(a, ast.Constant)
+                            and isinstance(a.value, str)}
+    assert {"reconfigurable_pe", "fp16_pe", "expert_cache"} <= written
+    assert written - {"verilog"} <= set(designs.DESIGNS)

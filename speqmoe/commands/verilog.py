@@ -18,8 +18,6 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from sim.runner import write_verilog
-    from speqmoe.interface import verilog_header, write_interface
     from speqmoe import designs
     from speqmoe.config import load_config
 
@@ -30,10 +28,7 @@ def run(args) -> int:
         return 0
     chosen = designs.select(args.designs, designs.DEFAULT_VERILOG)
     for name in chosen:
-        component = designs.build(name, cfg)
-        path = write_verilog(component, name, args.out / f"{name}.v")
-        desc = write_interface(component, name, designs.describe(name, cfg), args.out)
-        path.write_text(verilog_header(desc) + path.read_text())
+        path = designs.write(name, cfg, args.out)
         print(f"wrote {path} (+ {name}.json, {name}.md: ports and payload fields)")
     if any(name.startswith("accel") for name in chosen):
         from hw.accel import register_doc

@@ -10,7 +10,9 @@ MISSES = 32
 
 def run(ctx):
     from sim.cache_flow import CACHE_CONFIGS, run_cache_cocotb
-    from sim.runner import simulator_missing, write_verilog
+    from sim.runner import simulator_missing
+    from speqmoe import designs
+    from speqmoe.config import Config
     from speqmoe.demo import DemoSection
 
     cfg = CACHE_CONFIGS["demo"]
@@ -26,7 +28,7 @@ def run(ctx):
               else f"the trace of the trained tiny LM over {tokens} held-out tokens")
     vdir = ctx.build_dir / "verilog"
     ctx.progress("generating the controller's Verilog ...")
-    v = write_verilog(cfg.build(), "expert_cache", vdir / "expert_cache.v")
+    v = designs.write("expert_cache", ctx.config or Config(), vdir)
     reason = simulator_missing("verilator")
     if reason:
         return DemoSection(title="Expert-cache DMA controller (MoBiLE offloading)",

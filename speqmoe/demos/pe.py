@@ -15,20 +15,17 @@ def run(ctx):
 
     from golden import bsfp, quant
     from sim.pe_flow import run_pe_cocotb
-    from sim.runner import write_verilog
+    from speqmoe import designs
     from speqmoe.benches.bsfp import SIGMA, gaussian_weights
     from speqmoe.commands.synth import synth_designs
     from speqmoe.config import Config
     from speqmoe.demo import DemoSection
-    from hw.pe import Fp16PE, ReconfigurablePE
 
     cfg = ctx.config or Config()
     vdir = ctx.build_dir / "verilog"
     ctx.progress("generating Verilog ...")
     depth = dict(mul_stages=cfg.pe.mul_stages, add_stages=cfg.pe.add_stages)
-    paths = [write_verilog(ReconfigurablePE(**depth), "reconfigurable_pe",
-                           vdir / "reconfigurable_pe.v"),
-             write_verilog(Fp16PE(**depth), "fp16_pe", vdir / "fp16_pe.v")]
+    paths = [designs.write("reconfigurable_pe", cfg, vdir), designs.write("fp16_pe", cfg, vdir)]
 
     n = cfg.sim.pe_sequences
     ctx.progress(f"simulating the reconfigurable PE on Verilator: {n} random dot products "
