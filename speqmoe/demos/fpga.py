@@ -61,6 +61,11 @@ def run(ctx):
         md += ["`accel_2x2` builds its PE array unpipelined (its streamer, memory layout and cycle "
                "models follow the tile order of a one-cycle accumulation, docs/fpga.md), so its Fmax "
                "is that of the one-cycle binary32 accumulation loop.", ""]
+    fallback = [n for n, r in main.items() if "crashed" in r.get("synth", "")]
+    if fallback:
+        md += [f"Synthesis: `{summary.get('flow', {}).get('synth', 'synth_ecp5')}`; Yosys' ABC9 "
+               f"crashed on {', '.join(f'`{n}`' for n in fallback)}, whose LUTs were mapped by "
+               "classic ABC instead (docs/fpga.md).", ""]
     too_big = [n for n, r in main.items() if not r["fits"]]
     if too_big:
         md += [f"{', '.join(f'`{n}`' for n in too_big)}: more LUT4 than the {any_r['device']} has "
