@@ -56,6 +56,10 @@ SYNTH_OPTS = "-nowidelut"
 # mapped by classic ABC (`abc -lut 4`; on the PE: 6% fewer LUT4, 6% lower Fmax), and its
 # result says so ("synth").
 ABC9_CRASH = "GetSize(conn.first) == GetSize(conn.second)"
+# nextpnr's default router (router1) did not finish routing the 4x4 array (95% of the
+# LFE5U-85F's LUTs) in 30 minutes; router2 routes it. Designs whose synthesised LUT4s (logic,
+# carry and RAM, as nextpnr counts them) exceed this share of the device use router2.
+ROUTER2_ABOVE = 0.75
 FALLBACK_SYNTH = "abc -lut 4"
 # Elaboration and the platform's build plan run one at a time; the tools run in parallel.
 _PREPARE = threading.Lock()
@@ -82,6 +86,7 @@ class FpgaResult:
     error: str | None = None
     target_mhz: float | None = None
     synth: str = f"synth_ecp5 {SYNTH_OPTS}"
+    router: str = "router1"
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -228,6 +233,19 @@ def _run(cmd, cwd: Path, log_name: str, timeout: float) -> subprocess.CompletedP
                               timeout=timeout)
 
 
+def synthesised_lut4(report: str) -> int | None:
+    """LUT4s of the last cell statistics in a Yosys log, counted as nextpnr does (a CCU2C is
+    two LUTs, a TRELLIS_DPR16X4 four RAM LUTs and two write-port LUTs)."""
+    blocks = re.split(r"Printing statistics", report)
+    if len(blocks) < 2:
+        return None
+    counts = {cell: int(n) for n, cell in re.findall(r"^\s+(\d+)\s+(LUT4|CCU2C|TRELLIS_DPR16X4)\s*$",
+                                                     blocks[-1], re.M)}
+    if not counts:
+        return None
+    return counts.get("LUT4", 0) + 2 * counts.get("CCU2C", 0) + 6 * counts.get("TRELLIS_DPR16X4", 0)
+
+
 def _nextpnr_args(build_dir: Path, name: str, *, textcfg: bool) -> list:
     """nextpnr's command line from the platform's own build script (device, package, speed
     and constraint file exactly as Amaranth chose them), for the YoWASP executable."""
@@ -291,8 +309,12 @@ def place_and_route(top: Elaboratable, name: str, board_name: str, build_dir: Pa
                     "yosys.out", timeout)
     if proc.returncode:
         raise RuntimeError(f"yosys failed on {name}; see {build_dir / f'{name}.rpt'}")
-    proc = _run(_nextpnr_args(build_dir, name, textcfg=bitstream), build_dir, "nextpnr.out",
-                timeout)
+    args = _nextpnr_args(build_dir, name, textcfg=bitstream)
+    lut4 = synthesised_lut4((build_dir / f"{name}.rpt").read_text())
+    router = "router2" if lut4 and lut4 > ROUTER2_ABOVE * device_lut4(platform) else "router1"
+    if router == "router2":
+        args += ["--router", "router2"]
+    proc = _run(args, build_dir, "nextpnr.out", timeout)
     log = (build_dir / f"{name}.tim").read_text() if (build_dir / f"{name}.tim").exists() else ""
     figures = parse_nextpnr_log(log)
     error = None
@@ -316,7 +338,7 @@ def place_and_route(top: Elaboratable, name: str, board_name: str, build_dir: Pa
         dsp=figures["dsp"] or 0, ebr=figures["ebr"] or 0,
         fmax_mhz=figures["fmax_mhz"] if fits else None, device_lut4=device_lut4(platform),
         harness_ff=harness_ff, seed=seed, seconds=time.perf_counter() - start, error=error,
-        target_mhz=target_mhz if not bitstream else None, synth=synth)
+        target_mhz=target_mhz if not bitstream else None, synth=synth, router=router)
 
 
 def fallback_script(text: str, name: str) -> str:
@@ -350,7 +372,9 @@ def write_summary(path: Path, results: dict, tools: dict | None = None) -> dict:
                         "seconds": "wall time of synthesis + place and route (+ ecppack)"}
     summary["tools"] = tools or tool_versions()
     summary["flow"] = {"synth": f"synth_ecp5 {SYNTH_OPTS} (per design: 'synth')",
-                       "nextpnr": "--seed <seed> (--timing-allow-fail out of context)"}
+                       "nextpnr": "--seed <seed> (--timing-allow-fail out of context); --router "
+                                  f"router2 above {ROUTER2_ABOVE:.0%} of the device's LUT4s "
+                                  "(per design: 'router')"}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary

@@ -210,3 +210,21 @@ def test_abc9_fallback_script_maps_luts_with_classic_abc(tmp_path):
     assert "LUT4" in (tmp_path / "t.json").read_text()
     with pytest.raises(RuntimeError, match="no 'synth_ecp5"):
         fallback_script("read_rtlil t.il\n", "t")
+
+
+def test_synthesised_lut4_counts_as_nextpnr_does():
+    from speqmoe.fpga import synthesised_lut4
+
+    report = """
+2.1. Printing statistics.
+     100   LUT4
+3. Printing statistics.
+
+=== top ===
+      1266   CCU2C
+     15165   LUT4
+       128   TRELLIS_DPR16X4
+      9734   TRELLIS_FF
+"""
+    assert synthesised_lut4(report) == 15165 + 2 * 1266 + 6 * 128     # the last statistics
+    assert synthesised_lut4("no statistics") is None
