@@ -269,7 +269,8 @@ def _retarget_clock(lpf: Path, mhz: float) -> None:
 
 def place_and_route(top: Elaboratable, name: str, board_name: str, build_dir: Path, *,
                     seed: int = DEFAULT_SEED, harness_ff: int = 0, bitstream: bool = False,
-                    target_mhz: float | None = None, timeout: float = 3600) -> FpgaResult:
+                    target_mhz: float | None = None, timeout: float = 3600,
+                    route_timeout: float | None = None) -> FpgaResult:
     """Synthesize, place and route *top* for the board; with *bitstream*, also pack a ``.bit``.
 
     Out-of-context builds (*bitstream* false) accept any Fmax and aim at *target_mhz* (the
@@ -314,15 +315,27 @@ def place_and_route(top: Elaboratable, name: str, board_name: str, build_dir: Pa
     router = "router2" if lut4 and lut4 > ROUTER2_ABOVE * device_lut4(platform) else "router1"
     if router == "router2":
         args += ["--router", "router2"]
-    proc = _run(args, build_dir, "nextpnr.out", timeout)
+    route_timeout = timeout if route_timeout is None else route_timeout
+    budget = f"{route_timeout:.0f} s" if route_timeout < 120 else f"{route_timeout / 60:.0f} minutes"
+    try:
+        proc = _run(args, build_dir, "nextpnr.out", route_timeout)
+    except subprocess.TimeoutExpired:
+        if bitstream:
+            raise RuntimeError(f"nextpnr did not finish {name} within {budget}")
+        proc = None
     log = (build_dir / f"{name}.tim").read_text() if (build_dir / f"{name}.tim").exists() else ""
     figures = parse_nextpnr_log(log)
     error = None
-    if proc.returncode:
+    if proc is None:
+        # Out of time while placing or routing: the utilisation stands, and the only "Max
+        # frequency" lines are placement estimates, so there is no Fmax.
+        error = f"placement and routing did not finish within {budget}"
+        figures["fmax_mhz"] = None
+    elif proc.returncode:
         found = re.findall(r"ERROR: (.*)", log + (build_dir / "nextpnr.out").read_text())
         error = found[-1].strip() if found else f"nextpnr exited with status {proc.returncode}"
     fits = error is None or "utilisation" not in error.lower() and "unable to place" not in error.lower()
-    if error and fits:
+    if error and fits and proc is not None:
         raise RuntimeError(f"nextpnr failed on {name}: {error}; see {build_dir / f'{name}.tim'}")
     if bitstream and not error:
         proc = _run([tool("yowasp-ecppack"), "--compress", "--input", f"{name}.config",
@@ -351,12 +364,15 @@ def fallback_script(text: str, name: str) -> str:
 
 
 def out_of_context(component: wiring.Component, name: str, board_name: str, build_dir: Path, *,
-                   seed: int = DEFAULT_SEED, target_mhz: float = OOC_TARGET_MHZ) -> FpgaResult:
+                   seed: int = DEFAULT_SEED, target_mhz: float = OOC_TARGET_MHZ,
+                   route_timeout: float = 3600) -> FpgaResult:
     """:func:`place_and_route` of *component* inside an :class:`OocHarness`, aiming at
-    *target_mhz*."""
+    *target_mhz*; a design nextpnr does not finish within *route_timeout* seconds is
+    reported with its utilisation and no Fmax."""
     harness = OocHarness(component)
     return place_and_route(harness, name, board_name, build_dir, seed=seed,
-                           harness_ff=harness.flip_flops, target_mhz=target_mhz)
+                           harness_ff=harness.flip_flops, target_mhz=target_mhz,
+                           route_timeout=route_timeout)
 
 
 def write_summary(path: Path, results: dict, tools: dict | None = None) -> dict:

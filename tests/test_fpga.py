@@ -228,3 +228,14 @@ def test_synthesised_lut4_counts_as_nextpnr_does():
 """
     assert synthesised_lut4(report) == 15165 + 2 * 1266 + 6 * 128     # the last statistics
     assert synthesised_lut4("no statistics") is None
+
+
+def test_a_design_nextpnr_does_not_finish_is_reported_without_fmax(tmp_path):
+    """A tiny time budget stops nextpnr: the result keeps the utilisation, has no Fmax (the
+    log's "Max frequency" lines would be placement estimates) and says why."""
+    from hw.pe import Fp16PE
+    from speqmoe.fpga import out_of_context
+
+    r = out_of_context(Fp16PE(), "fp16_pe", "ulx3s_85f", tmp_path / "b", route_timeout=8)
+    assert r.fits and r.fmax_mhz is None and r.lut4 > 3000
+    assert r.error == "placement and routing did not finish within 8 s"

@@ -39,6 +39,9 @@ def add_parser(sub):
                    help="clock constraint of the out-of-context builds (default 150; the "
                         "bitstream keeps the board's clock)")
     p.add_argument("--list-boards", action="store_true", help="name the ECP5 boards and exit")
+    p.add_argument("--max-minutes", type=float, default=60,
+                   help="per design, stop nextpnr after this long and report the design's "
+                        "utilisation without an Fmax (default 60)")
     p.add_argument("--json", action="store_true",
                    help="print the summary as one JSON object instead of the table "
                         "(progress goes to stderr)")
@@ -64,7 +67,8 @@ def selfcheck_top(rows: int, cols: int, seed: int, cfg=None):
 
 
 def run_fpga(cfg, out: Path, *, board: str, designs, sweep: bool, bitstream: bool, seed: int,
-             jobs: int = 1, target_mhz: float | None = None, progress=print) -> dict:
+             jobs: int = 1, target_mhz: float | None = None, max_minutes: float = 60,
+             progress=print) -> dict:
     """Build the designs (and the sweep and the bitstream), *jobs* at a time; return the summary."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -84,7 +88,8 @@ def run_fpga(cfg, out: Path, *, board: str, designs, sweep: bool, bitstream: boo
     def build(task):
         name, folder, make = task
         progress(f"{name}: synthesis, place and route on {board} ...")
-        return name, out_of_context(make(), name, board, folder, seed=seed, target_mhz=target)
+        return name, out_of_context(make(), name, board, folder, seed=seed, target_mhz=target,
+                                    route_timeout=60 * max_minutes)
 
     def bits():
         rows, cols = SELFCHECK_SHAPE
@@ -97,7 +102,7 @@ def run_fpga(cfg, out: Path, *, board: str, designs, sweep: bool, bitstream: boo
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         for name, r in pool.map(lambda f: f(), work):
             fmax = f"{r.fmax_mhz:.1f} MHz" if r.fmax_mhz else "no Fmax"
-            fit = "" if r.fits else f" (does not fit: {r.error})"
+            fit = f" (does not fit: {r.error})" if not r.fits else (f" ({r.error})" if r.error else "")
             progress(f"{name}: {r.lut4} LUT4, {r.ff} FF, {r.dsp} DSP, {r.ebr} EBR, {fmax}, "
                      f"{r.seconds:.0f} s{fit}")
             write_summary(out / "summary.json", {name: r})
@@ -125,6 +130,8 @@ def run(args) -> int:
         raise UserError(f"--seed must be >= 0, not {seed}")
     if args.jobs < 1:
         raise UserError(f"--jobs must be >= 1, not {args.jobs}")
+    if not args.max_minutes > 0:
+        raise UserError(f"--max-minutes must be positive, not {args.max_minutes}")
     if args.target_mhz is not None and not 1 <= args.target_mhz <= 1000:
         raise UserError(f"--target-mhz must be 1..1000, not {args.target_mhz}")
     names = [] if args.designs == "none" else registry.select(args.designs, DEFAULT_DESIGNS)
@@ -132,7 +139,8 @@ def run(args) -> int:
     try:
         summary = run_fpga(cfg, args.out, board=board, designs=names, sweep=not args.no_sweep,
                            bitstream=not args.no_bitstream, seed=seed, jobs=args.jobs,
-                           target_mhz=args.target_mhz, progress=progress)
+                           target_mhz=args.target_mhz, max_minutes=args.max_minutes,
+                           progress=progress)
     except RuntimeError as exc:
         raise UserError(str(exc)) from None
     if args.json:
@@ -140,7 +148,8 @@ def run(args) -> int:
         return 0
     print(f"{'design':28s} {'LUT4':>7s} {'FF':>7s} {'DSP':>4s} {'EBR':>4s} {'Fmax MHz':>9s} {'s':>6s}")
     for name, r in summary.get("designs", {}).items():
-        fmax = f"{r['fmax_mhz']:.1f}" if r.get("fmax_mhz") else "no fit"
+        fmax = (f"{r['fmax_mhz']:.1f}" if r.get("fmax_mhz") else
+                "no fit" if not r["fits"] else "unrouted")
         print(f"{name:28s} {r['lut4']:7d} {r['ff']:7d} {r['dsp']:4d} {r['ebr']:4d} {fmax:>9s} "
               f"{r['seconds']:6.0f}")
     print(f"wrote {args.out / 'summary.json'}")

@@ -20,7 +20,7 @@ def _table(designs: dict) -> list[str]:
     rows = ["| design | LUT4 | FF | DSP | EBR | Fmax (MHz) | build (s) |", "|---|---|---|---|---|---|---|"]
     for name, r in designs.items():
         fmax = f"{r['fmax_mhz']:.1f}" if r.get("fmax_mhz") else (
-            "does not fit" if not r["fits"] else "-")
+            "does not fit" if not r["fits"] else "not routed" if r.get("error") else "-")
         rows.append(f"| {name} | {r['lut4']:,} | {r['ff']:,} | {r['dsp']} | {r['ebr']} | {fmax} | "
                     f"{r['seconds']:.0f} |")
     return rows
@@ -66,6 +66,10 @@ def run(ctx):
         md += [f"Synthesis: `{summary.get('flow', {}).get('synth', 'synth_ecp5')}`; Yosys' ABC9 "
                f"crashed on {', '.join(f'`{n}`' for n in fallback)}, whose LUTs were mapped by "
                "classic ABC instead (docs/fpga.md).", ""]
+    unrouted = [n for n, r in main.items() if r["fits"] and r.get("error")]
+    for n in unrouted:
+        md += [f"`{n}`: {main[n]['error']} (`speqmoe fpga --max-minutes`); its LUT4 count is "
+               "from synthesis and packing, so it fits the device, but it has no Fmax.", ""]
     too_big = [n for n, r in main.items() if not r["fits"]]
     if too_big:
         md += [f"{', '.join(f'`{n}`' for n in too_big)}: more LUT4 than the {any_r['device']} has "
