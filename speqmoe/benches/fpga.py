@@ -4,14 +4,15 @@ Runs ``speqmoe fpga`` (every default design out of context, the PE pipeline-dept
 and the self-checking bitstream) into ``build/fpga`` and reports, per design:
 
 * ``fpga_fmax_mhz_<design>``: nextpnr's post-route Fmax at seed 1 (goal >= 100 MHz for
-  the PE and the 4x4 array at the default pipeline depth); absent when it does not fit;
+  the PE and the 4x4 array at the default pipeline depth); absent when it does not fit or
+  nextpnr did not finish it within the time budget (``--max-minutes``);
 * ``fpga_lut4_<design>``, ``fpga_ff_<design>``, ``fpga_dsp_<design>``, ``fpga_ebr_<design>``,
   ``fpga_fits_<design>`` (1 or 0) and ``fpga_build_s_<design>`` (wall time of the flow);
 * ``fpga_lut_ratio_pe``: LUT4 of ReconfigurablePE over Fp16PE at the default depth (goal
   <= 1.15), and ``fpga_lut_ratio_pe_m<m>a<a>`` at each depth of the sweep;
 * ``fpga_sweep_fmax_mhz_<pe>_m<m>a<a>`` and ``fpga_sweep_lut4_<pe>_m<m>a<a>``.
 
-Reproduce with ``python -m speqmoe bench --only fpga`` (about 17 minutes on 2 cores).
+Reproduce with ``python -m speqmoe bench --only fpga`` (about 35 minutes on 2 cores).
 """
 
 from __future__ import annotations
