@@ -134,6 +134,7 @@ def write(name: str, cfg: Config, out_dir):
     from sim.runner import write_verilog
     from speqmoe.interface import verilog_header, write_interface
 
+    Path(out_dir).mkdir(parents=True, exist_ok=True)      # an unwritable folder fails first
     component = build(name, cfg)
     path = write_verilog(component, name, Path(out_dir) / f"{name}.v")
     desc = write_interface(component, name, describe(name, cfg), out_dir)
