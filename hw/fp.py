@@ -289,6 +289,8 @@ class Fp32Adder(_Staged):
             nan=nan_a | nan_b | (inf_a & inf_b & sub), inf=inf_a | inf_b)
         exp_x = v["exp_x"]
         aligned, sticky = shift_right_sticky(m, Cat(Const(0, 3), v["sig_y"]), v["d"], "align")
+        # Without subnormals the limit is a constant 0 (its registers and ORs vanish in
+        # synthesis), so both variants share one datapath description.
         v = cuts.cut(
             2, sig_x=v["sig_x"], addend=Cat(aligned[0] | sticky, aligned[1:]), exp_x=exp_x,
             limit=Cat(*(exp_x == 27 - i for i in range(27))) if self._subnormals else Const(0, 27),

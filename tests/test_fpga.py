@@ -230,12 +230,26 @@ def test_synthesised_lut4_counts_as_nextpnr_does():
     assert synthesised_lut4("no statistics") is None
 
 
-def test_a_design_nextpnr_does_not_finish_is_reported_without_fmax(tmp_path):
-    """A tiny time budget stops nextpnr: the result keeps the utilisation, has no Fmax (the
-    log's "Max frequency" lines would be placement estimates) and says why."""
-    from hw.pe import Fp16PE
-    from speqmoe.fpga import out_of_context
+def test_a_design_nextpnr_does_not_finish_is_reported_without_fmax(tmp_path, monkeypatch):
+    """nextpnr running out of its budget: the result keeps the utilisation, has no Fmax (a
+    log cut short holds only placement estimates of "Max frequency"; here nextpnr runs to
+    the end, so its log even holds the routed one, and it must still be dropped) and says
+    why. The timeout is raised after the real run, so the test does not depend on speed."""
+    import subprocess
 
-    r = out_of_context(Fp16PE(), "fp16_pe", "ulx3s_85f", tmp_path / "b", route_timeout=8)
+    from hw.pe import Fp16PE
+    from speqmoe import fpga
+
+    real_run = fpga._run
+
+    def run_out_of_time(cmd, cwd, log_name, timeout):
+        proc = real_run(cmd, cwd, log_name, 3600)
+        if log_name == "nextpnr.out":
+            raise subprocess.TimeoutExpired(cmd, timeout)
+        return proc
+
+    monkeypatch.setattr(fpga, "_run", run_out_of_time)
+    r = fpga.out_of_context(Fp16PE(), "fp16_pe", "ulx3s_85f", tmp_path / "b", route_timeout=90)
+    assert "Max frequency" in (tmp_path / "b" / "fp16_pe.tim").read_text()
     assert r.fits and r.fmax_mhz is None and r.lut4 > 3000
-    assert r.error == "placement and routing did not finish within 8 s"
+    assert r.error == "placement and routing did not finish within 90 s"

@@ -259,4 +259,4 @@ def test_cli_json_is_one_object_on_stdout(capsys):
                  "--json"]) == 0
     out = capsys.readouterr().out
     figures = json.loads(out)          # nothing but the object on stdout
-    assert isinstance(figures, dict) and figures
+    assert figures["tiny"]["tau"] == 0.5
