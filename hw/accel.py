@@ -306,6 +306,9 @@ class Accelerator(wiring.Component):
     cmd_depth = property(lambda self: self._cmd_depth)
     addr_width = property(lambda self: self._addr_width)
     regmap = property(lambda self: self._regmap)
+    # The array's PEs have no pipeline stages (docs/accel.md).
+    mul_stages = property(lambda self: 0)
+    add_stages = property(lambda self: 0)
 
     def elaborate(self, platform):
         m = Module()

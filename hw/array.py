@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 from hw.pe import (LANES, RECONFIGURABLE_PE_MEMBERS, PeMode, Pipelined, ReconfigurablePE,
                    depth_problem)
 
-__all__ = ["ConfigBeat", "ResultBeat", "PEArray", "hierarchical_verilog"]
+__all__ = ["ConfigBeat", "ResultBeat", "PEArray"]
 
 
 class ConfigBeat(data.Struct):
@@ -66,7 +66,7 @@ class PEArray(Pipelined, wiring.Component):
         The PEs' pipeline depth (:class:`hw.pe.ReconfigurablePE`).
     pe_module : str, optional
         If given, the PEs are instances of an external Verilog module of that name (the
-        Verilog of :class:`hw.pe.ReconfigurablePE`, see :func:`hierarchical_verilog`) instead
+        Verilog of :class:`hw.pe.ReconfigurablePE`, see :func:`sim.netlist.convert`) instead
         of elaborated submodules. The array then exists once per PE in the netlist as one
         module definition, which keeps Verilator builds of large arrays small; it cannot run
         in Amaranth's simulator.
@@ -209,20 +209,3 @@ class PEArray(Pipelined, wiring.Component):
             m.d.sync += self.starved_cycles.eq(self.starved_cycles + 1)
         return m
 
-
-def hierarchical_verilog(rows: int, cols: int, name: str, *, mul_stages: int = 0,
-                         add_stages: int = 0) -> str:
-    """Verilog of ``PEArray(rows, cols, ...)`` as module *name* whose PEs instantiate one
-    module ``<name>_pe`` (the Verilog of :class:`hw.pe.ReconfigurablePE`), defined in the
-    same text.
-
-    Equivalent to converting the array itself, but the PE logic appears once instead of
-    ``rows * cols`` times.
-    """
-    from amaranth.back import verilog
-
-    depths = dict(mul_stages=mul_stages, add_stages=add_stages)
-    pe = verilog.convert(ReconfigurablePE(**depths), name=f"{name}_pe", emit_src=False)
-    top = verilog.convert(PEArray(rows, cols, pe_module=f"{name}_pe", **depths), name=name,
-                          emit_src=False)
-    return top + "\n" + pe

@@ -76,12 +76,11 @@ class AccelHarness(wiring.Component):
 
 
 def hierarchical(component, name: str) -> str:
-    """Verilog of ``component`` (built with ``pe_module=f"{name}_pe"``) plus the PE module."""
-    from amaranth.back import verilog
+    """Verilog of ``component`` (built with ``pe_module=f"{name}_pe"``) plus the PE module,
+    at the top's PE depth (:attr:`hw.accel.Accelerator.mul_stages`, ``add_stages``: 0)."""
+    from sim.netlist import convert
 
-    top = verilog.convert(component, name=name, emit_src=False)
-    pe = verilog.convert(ReconfigurablePE(), name=f"{name}_pe", emit_src=False)
-    return top + "\n" + pe
+    return convert(component, name, pe=ReconfigurablePE())
 
 
 def params_env(params: AccelParams) -> dict[str, str]:

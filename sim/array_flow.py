@@ -380,15 +380,16 @@ def run_array_cocotb(simulator: str, rows: int, cols: int, jobs: list[ArrayJob],
                      add_stages: int = 0) -> ArrayRun:
     """Run *jobs* on the generated Verilog of ``PEArray(rows, cols, ...)`` under cocotb.
 
-    The Verilog is :func:`hw.array.hierarchical_verilog` (one PE module instantiated
+    The Verilog is :func:`sim.netlist.convert` (one PE module instantiated
     ``rows * cols`` times), or with ``flat`` the plain conversion of ``PEArray``. The build
     folder is reused while the Verilog does not change. Verilator compiles the model with
     ``-O0`` unless ``optimize`` (its default ``-Os`` takes many minutes for a 4x4 array);
     use separate build folders for the two.
     """
-    from amaranth.back import verilog
 
-    from hw.array import PEArray, hierarchical_verilog
+    from hw.array import PEArray
+    from hw.pe import ReconfigurablePE
+    from sim.netlist import convert
     from sim.runner import run_cocotb, simulator_missing
 
     reason = simulator_missing(simulator)
@@ -400,11 +401,12 @@ def run_array_cocotb(simulator: str, rows: int, cols: int, jobs: list[ArrayJob],
     v = build_dir / f"{top}.v"
     depth = dict(mul_stages=mul_stages, add_stages=add_stages)
     if flat:
-        text = verilog.convert(PEArray(rows, cols, **depth), name=top, emit_src=False)
+        text = convert(PEArray(rows, cols, **depth), top)
     else:
         # Verilator would inline the PE module into the array and compile the PE's logic
         # rows * cols times; its metacomment keeps one PE class with rows * cols instances.
-        text = hierarchical_verilog(rows, cols, top, **depth)
+        text = convert(PEArray(rows, cols, pe_module=f"{top}_pe", **depth), top,
+                       pe=ReconfigurablePE(**depth))
         head = f"module {top}_pe("
         at = text.index(";", text.index(head)) + 1
         text = text[:at] + "\n  /*verilator no_inline_module*/" + text[at:]

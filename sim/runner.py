@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from amaranth.back import verilog
 
 SIMULATORS = ("verilator", "icarus")
 LINT_WAIVERS = Path(__file__).resolve().parent / "verilator_lint.vlt"
@@ -73,11 +72,12 @@ def lint_verilog(verilog_path: Path, toplevel: str) -> tuple[bool, str]:
     return proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def write_verilog(component, name: str, path: Path) -> Path:
-    """Convert an Amaranth component to Verilog (docs/architecture.md, Toolchain) and write it to *path*."""
+def write_verilog(component, name: str, path: Path, *, pe=None) -> Path:
+    """Write the Verilog of an Amaranth component (:func:`sim.netlist.convert`) to *path*."""
+    from sim.netlist import convert  # noqa: PLC0415
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = verilog.convert(component, name=name, emit_src=False)
-    path.write_text(text)
+    path.write_text(convert(component, name, pe=pe))
     return path
 
 

@@ -10,6 +10,10 @@ silently fall back to a default). Example::
     [array]
     rows = 4
     cols = 4
+
+    [cache]
+    slots = 32
+    policy = "lfu"
 """
 
 from __future__ import annotations
@@ -121,12 +125,71 @@ class FpgaConfig:
 
 
 @dataclass
+class CacheConfig:
+    """The expert-cache controller + AXI4 read DMA that ``speqmoe verilog`` and ``synth``
+    build as design ``expert_cache`` (docs/expert_cache.md). The defaults hold the shipped
+    tiny LM's experts: 4 layers x 16 experts of 96 KiB (three 128 x 128 FP16 matrices,
+    BSFP planes), 16 slots (1.5 MiB of expert SRAM), a 64-bit bus. The controller checks the
+    values when the design is built."""
+    slots: int = 16
+    expert_bytes: int = 98304
+    n_layers: int = 4
+    n_experts: int = 16
+    data_width: int = 64
+    max_burst: int = 16
+    policy: str = "lru"
+    queue_depth: int = 2
+
+    def validate(self, where: str) -> None:
+        _positive(self, where, "slots", "expert_bytes", "n_layers", "n_experts", "max_burst")
+
+    def params(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class AccelConfig:
+    """The accelerator top that ``speqmoe verilog`` builds as design ``accel``
+    (docs/accel.md). The defaults are the top that runs the shipped tiny LM in
+    ``speqmoe cosim``: a 4x4 array on a 256-bit bus, 16 slots of the model's 96 KiB experts,
+    K up to 128 (d_model, d_expert) and N up to 256 (the vocabulary)."""
+    rows: int = 4
+    cols: int = 4
+    slots: int = 16
+    expert_bytes: int = 98304
+    n_layers: int = 4
+    n_experts: int = 16
+    policy: str = "lru"
+    k_max: int = 128
+    n_max: int = 256
+    queue_depth: int = 2
+    cmd_depth: int = 8
+    max_burst: int = 16
+    fifo_lines: int = 64
+
+    def validate(self, where: str) -> None:
+        _positive(self, where, "rows", "cols", "slots", "expert_bytes", "n_layers",
+                  "n_experts", "k_max", "n_max", "cmd_depth", "max_burst", "fifo_lines")
+
+    def params(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _positive(table, where: str, *keys: str) -> None:
+    for key in keys:
+        if getattr(table, key) < 1:
+            raise UserError(f"{where}.{key} must be at least 1, not {getattr(table, key)}")
+
+
+@dataclass
 class Config:
     sim: SimConfig = field(default_factory=SimConfig)
     array: ArrayConfig = field(default_factory=ArrayConfig)
     cosim: CosimConfig = field(default_factory=CosimConfig)
     pe: PeConfig = field(default_factory=PeConfig)
     fpga: FpgaConfig = field(default_factory=FpgaConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    accel: AccelConfig = field(default_factory=AccelConfig)
 
 
 def _reject_unknown(given, known, what: str, where: str) -> None:

@@ -19,16 +19,21 @@ def _fp16_pe(cfg: Config):
 
 
 def _pe_array(rows: int, cols: int):
-    def build(cfg: Config):
+    def build(cfg: Config, pe_module: str | None = None):
         from hw.array import PEArray
-        return PEArray(rows, cols, mul_stages=cfg.pe.mul_stages, add_stages=cfg.pe.add_stages)
+        return PEArray(rows, cols, mul_stages=cfg.pe.mul_stages, add_stages=cfg.pe.add_stages,
+                       pe_module=pe_module)
+    build.has_pes = True
     return build
 
 
-def _pe_array_config(cfg: Config):
+def _pe_array_config(cfg: Config, pe_module: str | None = None):
     from hw.array import PEArray
     return PEArray(cfg.array.rows, cfg.array.cols, mul_stages=cfg.pe.mul_stages,
-                   add_stages=cfg.pe.add_stages)
+                   add_stages=cfg.pe.add_stages, pe_module=pe_module)
+
+
+_pe_array_config.has_pes = True
 
 
 def _expert_cache(**params):
@@ -47,11 +52,35 @@ def _expert_cache_demo(cfg: Config):
     return CACHE_CONFIGS["demo"].build()
 
 
+def _checked(table: str, build):
+    """*build*'s ValueError (a parameter the component rejects) as one line naming *table*."""
+    try:
+        return build()
+    except ValueError as exc:
+        raise UserError(f"[{table}]: {exc}") from None
+
+
+def _expert_cache_config(cfg: Config):
+    from hw.expert_cache import ExpertCacheController
+    return _checked("cache", lambda: ExpertCacheController(**cfg.cache.params()))
+
+
+def _accel_config(cfg: Config, pe_module: str | None = None):
+    from hw.accel import Accelerator
+    p = cfg.accel.params()
+    return _checked("accel", lambda: Accelerator(p.pop("rows"), p.pop("cols"),
+                                                 pe_module=pe_module, **p))
+
+
+_accel_config.has_pes = True
+
+
 def _accel(rows: int, cols: int, **params):
-    def build(cfg: Config):
+    def build(cfg: Config, pe_module: str | None = None):
         from hw.accel import Accelerator
-        return Accelerator(rows, cols, **params)
+        return Accelerator(rows, cols, pe_module=pe_module, **params)
     build.params = dict(params, rows=rows, cols=cols)
+    build.has_pes = True
     return build
 
 
@@ -61,7 +90,8 @@ DESIGNS: dict[str, Callable] = {
     "expert_cache_w64_s4": _expert_cache(slots=4, data_width=64, expert_bytes=16, policy="lru"),
     "expert_cache_w128_s16": _expert_cache(slots=16, data_width=128, expert_bytes=32,
                                            policy="lfu"),
-    "expert_cache": _expert_cache_demo,
+    "expert_cache": _expert_cache_config,
+    "expert_cache_demo": _expert_cache_demo,
     "pe_array_2x2": _pe_array(2, 2),
     "pe_array_4x4": _pe_array(4, 4),
     "pe_array": _pe_array_config,
@@ -69,6 +99,7 @@ DESIGNS: dict[str, Callable] = {
     # which turns every memory into flip-flops, stays minutes) and 4x4 / 256-bit / 8 slots.
     "accel_2x2": _accel(2, 2, slots=4, expert_bytes=256, k_max=64, n_max=64, fifo_lines=32),
     "accel_4x4": _accel(4, 4, slots=8, expert_bytes=16384, k_max=1024, n_max=1024),
+    "accel": _accel_config,
 }
 
 def describe(name: str, cfg: Config) -> str:
@@ -90,6 +121,16 @@ def describe(name: str, cfg: Config) -> str:
     if name in lines:
         return lines[name]
     if name == "expert_cache":
+        c = cfg.cache
+        return (f"expert-cache controller + AXI4 read DMA from [cache]: {c.data_width}-bit bus, "
+                f"{c.slots} slots of {c.expert_bytes:,} bytes, {c.policy.upper()}, "
+                f"{c.n_layers} layers x {c.n_experts} experts")
+    if name == "accel":
+        a = cfg.accel
+        return (f"accelerator top from [accel]: {a.rows}x{a.cols} array (unpipelined), "
+                f"{16 * a.rows * a.cols}-bit AXI4, {a.slots} expert slots of "
+                f"{a.expert_bytes:,} bytes, K up to {a.k_max}, N up to {a.n_max}")
+    if name == "expert_cache_demo":
         from sim.cache_flow import CACHE_CONFIGS
         c = CACHE_CONFIGS["demo"]
         return (f"expert-cache controller + AXI4 read DMA as the demo simulates it: "
@@ -104,7 +145,8 @@ def describe(name: str, cfg: Config) -> str:
             f"{p['expert_bytes']:,} bytes, K up to {p['k_max']}, N up to {p['n_max']}")
 
 
-# `speqmoe verilog` writes every design by default; `speqmoe synth` the PEs, the caches and the
+# `speqmoe verilog` writes every design by default (`pe_array`, from [array], is pe_array_4x4
+# unless configured); `speqmoe synth` the PEs, the caches and the
 # small top (about 90 s); the arrays and the large top take many minutes: name them.
 DEFAULT_VERILOG = [n for n in DESIGNS if n != "pe_array"]
 DEFAULT_DESIGNS = ["reconfigurable_pe", "fp16_pe", "expert_cache_w64_s4", "expert_cache_w128_s16",
@@ -126,17 +168,31 @@ def build(name: str, cfg: Config):
     return DESIGNS[name](cfg)
 
 
+def netlist(name: str, cfg: Config):
+    """Design *name* and its Verilog: the arrays and the tops instantiate one PE module,
+    ``<name>_pe``, defined in the same text (:mod:`sim.netlist`). Returns (component, text)."""
+    from hw.pe import ReconfigurablePE
+    from sim.netlist import convert
+
+    builder = DESIGNS[name]
+    if not getattr(builder, "has_pes", False):
+        component = builder(cfg)
+        return component, convert(component, name)
+    component = builder(cfg, pe_module=f"{name}_pe")
+    pe = ReconfigurablePE(mul_stages=component.mul_stages, add_stages=component.add_stages)
+    return component, convert(component, name, pe=pe)
+
+
 def write(name: str, cfg: Config, out_dir):
     """Write design *name*'s Verilog (with its header) and interface files into *out_dir*;
     returns the path of the ``.v``."""
     from pathlib import Path
 
-    from sim.runner import write_verilog
     from speqmoe.interface import verilog_header, write_interface
 
     Path(out_dir).mkdir(parents=True, exist_ok=True)      # an unwritable folder fails first
-    component = build(name, cfg)
-    path = write_verilog(component, name, Path(out_dir) / f"{name}.v")
+    component, text = netlist(name, cfg)
     desc = write_interface(component, name, describe(name, cfg), out_dir)
-    path.write_text(verilog_header(desc) + path.read_text())
+    path = Path(out_dir) / f"{name}.v"
+    path.write_text(verilog_header(desc) + text)
     return path

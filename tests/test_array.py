@@ -97,12 +97,14 @@ def test_array_rejects_bad_pe_module_name():
         PEArray(1, 1, pe_module="not a name")
 
 
-def test_hierarchical_verilog_defines_the_pe_once_and_instantiates_it_per_pe():
+def test_array_verilog_defines_the_pe_once_and_instantiates_it_per_pe():
     import re
 
-    from hw.array import hierarchical_verilog
+    from hw.array import PEArray
+    from hw.pe import ReconfigurablePE
+    from sim.netlist import convert
 
-    text = hierarchical_verilog(1, 3, "arr")
+    text = convert(PEArray(1, 3, pe_module="arr_pe"), "arr", pe=ReconfigurablePE())
     assert re.findall(r"^module (arr_pe)\b", text, re.M) == ["arr_pe"]
     assert len(re.findall(r"^\s*arr_pe pe\d+ \(", text, re.M)) == 3
 
@@ -210,7 +212,7 @@ def test_pipelined_array_verilog_matches_golden_on_verilator():
 
 @pytest.mark.parametrize("rows,cols", [(1, 1), (2, 2), (4, 4)])
 def test_array_verilog_matches_golden_on_verilator(rows, cols):
-    # One PE module instantiated rows * cols times (hw.array.hierarchical_verilog).
+    # One PE module instantiated rows * cols times (sim.netlist.convert).
     jobs = standard_jobs(rows, cols, derived_seed(f"array_verilator_{rows}x{cols}"))
     _cocotb("verilator", rows, cols, jobs, f"{rows}x{cols}")
 

@@ -32,6 +32,8 @@ def test_values_are_read(tmp_path):
     ("[pe]\nadd_stages = 4\n", r"\[pe\]\.add_stages must be an integer in 0..3"),
     ("[pe]\nmul_stages = -1\n", r"mul_stages must be an integer in 0..3"),
     ("[fpga]\nseed = -1\n", ">= 0"),
+    ("[cache]\nslots = 0\n", r"\[cache\]\.slots must be at least 1"),
+    ("[accel]\npolicy = 3\n", r"\[accel\]\.policy must be str"),
     ("sim = 3\n", "must be a table"),
     ("[sim\n", "not valid TOML"),
 ])
@@ -154,3 +156,36 @@ def test_verilog_list_describes_every_design_in_one_line(capsys):
     assert [line.split()[0] for line in lines] == list(designs.DESIGNS)
     for line in lines:
         assert len(line.split(maxsplit=1)[1]) > 20, line
+
+
+@pytest.mark.parametrize("text,design,match", [
+    ("[cache]\nslots = 65\n", "expert_cache", r"error: \[cache\]: slots must be at most 64, not 65$"),
+    ("[cache]\nexpert_bytes = 100\n", "expert_cache", r"\[cache\]: expert_bytes \(100\) must be a multiple"),
+    ("[accel]\nrows = 3\n", "accel", r"\[accel\]: rows \* cols must be a power of two"),
+    ("[accel]\npolicy = \"mru\"\n", "accel", r"\[accel\]: policy must be one of"),
+])
+def test_a_value_the_hardware_rejects_is_one_line_naming_the_table(tmp_path, monkeypatch, capsys,
+                                                                   text, design, match):
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.toml").write_text(text)
+    assert main(["verilog", "--config", "c.toml", "--designs", design, "--out", "v"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(match, err[0]), err
+
+
+def test_cache_and_accel_tables_size_their_designs(tmp_path):
+    from speqmoe import designs
+
+    p = tmp_path / "c.toml"
+    p.write_text('[cache]\nslots = 8\nexpert_bytes = 1280\ndata_width = 128\npolicy = "lfu"\n'
+                 '[accel]\nrows = 2\ncols = 2\nslots = 4\nexpert_bytes = 512\nk_max = 64\n')
+    cfg = load_config(p)
+    cache = designs.build("expert_cache", cfg)
+    accel = designs.build("accel", cfg)
+    for c in (cache, accel):
+        c._MustUse__silence = True            # only parameters are read, never elaborated
+    assert (cache.slots, cache.data_width, cache.policy) == (8, 128, "lfu")
+    assert (accel.pes, accel.slots, accel.expert_bytes, accel.k_max) == (4, 4, 512, 64)
+    assert "8 slots of 1,280 bytes" in designs.describe("expert_cache", cfg)

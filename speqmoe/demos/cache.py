@@ -28,7 +28,7 @@ def run(ctx):
               else f"the trace of the trained tiny LM over {tokens} held-out tokens")
     vdir = ctx.build_dir / "verilog"
     ctx.progress("generating the controller's Verilog ...")
-    v = designs.write("expert_cache", ctx.config or Config(), vdir)
+    v = designs.write("expert_cache_demo", ctx.config or Config(), vdir)
     reason = simulator_missing("verilator")
     if reason:
         return DemoSection(title="Expert-cache DMA controller (MoBiLE offloading)",
