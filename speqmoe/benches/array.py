@@ -69,15 +69,13 @@ def synth_cached(names: list[str], out: Path, progress) -> dict:
     """Synthesis figures of *names*; a design whose Verilog equals the one last synthesized in
     ``out/<name>/`` keeps its figures from ``out/summary.json`` (the 4x4 array takes Yosys
     about ten minutes)."""
-    import json
-
     from amaranth.back import verilog
 
     from speqmoe import designs
     from speqmoe.commands.synth import synth_designs
+    from speqmoe.synth import load_designs
 
-    summary_path = out / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary = load_designs(out / "summary.json")
     stale = []
     for name in names:
         old = out / name / f"{name}.v"
