@@ -269,8 +269,11 @@ def random_expert(rng, cfg: CacheConfig, hot: int):
 
 
 async def run_lockstep(drv: CacheDriver, n_ops: int, *, bad_experts=(), check_data=True,
-                       ops=None) -> ExpertCacheModel:
-    """Random (or given) lockstep operations, each compared with the golden model."""
+                       ops=None, after_op=None) -> ExpertCacheModel:
+    """Random (or given) lockstep operations, each compared with the golden model.
+
+    ``after_op``: called with the index of each operation once it is done (and checked).
+    """
     cfg, rng = drv.cfg, drv.rng
     model = cfg.model()
     for layer, expert in bad_experts:
@@ -296,6 +299,8 @@ async def run_lockstep(drv: CacheDriver, n_ops: int, *, bad_experts=(), check_da
         if op[0] == "release_id":
             slot = slot_of.pop(op[1])
             if slot is None:
+                if after_op is not None:
+                    after_op(step)
                 continue
             op = ("release", slot)
         if op[0] == "release":
@@ -349,6 +354,8 @@ async def run_lockstep(drv: CacheDriver, n_ops: int, *, bad_experts=(), check_da
         diff = {k: (got_c[k], want_c[k]) for k in LOCKSTEP_COUNTERS if got_c[k] != want_c[k]}
         assert not diff, f"op {step} {op}: counters differ (RTL, golden): {diff}"
         model.check_invariants()
+        if after_op is not None:
+            after_op(step)
     return model
 
 

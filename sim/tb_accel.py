@@ -314,13 +314,18 @@ async def draft_and_verify_utilisation(dut):
         cmd = Matmul(mode, n, k, dense, dense + len(lay.draft), 0x200000, 4 * n)
         b0 = await host.read("BYTES_DENSE")
         m0 = await host.read("MACS_LO") | await host.read("MACS_HI") << 32
+        s0 = await host.read("MEM_STALL_CYCLES")
+        w0 = await host.read("WB_STALL_CYCLES")
         t0 = time.perf_counter()
-        cyc = (await check_command(host, model, cmd, model.index))["busy"]
+        done = await check_command(host, model, cmd, model.index)
         wall = time.perf_counter() - t0
+        cyc = done["busy"]
         macs = (await host.read("MACS_LO") | await host.read("MACS_HI") << 32) - m0
         stats[mode] = {"cycles": cyc, "macs": macs,
                        "bytes": await host.read("BYTES_DENSE") - b0,
                        "utilization": macs / (4 * params.pes * cyc),
+                       "mem_stall_cycles": done["counters"]["mem_stall_cycles"] - s0,
+                       "wb_stall_cycles": done["counters"]["wb_stall_cycles"] - w0,
                        "sim_cycles_per_s": cyc / wall}
     stats["draft_bytes_ratio"] = stats["draft"]["bytes"] / stats["verify"]["bytes"]
     assert stats["draft_bytes_ratio"] == 0.25

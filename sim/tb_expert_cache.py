@@ -80,7 +80,7 @@ def _bad_experts():
     return [tuple(int(x) for x in item.split(":")) for item in text.split(",") if item]
 
 
-async def _setup(dut, cfg, seed):
+async def _setup(dut, cfg, seed, bus=None):
     host = host_pattern(cfg, seed)
     ram = AxiRamRead(AxiReadBus.from_prefix(dut, "m_axi", bus_separator="__"), dut.clk, dut.rst,
                      size=len(host))
@@ -114,17 +114,28 @@ async def _setup(dut, cfg, seed):
         await RisingEdge(dut.clk)
     dut.rst.value = 0
     violations = []
-    cocotb.start_soon(_ar_monitor(dut, cfg, violations))
+    cocotb.start_soon(_ar_monitor(dut, cfg, violations, bus))
     return host, violations
 
 
-async def _ar_monitor(dut, cfg, violations):
-    """Every AR burst: INCR, full width, within one 4 KiB page, at most max_burst beats."""
+async def _ar_monitor(dut, cfg, violations, bus=None):
+    """Every AR burst: INCR, full width, within one 4 KiB page, at most max_burst beats.
+
+    ``bus``: a dict whose ``beats`` (R beats transferred) and ``busy`` (cycles with a burst
+    open: from its AR handshake to its last R beat, both included) the monitor counts.
+    """
     bus_bytes = cfg.data_width // 8
     while True:
         await RisingEdge(dut.clk)
         await ReadOnly()
-        if dut.m_axi__arvalid.value and dut.m_axi__arready.value:
+        ar = bool(dut.m_axi__arvalid.value and dut.m_axi__arready.value)
+        if bus is not None:
+            r = bool(dut.m_axi__rvalid.value and dut.m_axi__rready.value)
+            if ar or bus["open"]:
+                bus["busy"] += 1
+            bus["beats"] += r
+            bus["open"] += int(ar) - int(r and bool(dut.m_axi__rlast.value))
+        if ar:
             addr = int(dut.m_axi__araddr.value)
             beats = int(dut.m_axi__arlen.value) + 1
             if addr // BOUNDARY != (addr + beats * bus_bytes - 1) // BOUNDARY:
@@ -193,16 +204,34 @@ async def mobile_trace_replays_like_golden(dut):
         trace = mobile_trace(tokens)
     assert (trace.n_layers, trace.n_experts) == (cfg.n_layers, cfg.n_experts)
     seed = derived_seed(f"tb_expert_cache/trace/{cfg}")
-    host, violations = await _setup(dut, cfg, seed)
+    bus = {"beats": 0, "busy": 0, "open": 0}
+    host, violations = await _setup(dut, cfg, seed, bus)
     drv = CacheDriver(CocotbPorts(dut), cfg, host, np.random.default_rng(seed))
     ops = trace_ops(trace)
+    steps = [r.step for r in trace.records if r.op in ("D", "P", "R")]
+    assert len(steps) == len(ops)
+    timeline = []       # cumulative figures at the end of each decode step of the trace
+
+    def after_op(i):
+        if i + 1 == len(ops) or steps[i + 1] != steps[i]:
+            c = drv.counters()
+            timeline.append({"step": steps[i], "ops": i + 1, "cycles": drv.cycles,
+                             "demands": c["demands"], "hits": c["hits"], "misses": c["misses"],
+                             "bytes_read": c["bytes_read"], "beats": bus["beats"],
+                             "bus_busy_cycles": bus["busy"]})
+
     start = time.perf_counter()
-    model = await run_lockstep(drv, len(ops), ops=ops, bad_experts=_bad_experts())
+    model = await run_lockstep(drv, len(ops), ops=ops, bad_experts=_bad_experts(),
+                               after_op=after_op)
     seconds = time.perf_counter() - start
     c = model.counters
     _write_stats("trace", {"cycles": drv.cycles, "seconds": seconds, "records": len(ops),
                            "tokens": tokens, "file": os.environ.get("CACHE_TRACE_FILE", ""),
-                           "rtl": drv.counters(), "golden": c.as_dict()})
+                           "rtl": drv.counters(), "golden": c.as_dict(),
+                           "bus": {"beats": bus["beats"], "busy_cycles": bus["busy"],
+                                   "bus_bytes": cfg.data_width // 8,
+                                   "r_idle": float(os.environ.get("CACHE_R_IDLE", "0.2"))},
+                           "timeline": timeline})
     dut._log.info("trace: %d demands, %d hits, %d misses, %d prefetches issued, %d useful",
                   c.demands, c.hits, c.misses, c.prefetches_issued, c.prefetches_useful)
     assert c.demands == trace.count("D") and c.hits > 0

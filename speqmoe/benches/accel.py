@@ -7,6 +7,9 @@
   :class:`hw.axi.AxiReadLatency`, :data:`LATENCY` cycles of read latency). Goal >= 0.95 each.
 * ``accel_draft_bytes_ratio``: draft / verify weight bytes read for the same matrix
   (``BYTES_DENSE`` counter); 0.25 by construction of the layout.
+* ``accel_mem_stall_cycles_<mode>`` / ``accel_wb_stall_cycles_<mode>``: the top's
+  ``MEM_STALL_CYCLES`` (the array could take a beat, weights or activations were not there)
+  and ``WB_STALL_CYCLES`` (results waiting for write-back) over that MATMUL.
 * ``accel_sim_cycles_per_s_verilator``: simulated cycles per second of wall time of the
   verify MATMUL, cocotb testbench and AXI models included.
 * ``accel_cells_2x2``, ``accel_transistors_2x2``, ``accel_logic_depth_2x2``: Yosys synthesis
@@ -55,6 +58,9 @@ def run(ctx) -> dict:
             "accel_draft_bytes_ratio": s["draft_bytes_ratio"],
             "accel_sim_cycles_per_s_verilator": s["verify"]["sim_cycles_per_s"],
         })
+        for mode in ("verify", "draft"):
+            out[f"accel_mem_stall_cycles_{mode}"] = s[mode]["mem_stall_cycles"]
+            out[f"accel_wb_stall_cycles_{mode}"] = s[mode]["wb_stall_cycles"]
     summary = synth_cached([SYNTH_DESIGN], ctx.build_dir / "synth", ctx.progress)
     r = summary[SYNTH_DESIGN]
     out.update({"accel_cells_2x2": r["cells"], "accel_transistors_2x2": r["transistors"],

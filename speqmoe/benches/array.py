@@ -6,6 +6,10 @@
   accepted to the last result taken). The goal is at least 0.95 in both modes.
 * ``array_draft_bytes_ratio``: weight bytes the array took in the draft pass over those of
   the verify pass (16-bit words accepted x PEs x 2 bytes, from the RTL busy counter); 0.25.
+* ``array_busy_cycles_<mode>``, ``array_starved_cycles_<mode>``, ``array_blocked_cycles_<mode>``:
+  the array's own counters over that run (every cycle the testbench drove, the configuration
+  beat and the last tile's drain included): a beat accepted; the array could take one but
+  none was offered; a finished tile's results were not taken yet.
 * ``array_sim_cycles_per_s_verilator``: clock cycles per second of wall time of that run,
   cocotb testbench included, with the model compiled at ``-O0`` as in the tests (see
   :func:`sim.array_flow.run_array_cocotb`).
@@ -24,10 +28,17 @@ from speqmoe.config import Config
 ROWS = COLS = 4
 N, K = 256, 1024
 SYNTH_DESIGNS = ("pe_array_2x2", "pe_array_4x4")
+# The array's cycle counters (hw.array.PEArray), one cause each.
+COUNTER_CAUSES = ("busy_cycles", "starved_cycles", "blocked_cycles")
 
 
-def measure_passes(rows: int, cols: int, n: int, k: int, build: Path, seed: int) -> dict:
-    """One draft and one verify pass on Verilator, no stall; utilisation, bytes, speed."""
+def measure_passes(rows: int, cols: int, n: int, k: int, build: Path, seed: int, *,
+                   stall: float = 0.0, backpressure: float = 0.0) -> dict:
+    """One draft and one verify pass on Verilator (no stall unless *stall* / *backpressure*
+    give the probability of an idle input cycle / of results not taken); utilisation, bytes,
+    speed, and the array's cycle counters by cause (``counters``: busy, starved, blocked, as
+    the RTL counts them over the testbench's cycles; ``model_counters``: what the
+    testbench's flow model predicts for them)."""
     import numpy as np
 
     from golden import pe_array
@@ -44,8 +55,8 @@ def measure_passes(rows: int, cols: int, n: int, k: int, build: Path, seed: int)
     cycles_total = seconds_total = 0.0
     for mode in ("draft", "verify"):
         job = make_job(mode, enc, acts[0] if mode == "draft" else acts, rows, cols, **depth)
-        run = run_array_cocotb("verilator", rows, cols, [job], build, seed=seed, stall=0.0,
-                               backpressure=0.0, overlap=False, **depth)
+        run = run_array_cocotb("verilator", rows, cols, [job], build, seed=seed, stall=stall,
+                               backpressure=backpressure, overlap=False, **depth)
         bad = mismatches(run, [job])
         if bad:
             raise RuntimeError(f"array {mode} pass differs from the golden model: {bad}")
@@ -58,6 +69,9 @@ def measure_passes(rows: int, cols: int, n: int, k: int, build: Path, seed: int)
             "bytes": run.counters["busy_cycles"] * p * 2,
             "plane_bytes": pe_array.weight_bytes(mode, n, k),
             "bit_exact": True,
+            "counters": {c: run.counters[c] for c in COUNTER_CAUSES},
+            "model_counters": {c: run.model_counters[c] for c in COUNTER_CAUSES},
+            "testbench_cycles": run.cycles,
         }
         cycles_total += run.cycles
         seconds_total += run.seconds
@@ -69,15 +83,13 @@ def synth_cached(names: list[str], out: Path, progress) -> dict:
     """Synthesis figures of *names*; a design whose Verilog equals the one last synthesized in
     ``out/<name>/`` keeps its figures from ``out/summary.json`` (the 4x4 array takes Yosys
     about ten minutes)."""
-    import json
-
     from amaranth.back import verilog
 
     from speqmoe import designs
     from speqmoe.commands.synth import synth_designs
+    from speqmoe.synth import load_designs
 
-    summary_path = out / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary = load_designs(out / "summary.json")
     stale = []
     for name in names:
         old = out / name / f"{name}.v"
@@ -114,6 +126,9 @@ def run(ctx) -> dict:
             "array_draft_bytes_ratio": m["draft"]["bytes"] / m["verify"]["bytes"],
             "array_sim_cycles_per_s_verilator": m["cycles_per_s"],
         })
+        for mode in ("draft", "verify"):
+            for cause in COUNTER_CAUSES:
+                out[f"array_{cause}_{mode}"] = m[mode]["counters"][cause]
     summary = synth_cached(list(SYNTH_DESIGNS), ctx.build_dir / "synth", ctx.progress)
     for name in SYNTH_DESIGNS:
         r = summary[name]

@@ -75,6 +75,7 @@ def run_fpga(cfg, out: Path, *, board: str, designs, sweep: bool, bitstream: boo
     from hw.pe import Fp16PE, ReconfigurablePE
     from speqmoe import designs as registry
     from speqmoe.fpga import OOC_TARGET_MHZ, out_of_context, place_and_route, write_summary
+    from speqmoe.synth import component_parameters
 
     out = Path(out)
     target = target_mhz or OOC_TARGET_MHZ
@@ -88,24 +89,26 @@ def run_fpga(cfg, out: Path, *, board: str, designs, sweep: bool, bitstream: boo
     def build(task):
         name, folder, make = task
         progress(f"{name}: synthesis, place and route on {board} ...")
-        return name, out_of_context(make(), name, board, folder, seed=seed, target_mhz=target,
-                                    route_timeout=60 * max_minutes)
+        component = make()
+        return name, out_of_context(component, name, board, folder, seed=seed, target_mhz=target,
+                                    route_timeout=60 * max_minutes), component_parameters(component)
 
     def bits():
         rows, cols = SELFCHECK_SHAPE
         name = f"selfcheck_{rows}x{cols}"
         progress(f"{name}: bitstream for {board} ...")
-        _, top = selfcheck_top(rows, cols, SELFCHECK_SEED, cfg)
-        return name, place_and_route(top, name, board, out / name, seed=seed, bitstream=True)
+        check, top = selfcheck_top(rows, cols, SELFCHECK_SEED, cfg)
+        return (name, place_and_route(top, name, board, out / name, seed=seed, bitstream=True),
+                component_parameters(check))
 
     work = [lambda t=t: build(t) for t in tasks] + ([bits] if bitstream else [])
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        for name, r in pool.map(lambda f: f(), work):
+        for name, r, params in pool.map(lambda f: f(), work):
             fmax = f"{r.fmax_mhz:.1f} MHz" if r.fmax_mhz else "no Fmax"
             fit = f" (does not fit: {r.error})" if not r.fits else (f" ({r.error})" if r.error else "")
             progress(f"{name}: {r.lut4} LUT4, {r.ff} FF, {r.dsp} DSP, {r.ebr} EBR, {fmax}, "
                      f"{r.seconds:.0f} s{fit}")
-            write_summary(out / "summary.json", {name: r})
+            write_summary(out / "summary.json", {name: r}, parameters={name: params})
             if name.startswith("selfcheck"):
                 progress(f"bitstream: {out / name / (name + '.bit')}")
     return json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}

