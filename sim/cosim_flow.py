@@ -32,7 +32,6 @@ from sim.accel_program import AccelParams
 
 DEFAULT_LATENCY = 64         # cycles from AR to the first R beat, in host memory
 HARNESS = "cosim_tb"
-TRACE_DEPTH = 2              # waveform: the harness and the accelerator's and memory's own signals
 PUBLIC = [("speqmoe_hostmem_storage", "storage")]     # what the testbench reaches besides ports
 
 
@@ -124,9 +123,7 @@ def run_cosim(params: AccelParams, memory: MemoryParams, weights: Path, runs: li
 
     ``progress(run_index, byte)`` is called (from a watcher thread) as bytes are decoded.
     ``waves``: see :func:`sim.runner.run_cocotb` (one waveform per testcase; with both memory
-    models the second run's replaces the first's). The waveform holds :data:`TRACE_DEPTH`
-    levels of hierarchy: with every signal traced, the file of a 2-token run passed 1 GB within
-    two minutes of simulation."""
+    models the second run's replaces the first's)."""
     from sim.runner import run_cocotb
 
     build_dir = Path(build_dir).resolve()
@@ -161,8 +158,7 @@ def run_cosim(params: AccelParams, memory: MemoryParams, weights: Path, runs: li
         for case in testcases:
             result = run_cocotb(simulator="verilator", verilog_path=path, toplevel=HARNESS,
                                 test_module="sim.tb_cosim", build_dir=build_dir, extra_env=env,
-                                testcase=case, check=check, public=PUBLIC, waves=waves,
-                                trace_depth=TRACE_DEPTH)
+                                testcase=case, check=check, public=PUBLIC, waves=waves)
             failed += result.failed
     finally:
         stop.set()

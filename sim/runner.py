@@ -207,7 +207,6 @@ def run_cocotb(
     check: bool = True,
     public: list[tuple[str, str]] | None = None,
     waves: bool | str | None = None,
-    trace_depth: int | None = None,
 ) -> SimResult:
     """Build *verilog_path* with *simulator* and run the cocotb *test_module* on it.
 
@@ -262,8 +261,6 @@ def run_cocotb(
             if not vlt.exists() or vlt.read_text() != text:
                 vlt.write_text(text)
             build_kw["build_args"].append(str(vlt))
-        if waves and trace_depth is not None:
-            build_kw["build_args"] += ["--trace-depth", str(trace_depth)]
     runner.build(
         sources=[Path(verilog_path).resolve()],
         hdl_toplevel=toplevel,
