@@ -4,11 +4,12 @@ VENV       := .venv
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
 TRAIN_STAMP := $(VENV)/.installed-train
+FUSESOC_STAMP := $(VENV)/.installed-fusesoc
 JOBS       ?= 2
 CONFIG     ?=
 CONFIG_ARG := $(if $(CONFIG),--config $(CONFIG),)
 
-.PHONY: setup setup-train demo test verilog sim synth fpga bench clean
+.PHONY: setup setup-train setup-test demo test verilog sim synth fpga bench clean
 
 # The interpreter check runs every time: a .venv made by another Python is rebuilt.
 setup:
@@ -39,10 +40,20 @@ $(TRAIN_STAMP): $(STAMP)
 	  || echo "warning: torch (extra 'train') not installed; trainer tests will be skipped"
 	touch $(TRAIN_STAMP)
 
+# make test also installs FuseSoC (the optional extra 'fusesoc') to check the generated cores.
+setup-test: setup-train
+	@$(MAKE) --no-print-directory -s $(FUSESOC_STAMP)
+
+$(FUSESOC_STAMP): $(STAMP)
+	@echo "installing the optional extra 'fusesoc' (FuseSoC) for the core-file tests"
+	PYTHONWARNINGS=ignore $(PY) -m pip install -q -e '.[fusesoc]' \
+	  || echo "warning: fusesoc (extra 'fusesoc') not installed; FuseSoC tests will be skipped"
+	touch $(FUSESOC_STAMP)
+
 demo: setup
 	$(PY) -m speqmoe demo $(CONFIG_ARG)
 
-test: setup-train
+test: setup-test
 	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --durations=15
 
 verilog: setup

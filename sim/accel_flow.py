@@ -93,8 +93,10 @@ def params_from_env() -> AccelParams:
 
 def run_accel_cocotb(simulator: str, params: AccelParams, build_dir, *, seed: int,
                      commands: int = 120, pauses: float = 0.2, latency: int = 8,
-                     testcase: str | None = None, extra: dict | None = None):
-    """Generate, build and simulate the harness; returns (SimResult, {test: stats})."""
+                     testcase: str | None = None, extra: dict | None = None,
+                     check: bool = True, waves: bool | str | None = None):
+    """Generate, build and simulate the harness; returns (SimResult, {test: stats}).
+    ``check`` and ``waves``: see :func:`sim.runner.run_cocotb`."""
     from sim.runner import run_cocotb
 
     build_dir = Path(build_dir).resolve()
@@ -113,6 +115,7 @@ def run_accel_cocotb(simulator: str, params: AccelParams, build_dir, *, seed: in
     env.update({k: str(v) for k, v in (extra or {}).items()})
     result = run_cocotb(simulator=simulator, verilog_path=path, toplevel=name,
                         test_module="sim.tb_accel", build_dir=build_dir, extra_env=env,
-                        testcase=testcase, public=[])
+                        testcase=testcase, public=[], check=check,
+                        waves=waves)
     stats = {f.stem: json.loads(f.read_text()) for f in stats_dir.glob("*.json")}
     return result, stats

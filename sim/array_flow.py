@@ -142,6 +142,7 @@ class ArrayRun:
     # flow model (:class:`FlowModel`) says they must be.
     counters: dict = field(default_factory=dict)
     model_counters: dict = field(default_factory=dict)
+    waves: Path | None = None         # the waveform, when the run recorded one
 
     @property
     def cycles_per_s(self) -> float:
@@ -377,14 +378,14 @@ def run_array_cocotb(simulator: str, rows: int, cols: int, jobs: list[ArrayJob],
                      build_dir: Path, *, seed: int, stall: float = 0.2,
                      backpressure: float = 0.2, overlap: bool = True,
                      flat: bool = False, optimize: bool = False, mul_stages: int = 0,
-                     add_stages: int = 0) -> ArrayRun:
+                     add_stages: int = 0, waves: bool | str | None = None) -> ArrayRun:
     """Run *jobs* on the generated Verilog of ``PEArray(rows, cols, ...)`` under cocotb.
 
     The Verilog is :func:`sim.netlist.convert` (one PE module instantiated
     ``rows * cols`` times), or with ``flat`` the plain conversion of ``PEArray``. The build
     folder is reused while the Verilog does not change. Verilator compiles the model with
     ``-O0`` unless ``optimize`` (its default ``-Os`` takes many minutes for a 4x4 array);
-    use separate build folders for the two.
+    use separate build folders for the two. ``waves``: see :func:`sim.runner.run_cocotb`.
     """
 
     from hw.array import PEArray
@@ -421,14 +422,14 @@ def run_array_cocotb(simulator: str, rows: int, cols: int, jobs: list[ArrayJob],
     if simulator == "verilator" and not optimize:
         os.environ["MAKEFLAGS"] = f"{makeflags or ''} OPT_FAST=-O0".strip()
     try:
-        run_cocotb(simulator=simulator, verilog_path=v, toplevel=top,
-                   test_module="sim.tb_array", build_dir=build_dir, check=True,
-                   extra_env={"ARRAY_PES": str(rows * cols), "ARRAY_JOBS": str(jobs_path),
-                              "ARRAY_OUT": str(out_path), "ARRAY_STALL": str(stall),
-                              "ARRAY_BACKPRESSURE": str(backpressure),
-                              "ARRAY_OVERLAP": str(int(overlap)), "SPEQMOE_SEED": str(seed),
-                              "ARRAY_MUL_STAGES": str(mul_stages),
-                              "ARRAY_ADD_STAGES": str(add_stages)})
+        sim = run_cocotb(simulator=simulator, verilog_path=v, toplevel=top,
+                         test_module="sim.tb_array", build_dir=build_dir, check=True, waves=waves,
+                         extra_env={"ARRAY_PES": str(rows * cols), "ARRAY_JOBS": str(jobs_path),
+                                    "ARRAY_OUT": str(out_path), "ARRAY_STALL": str(stall),
+                                    "ARRAY_BACKPRESSURE": str(backpressure),
+                                    "ARRAY_OVERLAP": str(int(overlap)), "SPEQMOE_SEED": str(seed),
+                                    "ARRAY_MUL_STAGES": str(mul_stages),
+                                    "ARRAY_ADD_STAGES": str(add_stages)})
     finally:
         if makeflags is None:
             os.environ.pop("MAKEFLAGS", None)
@@ -440,4 +441,4 @@ def run_array_cocotb(simulator: str, rows: int, cols: int, jobs: list[ArrayJob],
     stats = [JobStats(**s) for s in info["stats"]]
     return ArrayRun(results=results, stats=stats, cycles=info["cycles"],
                     seconds=info["seconds"], counters=info["counters"],
-                    model_counters=info["model_counters"])
+                    model_counters=info["model_counters"], waves=sim.waves)

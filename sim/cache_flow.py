@@ -101,11 +101,13 @@ CACHE_CONFIGS = {
 
 def run_cache_cocotb(simulator: str, cfg: CacheConfig, build_dir, *, seed: int, ops: int = 300,
                      overlap: int = 0, events: int = 0, trace: int = 0, trace_file=None, misses: int = 0,
-                     bad: str = "", r_idle: float = 0.2):
+                     bad: str = "", r_idle: float = 0.2, check: bool = True,
+                     waves: bool | str | None = None):
     """Generate, build and simulate the controller; returns (SimResult, {test: stats}).
 
     ``trace``: tokens of the MoBiLE trace to replay, recorded from the tiny LM on the fly
     or, if ``trace_file`` is given, the first ``trace`` steps of that recorded trace.
+    ``check`` and ``waves``: see :func:`sim.runner.run_cocotb`.
     """
     import json
     from pathlib import Path
@@ -125,7 +127,8 @@ def run_cache_cocotb(simulator: str, cfg: CacheConfig, build_dir, *, seed: int, 
     if trace_file is not None:
         env["CACHE_TRACE_FILE"] = str(Path(trace_file).resolve())
     result = run_cocotb(simulator=simulator, verilog_path=v, toplevel="expert_cache",
-                        test_module="sim.tb_expert_cache", build_dir=build_dir, extra_env=env)
+                        test_module="sim.tb_expert_cache", build_dir=build_dir, extra_env=env,
+                        check=check, waves=waves)
     stats = {f.stem: json.loads(f.read_text()) for f in stats_dir.glob("*.json")}
     return result, stats
 

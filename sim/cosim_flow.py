@@ -116,11 +116,14 @@ class RunSpec:
 
 
 def run_cosim(params: AccelParams, memory: MemoryParams, weights: Path, runs: list[RunSpec],
-              build_dir, *, progress=None, clock_ns: float = 10.0, check: bool = True):
+              build_dir, *, progress=None, clock_ns: float = 10.0, check: bool = True,
+              waves: bool | str | None = None):
     """Build the harness and decode ``runs`` on it; returns ``(failed tests, [result dict or
     None per run])``. With ``check`` a failed cocotb test raises ``AssertionError`` naming its log.
 
-    ``progress(run_index, byte)`` is called (from a watcher thread) as bytes are decoded."""
+    ``progress(run_index, byte)`` is called (from a watcher thread) as bytes are decoded.
+    ``waves``: see :func:`sim.runner.run_cocotb` (one waveform per testcase; with both memory
+    models the second run's replaces the first's)."""
     from sim.runner import run_cocotb
 
     build_dir = Path(build_dir).resolve()
@@ -155,7 +158,7 @@ def run_cosim(params: AccelParams, memory: MemoryParams, weights: Path, runs: li
         for case in testcases:
             result = run_cocotb(simulator="verilator", verilog_path=path, toplevel=HARNESS,
                                 test_module="sim.tb_cosim", build_dir=build_dir, extra_env=env,
-                                testcase=case, check=check, public=PUBLIC)
+                                testcase=case, check=check, public=PUBLIC, waves=waves)
             failed += result.failed
     finally:
         stop.set()

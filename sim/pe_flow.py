@@ -18,6 +18,8 @@ class PeSimReport:
     cycles: int
     seconds: float
     passed: bool
+    log: Path | None = None
+    waves: Path | None = None
 
     @property
     def cycles_per_s(self) -> float:
@@ -26,8 +28,10 @@ class PeSimReport:
 
 def run_pe_cocotb(simulator: str, kind: str, modes: str, sequences: int, build_dir: Path, *,
                   seed: int, stall: float = 0.25, backpressure: float = 0.25,
-                  lengths: str = "mixed", mul_stages: int = 0, add_stages: int = 0) -> PeSimReport:
-    """Simulate the generated PE Verilog on *simulator* against the golden model."""
+                  lengths: str = "mixed", mul_stages: int = 0, add_stages: int = 0,
+                  waves: bool | None = None) -> PeSimReport:
+    """Simulate the generated PE Verilog on *simulator* against the golden model
+    (``waves``: see :func:`sim.runner.run_cocotb`)."""
     from hw.pe import Fp16PE, ReconfigurablePE
 
     reason = simulator_missing(simulator)
@@ -47,9 +51,11 @@ def run_pe_cocotb(simulator: str, kind: str, modes: str, sequences: int, build_d
                                    "PE_LENGTHS": lengths,
                                    "PE_ADD_STAGES": str(add_stages),
                                    "PE_BACKPRESSURE": str(backpressure),
-                                   "SPEQMOE_SEED": str(seed), "PE_STATS": str(stats_path)})
+                                   "SPEQMOE_SEED": str(seed), "PE_STATS": str(stats_path)},
+                        waves=waves)
     stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
     return PeSimReport(simulator=simulator, kind=kind, modes=modes,
                        sequences=int(stats.get("results", 0)),
                        cycles=int(stats.get("cycles", 0)), seconds=float(stats.get("seconds", 0.0)),
-                       passed=result.tests > 0 and result.failed == 0 and bool(stats))
+                       passed=result.tests > 0 and result.failed == 0 and bool(stats),
+                       log=result.log, waves=result.waves)

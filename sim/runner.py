@@ -81,17 +81,108 @@ def write_verilog(component, name: str, path: Path, *, pe=None) -> Path:
     return path
 
 
-def _verilator_without_public_flat_rw():
-    """cocotb's Verilator runner without its hard-wired ``--public-flat-rw``."""
-    from cocotb_tools.runner import Verilator  # noqa: PLC0415
+WAVES_ENV = "SPEQMOE_WAVES"
+WAVE_FORMATS = ("fst", "vcd")
+_WAVES_ON = ("1", "true", "yes", "on")
 
-    class _Verilator(Verilator):
-        def _build_command(self):
-            cmds = super()._build_command()
-            cmds[0] = [c for c in cmds[0] if c != "--public-flat-rw"]
+
+def waves_requested() -> bool | str:
+    """What the environment asks for: ``SPEQMOE_WAVES=1`` (``true``, ``yes``, ``on``) a
+    waveform in the simulator's format, ``fst`` or ``vcd`` that format; else ``False``."""
+    value = os.environ.get(WAVES_ENV, "").strip().lower()
+    if value in WAVE_FORMATS:
+        return value
+    return value in _WAVES_ON
+
+
+def _fst_buildable() -> bool:
+    """Verilator's FST writer compiles against the lz4 and zlib headers (liblz4-dev,
+    zlib1g-dev); without them only VCD can be traced."""
+    import subprocess  # noqa: PLC0415
+
+    cxx = shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++")
+    if cxx is None:
+        return False
+    proc = subprocess.run([cxx, "-E", "-x", "c++", "-"],
+                          input="#include <lz4.h>\n#include <zlib.h>\n", capture_output=True,
+                          text=True)
+    return proc.returncode == 0
+
+
+_FST_NOTE: list = []       # the fallback note is printed once per process
+
+
+def wave_format(simulator: str, waves: bool | str) -> str | None:
+    """The format a run records: ``None`` without waves; FST from Verilator and VCD from
+    Icarus by default; ``"fst"`` or ``"vcd"`` when asked for. Verilator falls back to VCD,
+    saying so once, when the headers its FST writer needs are missing."""
+    if not waves:
+        return None
+    if waves is True:
+        fmt = "fst" if simulator == "verilator" else "vcd"
+    elif waves in WAVE_FORMATS:
+        fmt = waves
+    else:
+        raise ValueError(f"waves must be a bool, 'fst' or 'vcd', not {waves!r}")
+    if fmt == "fst" and simulator == "verilator" and not _fst_buildable():
+        if not _FST_NOTE:
+            _FST_NOTE.append(True)
+            print("note: Verilator writes VCD instead of FST here: its FST writer needs the lz4 "
+                  "and zlib headers (apt-get install liblz4-dev zlib1g-dev)", file=sys.stderr)
+        fmt = "vcd"
+    return fmt
+
+
+def waves_path(build_dir: Path, toplevel: str, fmt: str) -> Path:
+    """Where a run's waveform goes: beside its ``sim.log``."""
+    return Path(build_dir) / f"{toplevel}.{fmt}"
+
+
+def _runner(simulator: str, *, public: bool, wave_file: Path | None):
+    """cocotb's runner for *simulator*, adapted to the project's waveform formats.
+
+    cocotb 2.1 traces VCD on Verilator and FST on Icarus; the project writes FST from
+    Verilator (``--trace-fst``: a compressed file, the format of long runs) and VCD from
+    Icarus (plain text, readable by every viewer), at *wave_file*. With ``public`` the
+    Verilator build drops cocotb's hard-wired ``--public-flat-rw`` (see :func:`run_cocotb`).
+    """
+    from cocotb_tools.runner import Icarus, Verilator  # noqa: PLC0415
+
+    if simulator == "verilator":
+        class _Verilator(Verilator):
+            def _build_command(self):
+                cmds = super()._build_command()
+                drop = {"--public-flat-rw"} if public else set()
+                fst = wave_file is not None and wave_file.suffix == ".fst"
+                cmds[0] = [("--trace-fst" if c == "--trace" and fst else c) for c in cmds[0]
+                           if c not in drop]
+                return cmds
+
+            def _waves_file(self):
+                return str(wave_file) if wave_file else None
+
+        return _Verilator()
+
+    class _Icarus(Icarus):
+        def _create_iverilog_dump_file(self):
+            # cocotb's dump module declares a SystemVerilog `string`; the benches build with
+            # -g2005, so the file name is written in.
+            name = str(wave_file).replace("\\", "\\\\").replace('"', '\\"')
+            self.iverilog_dump_file.write_text(
+                "module cocotb_iverilog_dump();\n"
+                f'initial begin\n  $dumpfile("{name}");\n'
+                f"  $dumpvars(0, {self.hdl_toplevel});\nend\nendmodule\n")
+
+        def _test_command(self):
+            cmds = super()._test_command()
+            if wave_file is not None and wave_file.suffix == ".vcd":
+                cmds[0] = [("-vcd" if c == "-fst" else c) for c in cmds[0]]
             return cmds
 
-    return _Verilator()
+        def _waves_file(self):
+            return str(wave_file) if wave_file else None
+
+    return _Icarus()
 
 
 @dataclass
@@ -100,6 +191,8 @@ class SimResult:
     failed: int
     seconds: float
     results_xml: Path
+    log: Path | None = None
+    waves: Path | None = None        # the waveform, when the run recorded one
 
 
 def run_cocotb(
@@ -113,6 +206,7 @@ def run_cocotb(
     testcase: str | None = None,
     check: bool = True,
     public: list[tuple[str, str]] | None = None,
+    waves: bool | str | None = None,
 ) -> SimResult:
     """Build *verilog_path* with *simulator* and run the cocotb *test_module* on it.
 
@@ -125,17 +219,33 @@ def run_cocotb(
     optimising it: measured on the 4x4 co-simulation harness, 7.8k simulated cycles per second
     and a 3-minute build with it, 57k cycles per second and a 35-second build with only the
     top's ports and the host memory array public.
+
+    ``waves`` (default: the environment variable ``SPEQMOE_WAVES``, :func:`waves_requested`)
+    records every signal: ``True`` FST from Verilator and VCD from Icarus (:func:`wave_format`),
+    ``"fst"`` or ``"vcd"`` that format, at :func:`waves_path` beside ``sim.log``; its path is
+    printed on stderr and is :attr:`SimResult.waves`. A model built without tracing is rebuilt
+    with it (and back), so the first run of each costs a build. A failed run's message names
+    its log and waveform (or says how to record one).
     """
     from cocotb_tools.check_results import get_results  # noqa: PLC0415
-    from cocotb_tools.runner import get_runner  # noqa: PLC0415
 
     reason = simulator_missing(simulator)
     if reason is not None:
         raise RuntimeError(reason)
     build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
-    runner = get_runner(simulator) if public is None or simulator != "verilator" \
-        else _verilator_without_public_flat_rw()
+    fmt = wave_format(simulator, waves_requested() if waves is None else waves)
+    wave_file = waves_path(build_dir, toplevel, fmt) if fmt else None
+    for stale in [waves_path(build_dir, toplevel, f) for f in WAVE_FORMATS] + \
+            [build_dir / "dump.vcd", build_dir / "dump.fst"]:
+        if stale.exists():
+            stale.unlink()
+    waves = fmt is not None
+    # Icarus rebuilds only when a source changed; a change of tracing must rebuild too.
+    stamp = build_dir / "waves.stamp"
+    rebuild = simulator == "icarus" and (stamp.read_text() if stamp.exists() else "none") \
+        != str(fmt).lower()
+    runner = _runner(simulator, public=public is not None, wave_file=wave_file)
     if simulator == "icarus":
         build_kw = dict(timescale=("1ns", "1ps"), build_args=["-g2005"])
     else:
@@ -155,10 +265,12 @@ def run_cocotb(
         sources=[Path(verilog_path).resolve()],
         hdl_toplevel=toplevel,
         build_dir=build_dir,
-        always=False,
+        always=rebuild,
         log_file=build_dir / "build.log",
+        waves=waves,
         **build_kw,
     )
+    stamp.write_text(str(fmt).lower())
     env = {k: str(v) for k, v in (extra_env or {}).items()}
     seed = os.environ.get(_PLUSARGS_SEED)
     if seed is not None:
@@ -172,27 +284,50 @@ def run_cocotb(
     if results_xml.exists():
         results_xml.unlink()
     start = time.perf_counter()
-    runner.test(
-        test_module=test_module,
-        hdl_toplevel=toplevel,
-        build_dir=build_dir,
-        test_dir=build_dir,
-        extra_env=env,
-        testcase=testcase,
-        results_xml=str(results_xml),
-        log_file=build_dir / "sim.log",
-        timescale=("1ns", "1ps"),
-    )
+    exit_code = None
+    try:
+        runner.test(
+            test_module=test_module,
+            hdl_toplevel=toplevel,
+            build_dir=build_dir,
+            test_dir=build_dir,
+            extra_env=env,
+            testcase=testcase,
+            results_xml=str(results_xml),
+            log_file=build_dir / "sim.log",
+            timescale=("1ns", "1ps"),
+            waves=waves,
+            test_args=(["--trace-file", str(wave_file)] if waves and simulator == "verilator"
+                       else []),
+        )
+    except SystemExit as exc:
+        # Under pytest, cocotb's runner exits when a cocotb test failed (or the simulator
+        # stopped early); the message below names the log and the waveform instead.
+        exit_code = exc.code
     seconds = time.perf_counter() - start
-    tests, failed = get_results(results_xml)
-    result = SimResult(tests=tests, failed=failed, seconds=seconds, results_xml=results_xml)
+    try:
+        tests, failed = get_results(results_xml)
+    except RuntimeError:        # no results file: the simulator ended before cocotb finished
+        tests, failed = 0, 0
+    log = build_dir / "sim.log"
+    recorded = wave_file if wave_file is not None and wave_file.exists() else None
+    if recorded is not None:
+        print(f"waveform: {recorded}", file=sys.stderr, flush=True)
+    result = SimResult(tests=tests, failed=failed, seconds=seconds, results_xml=results_xml,
+                       log=log, waves=recorded)
     if check and (failed or not tests):
-        log = build_dir / "sim.log"
         tail = ""
         if log.exists():
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
-        raise AssertionError(
-            f"{simulator}: {failed} of {tests} cocotb tests failed in {test_module} "
-            f"(log: {log})\n{tail}"
-        )
+        what = (f"{failed} of {tests} cocotb tests failed" if tests else
+                f"the simulation ended (exit status {exit_code}) before any cocotb test finished")
+        raise AssertionError(f"{simulator}: {what} in {test_module} ({where(result)})\n{tail}")
     return result
+
+
+def where(result: SimResult) -> str:
+    """Where a run's log and waveform are, for a failure message."""
+    text = f"log: {result.log}"
+    if result.waves is not None:
+        return text + f", waveform: {result.waves}"
+    return text + f"; rerun with {WAVES_ENV}=1 for a waveform"

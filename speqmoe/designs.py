@@ -184,10 +184,11 @@ def netlist(name: str, cfg: Config):
 
 
 def write(name: str, cfg: Config, out_dir):
-    """Write design *name*'s Verilog (with its header) and interface files into *out_dir*;
-    returns the path of the ``.v``."""
+    """Write design *name*'s Verilog (with its header), interface files and FuseSoC core
+    (``<name>.core``, :mod:`speqmoe.fusesoc`) into *out_dir*; returns the path of the ``.v``."""
     from pathlib import Path
 
+    from speqmoe.fusesoc import write_core
     from speqmoe.interface import verilog_header, write_interface
 
     Path(out_dir).mkdir(parents=True, exist_ok=True)      # an unwritable folder fails first
@@ -195,4 +196,5 @@ def write(name: str, cfg: Config, out_dir):
     desc = write_interface(component, name, describe(name, cfg), out_dir)
     path = Path(out_dir) / f"{name}.v"
     path.write_text(verilog_header(desc) + text)
+    write_core(name, describe(name, cfg), path)
     return path

@@ -45,6 +45,9 @@ def add_parser(sub):
     p.add_argument("--config", type=Path, default=None, help="TOML configuration ([cosim] table)")
     p.add_argument("--build", type=Path, default=Path("build/cosim"),
                    help="build folder (default build/cosim)")
+    p.add_argument("--waves", action="store_true",
+                   help="record every signal: FST (VCD without the lz4 headers) beside the sim.log "
+                        "in the build folder; large for long runs (or SPEQMOE_WAVES=1)")
     p.add_argument("--json", action="store_true",
                    help="print the results as one JSON object instead of the text "
                         "(progress goes to stderr)")
@@ -117,7 +120,7 @@ def run(args) -> int:
               f"\\x{byte:02x}", end="", file=log, flush=True)
 
     failed, results = run_cosim(params, memory, weights, [spec], args.build, progress=progress,
-                                check=False)
+                                check=False, waves=True if args.waves else None)
     print(file=log)
     rec = results[0]
     if rec is None:

@@ -10,8 +10,8 @@ def add_parser(sub):
     p.add_argument("--out", type=Path, default=Path("build/verilog"), help="output folder")
     p.add_argument("--config", type=Path, default=None, help="configuration TOML")
     p.add_argument("--designs", default=None,
-                   help="comma-separated design names (default: all but the configurable "
-                        "pe_array); see --list")
+                   help="comma-separated design names (default: all but pe_array, which is "
+                        "pe_array_4x4 unless [array] says otherwise); see --list")
     p.add_argument("--list", action="store_true", help="list the designs and exit")
     p.set_defaults(func=run)
     return p
@@ -29,7 +29,8 @@ def run(args) -> int:
     chosen = designs.select(args.designs, designs.DEFAULT_VERILOG)
     for name in chosen:
         path = designs.write(name, cfg, args.out)
-        print(f"wrote {path} (+ {name}.json, {name}.md: ports and payload fields)")
+        print(f"wrote {path} (+ {name}.json, {name}.md: ports and payload fields; "
+              f"{name}.core: FuseSoC core)")
     if any(name.startswith("accel") for name in chosen):
         from hw.accel import register_doc
         path = args.out / "accel_registers.md"
