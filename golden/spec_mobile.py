@@ -272,3 +272,102 @@ def build_trace(result: SpecMobileResult, n_layers: int, n_experts: int, *,
                 for rid in ids:
                     b.release(step, rid)
     return b.trace
+
+
+def activation_moments(model: MoeLM, text: bytes | None = None, *, window: int = 128,
+                       windows: int = 8) -> dict[str, np.ndarray]:
+    """Mean square of every matmul's input, per input column (float64), over ``windows``
+    windows of ``text`` (default: the training split of :mod:`golden.text`, never the
+    held-out text the acceptance is measured on), run through the full model. An expert's
+    moments count only the tokens routed to it."""
+    from golden.mobile import heldout_windows
+    from golden.text import split
+
+    data = split()[0] if text is None else text
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+
+    def hook(name, w, x):
+        x64 = np.asarray(x, np.float64)
+        sums[name] = sums.get(name, 0.0) + x64 * x64
+        counts[name] = counts.get(name, 0) + 1
+        return model._w32[name] @ x
+
+    for win in heldout_windows(data, min(window, model.config.max_seq), windows):
+        model.forward(win, model.new_cache(), linear=hook)
+    return {n: sums[n] / counts[n] for n in sums}
+
+
+def acceptance_luts(model: MoeLM, moments: dict[str, np.ndarray] | None = None
+                    ) -> dict[str, np.ndarray]:
+    """Draft weights with each window's lut chosen for the draft's *outputs* rather than its
+    weights: the words and windows of :func:`golden.bsfp.encode` are kept (so the planes, the
+    format and the hardware are unchanged) and ``lut[d]`` becomes the activation-weighted mean
+    ``sum(c_k |w_nk|) / sum(c_k)`` over the weights of window ``d``, ``c_k`` the mean square of
+    input column ``k`` (:func:`activation_moments`): the least-squares optimum of the output
+    error ``sum_n E[((w_n - draft_n) . x)^2]`` when input columns are uncorrelated. A window
+    whose weights see no activation keeps the encoder's lut. Returns name -> FP16 draft."""
+    from golden.bsfp import BsfpTensor, encode
+
+    moments = moments if moments is not None else activation_moments(model)
+    out = {}
+    for name in model.linear_names():
+        w = model.params[name]
+        t = encode(w)
+        c = moments.get(name)
+        if c is None:
+            out[name] = t.decode_draft()
+            continue
+        d = ((t.words >> 12) & 0x7).astype(np.int64)
+        weight = np.broadcast_to(c[None, :], w.shape)
+        num = np.bincount(d.ravel(), (weight * np.abs(w.astype(np.float64))).ravel(), 8)
+        den = np.bincount(d.ravel(), weight.ravel(), 8)
+        lut = t.lut.astype(np.float64)
+        lut = np.where(den > 0, num / np.where(den > 0, den, 1.0), lut).astype(np.float16)
+        out[name] = BsfpTensor(t.words, t.base, t.size, lut).decode_draft()
+    return out
+
+
+def scaled_luts(model: MoeLM, scale: float) -> dict[str, np.ndarray]:
+    """Draft weights whose lut values are the encoder's times ``scale`` (rounded to FP16);
+    words, windows and planes are unchanged."""
+    from golden.bsfp import BsfpTensor, encode
+
+    if not 0 < scale < 4:
+        raise ValueError(f"scale must be in (0, 4), not {scale!r}")
+    out = {}
+    for name in model.linear_names():
+        t = encode(model.params[name])
+        lut = (t.lut.astype(np.float64) * scale).astype(np.float16)
+        out[name] = BsfpTensor(t.words, t.base, t.size, lut).decode_draft()
+    return out
+
+
+LUT_SCALES = (1.0, 1.02, 1.04, 1.06, 1.08)
+
+
+def calibration_prompts(n_prompts: int = 8, prompt_len: int = 64) -> list[bytes]:
+    """Prompts from the *training* split (:mod:`golden.text`), for choices that must not see
+    the held-out text."""
+    from golden.text import split
+
+    train = split()[0]
+    step = (len(train) - prompt_len) // n_prompts
+    return [train[i * step:i * step + prompt_len] for i in range(n_prompts)]
+
+
+def choose_lut_scale(model: MoeLM, scales=LUT_SCALES, *, n_prompts: int = 8,
+                     new_tokens: int = 64, gamma: int = 3, **kw) -> tuple[float, dict]:
+    """The lut scale with the best acceptance per checked draft token on calibration prompts
+    (training text; ties to the smaller change), and the acceptance of every scale."""
+    prompts = calibration_prompts(n_prompts)
+    found = {}
+    for s in scales:
+        draft = scaled_luts(model, float(s))
+        total = None
+        for p in prompts:
+            r = generate(model, p, new_tokens, gamma=gamma, draft=draft, **kw)
+            total = r.stats if total is None else total.merge(r.stats)
+        found[float(s)] = total.token_acceptance
+    best = max(found, key=lambda s: (found[s], -abs(s - 1.0)))
+    return best, found
