@@ -1114,3 +1114,20 @@ def spec_study_json(study: SpecStudy, shapes: dict[str, dict] | None = None) -> 
             "tau": study.tau, "tokens": study.tokens, "offload_config": asdict(study.config),
             "methods": study.methods, "speculative_stats": study.speq_stats,
             "labels": SPEC_LABELS, "assumed": SPEC_ASSUMED, "shapes": shapes or {}}
+
+
+def spec_bench_values(study: SpecStudy) -> dict:
+    """Bench keys of issue 13 (section ``mobile``): ``specmoe_speedup_vs_lru``,
+    ``specmoe_top1_agreement`` and ``specmoe_link_bytes_per_token_<method>`` for the four
+    methods, plus the combination's acceptance and tokens per draft pass."""
+    m = study.methods
+    s = study.speq_stats["spec_mobile"]
+    out = {"specmoe_speedup_vs_lru": m["spec_mobile"]["speedup_vs_lru"],
+           "specmoe_top1_agreement": m["spec_mobile"]["top1_agreement"],
+           "specmoe_speq_speedup_vs_lru": m["speq"]["speedup_vs_lru"],
+           "specmoe_mobile_speedup_vs_lru": m["mobile"]["speedup_vs_lru"],
+           "specmoe_acceptance": s["token_acceptance"],
+           "specmoe_tokens_per_draft_pass": s["generated"] / max(s["draft_passes"], 1)}
+    for name in SPEC_METHODS:
+        out[f"specmoe_link_bytes_per_token_{name}"] = m[name]["link_bytes_per_token"]
+    return {k: float(v) for k, v in out.items()}

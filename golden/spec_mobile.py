@@ -48,6 +48,7 @@ from golden.speq import (VERIFY_MODES, SpeqStats, _probs, _sample, draft_weights
 from golden.trace import Trace, TraceBuilder
 
 DRAFT_ROUTERS = ("full", "draft")
+DEFAULT_ADAPTIVE = 0.7      # measured: see docs/spec_mobile.md
 DRAFT_EXPERTS = ("little", "all")
 
 

@@ -24,7 +24,7 @@ def add_parser(sub):
     p.add_argument("--prompt", required=True, help="prompt text (UTF-8)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="bytes to generate (default 64)")
     p.add_argument("--gamma", type=int, default=3, help="most draft tokens per step (default 3)")
-    p.add_argument("--adaptive", type=float, default=0.7,
+    p.add_argument("--adaptive", type=float, default=None,
                    help="stop drafting after a draft token whose probability is below this "
                         "(default 0.7; 0 drafts gamma tokens always)")
     p.add_argument("--lut-scale", type=float, default=None,
@@ -59,6 +59,10 @@ def _run(args) -> int:
                             f"not {getattr(args, name)}")
     if args.prompts < 0:
         raise UserError(f"--prompts must be >= 0, not {args.prompts}")
+    from golden.spec_mobile import DEFAULT_ADAPTIVE
+
+    if args.adaptive is None:
+        args.adaptive = DEFAULT_ADAPTIVE
     if not 0 <= args.adaptive <= 1:
         raise UserError(f"--adaptive must be in [0, 1], not {args.adaptive}")
     if not 0 < args.cache_fraction <= 1:
