@@ -193,3 +193,18 @@ def test_four_way_study_is_lossless_for_the_speculative_methods(seed):
     assert rows[-1]["lru_big_time_per_token_s"] <= rows[0]["lru_big_time_per_token_s"]
     text = "\n".join(offload.spec_report_lines(st))
     assert "random test model" in text and "Assumptions" in text
+
+
+def test_command_json_is_one_object_and_bad_input_is_one_line(capsys):
+    import json
+
+    from speqmoe.cli import main
+
+    assert main(["spec-mobile", "--prompt", "The ", "--max-new-tokens", "8", "--prompts", "0",
+                 "--lut-scale", "1.0", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    ref = gm.generate(gm.load_default(), b"The ", 8)
+    assert out["identical_to_plain_greedy"] is True and bytes.fromhex(out["bytes_hex"]) == ref
+    assert main(["spec-mobile", "--prompt", "x", "--adaptive", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--adaptive" in err[0]
