@@ -100,6 +100,7 @@ class OffloadConfig:
     compute: str = "assumed: memory-bound GPU-class device (1008 GB/s unless set)"
     plane_cache: bool = False
     draft_ratio: float = 0.25
+    draft_units: int = 0
 
     def __post_init__(self):
         if self.slots < 1:
@@ -115,6 +116,10 @@ class OffloadConfig:
                 raise ValueError(f"{name} must be >= 0, not {getattr(self, name)!r}")
         if not 0 < self.draft_ratio <= 1:
             raise ValueError(f"draft_ratio must be in (0, 1], not {self.draft_ratio!r}")
+        if self.draft_units and not (self.plane_cache
+                                     and 0 < self.draft_units < self.slots * PLANE_UNITS):
+            raise ValueError(f"draft_units needs plane_cache and must be in 1.."
+                             f"{self.slots * PLANE_UNITS - 1}, not {self.draft_units!r}")
         for name in ("dense_time_s", "expert_time_s"):
             v = getattr(self, name)
             if v is not None and not v >= 0:
@@ -275,6 +280,42 @@ class _Dma:
 PLANE_UNITS = 4       # a plane cache's unit: a quarter of an expert (its draft plane)
 
 
+class _SplitPlaneCache:
+    """Two expert caches behind one link (``OffloadConfig.draft_units``): ``parts[0]`` holds
+    only draft planes (unit 0 of an expert), ``parts[1]`` the three residual units, each with
+    its own replacement policy, pins and prefetch queue (two instances of the controller);
+    slots of ``parts[1]`` are numbered after those of ``parts[0]``."""
+
+    def __init__(self, draft_units: int, residual_units: int, **kw):
+        self.parts = (ExpertCacheModel(draft_units, **kw), ExpertCacheModel(residual_units, **kw))
+        self.offset = draft_units
+
+    def _part(self, slot: int):
+        if slot < self.offset:
+            return self.parts[0], slot
+        return self.parts[1], slot - self.offset
+
+    def access(self, layer: int, tag: int, kind: str):
+        i = 0 if tag % PLANE_UNITS == 0 else 1
+        res = self.parts[i].access(layer, tag, kind)
+        if i and res.slot is not None:
+            res = replace(res, slot=res.slot + self.offset)
+        return res
+
+    def release(self, slot: int) -> None:
+        part, local = self._part(slot)
+        part.release(local)
+
+    def complete(self, slot: int) -> None:
+        """Complete the oldest prefetch fill of the part that holds ``slot``."""
+        self._part(slot)[0].complete_prefetches(1)
+
+    @property
+    def counters(self):
+        a, b = (p.counters for p in self.parts)
+        return replace(a, **{k: getattr(a, k) + getattr(b, k) for k in asdict(a)})
+
+
 def _units(expert: int, plane: str | None, plane_cache: bool) -> list[int]:
     """Cache tags (expert ids of the cache model) a request for ``plane`` of ``expert`` needs:
     without a plane cache the expert itself; with one, unit 0 (the draft plane) for ``draft``,
@@ -293,10 +334,17 @@ def simulate(trace: Trace, cfg: OffloadConfig, *, tokens: int | None = None) -> 
     units = PLANE_UNITS if cfg.plane_cache else 1
     if cfg.plane_cache and cfg.expert_bytes % PLANE_UNITS:
         raise ValueError(f"a plane cache needs expert_bytes divisible by {PLANE_UNITS}")
-    cache = ExpertCacheModel(cfg.slots * units, cfg.policy, queue_depth=cfg.queue_depth,
-                             expert_bytes=int(cfg.expert_bytes) // units,
-                             n_layers=trace.n_layers, n_experts=trace.n_experts * units,
-                             lockstep=False)
+    kw = dict(policy=cfg.policy, queue_depth=cfg.queue_depth,
+              expert_bytes=int(cfg.expert_bytes) // units, n_layers=trace.n_layers,
+              n_experts=trace.n_experts * units, lockstep=False)
+    if cfg.draft_units:
+        cache = _SplitPlaneCache(cfg.draft_units, cfg.slots * units - cfg.draft_units, **kw)
+        complete = cache.complete
+    else:
+        cache = ExpertCacheModel(cfg.slots * units, **kw)
+
+        def complete(slot: int) -> None:
+            cache.complete_prefetches(1)
     dma = _Dma(cfg.unit_transfer_s)
     now = 0.0                 # the compute engine (and the host issuing requests)
     port = 0.0                # the controller's request port is free from this time
@@ -316,7 +364,7 @@ def simulate(trace: Trace, cfg: OffloadConfig, *, tokens: int | None = None) -> 
         while inflight and inflight[0].end is not None and inflight[0].end <= t:
             f = inflight.popleft()
             fill_of.pop(f.slot, None)
-            cache.complete_prefetches(1)
+            complete(f.slot)
 
     def open_layer(layer: int, how: str, n_tokens: int) -> None:
         nonlocal now, compute, layer_open, mode, passes, ready
@@ -341,7 +389,8 @@ def simulate(trace: Trace, cfg: OffloadConfig, *, tokens: int | None = None) -> 
             raise ValueError(f"{cfg.slots} slots cannot hold the pins of one layer "
                              f"(demand {r.id} at step {r.step} would wait forever)")
         if res.in_flight:
-            # the cache model completed its prefetch queue up to this slot
+            # the cache model completed its prefetch queue up to this slot (with a split
+            # cache: that part's queue; fills of the other part ahead of it end first)
             target = fill_of[res.slot]
             done = dma.finish(target)
             while inflight:
@@ -349,6 +398,9 @@ def simulate(trace: Trace, cfg: OffloadConfig, *, tokens: int | None = None) -> 
                 fill_of.pop(f.slot, None)
                 if f is target:
                     break
+                if cfg.draft_units and ((f.slot < cfg.draft_units)
+                                        != (target.slot < cfg.draft_units)):
+                    complete(f.slot)
         elif not res.hit:
             done = dma.demand_fill(FillRecord("demand", r.layer, r.expert, res.slot, t))
         else:
@@ -880,8 +932,10 @@ SPEC_LABELS = {"lru_big": "on-demand LRU, full precision (baseline)",
                "spec_mobile": "SPEQ x MoBiLE (draft planes, little set)"}
 SPEC_ASSUMED = [
     "link 25 GB/s (PCIe 4.0 x16 effective) unless set; no link latency",
-    "one cache of the same bytes for every method, holding planes in quarter-expert units "
-    "(a draft plane is one unit, a full expert four; LRU over units)",
+    "the same cache bytes for every method, held in quarter-expert plane units (a draft plane "
+    "is one unit, a full expert four; LRU over units); LRU and MoBiLE use one cache, the "
+    "speculative methods split it: draft planes in one part, the residual planes of one "
+    "verify group (3k units) in the other, so residuals are streamed",
     "a full-precision expert needs both planes; a draft plane fetched for a draft is reused "
     "by the verify (the cache holds planes)",
     "a verify pass over g+1 tokens computes each expert of the union of their routes once "
@@ -905,17 +959,44 @@ class SpecStudy:
     methods: dict[str, dict]
     speq_stats: dict[str, dict]
     routing: str = "measured (tiny LM on held-out prompts)"
+    split: bool = True
     traces: dict[str, list] = field(repr=False, default_factory=dict)
     token_counts: list[int] = field(repr=False, default_factory=list)
+    runs: dict[str, list] = field(repr=False, default_factory=dict)
+
+
+SPECULATIVE = ("speq", "spec_mobile")
+
+
+def spec_lengths(model_config, prompt_len: int = 32, new_tokens: int = 96) -> dict:
+    """``prompt_len`` and ``new_tokens`` of :func:`study_spec_mobile`, shrunk to a quarter and
+    three quarters of the context for a model whose context is shorter than their sum (small
+    stand-in models of the tests)."""
+    if prompt_len + new_tokens > model_config.max_seq:
+        prompt_len = max(2, model_config.max_seq // 4)
+        new_tokens = model_config.max_seq - prompt_len
+    return {"prompt_len": prompt_len, "new_tokens": new_tokens}
+
+
+def split_config(cfg: OffloadConfig, top_k: int) -> OffloadConfig:
+    """The cache of the speculative methods (docs/spec_mobile.md, "Split plane cache"): the
+    same bytes as ``cfg``, split into a draft-plane part and a residual part of ``3 * top_k``
+    units (the residual planes of one verify group of k experts, so residuals are streamed:
+    fetched for a group, kept while it computes, the first evicted). Unchanged when the cache
+    is too small for that split."""
+    draft = cfg.slots * PLANE_UNITS - (PLANE_UNITS - 1) * top_k
+    return replace(cfg, plane_cache=True, draft_units=draft) if draft > 0 else cfg
 
 
 def _time_methods(traces: dict[str, list], token_counts: list[int], cfg: OffloadConfig,
-                  agreement: dict[str, float]) -> dict[str, dict]:
-    """Simulate every method's traces (one per prompt, cold cache each) and sum them."""
+                  agreement: dict[str, float], *, split_k: int | None = None) -> dict[str, dict]:
+    """Simulate every method's traces (one per prompt, cold cache each) and sum them; with
+    ``split_k`` the speculative methods use :func:`split_config` of ``cfg``."""
     out = {}
     n = sum(token_counts)
     for name, ts in traces.items():
-        rs = [simulate(t, cfg, tokens=k) for t, k in zip(ts, token_counts)]
+        c = split_config(cfg, split_k) if split_k and name in SPECULATIVE else cfg
+        rs = [simulate(t, c, tokens=k) for t, k in zip(ts, token_counts)]
         time_s = sum(r.time_s for r in rs)
         hits, misses = sum(r.hits for r in rs), sum(r.misses for r in rs)
         link = sum(r.bytes_transferred for r in rs)
@@ -923,7 +1004,7 @@ def _time_methods(traces: dict[str, list], token_counts: list[int], cfg: Offload
                      "link_bytes_per_token": link / n, "bytes_transferred": link,
                      "hit_rate": hits / (hits + misses) if hits + misses else 0.0,
                      "stall_s": sum(r.stall_s for r in rs),
-                     "top1_agreement": agreement[name]}
+                     "top1_agreement": agreement[name], "draft_units": c.draft_units}
     base = out["lru_big"]["time_s"]
     for d in out.values():
         d["speedup_vs_lru"] = base / d["time_s"] if d["time_s"] else float("nan")
@@ -933,7 +1014,7 @@ def _time_methods(traces: dict[str, list], token_counts: list[int], cfg: Offload
 def study_spec_mobile(model, source: str, *, n_prompts: int = 4, prompt_len: int = 32,
                       new_tokens: int = 96, gamma: int = 3, tau: float = DEFAULT_TAU,
                       cache_fraction: float = 0.25, spec: dict | None = None, progress=None,
-                      **kw) -> SpecStudy:
+                      split: bool = True, overlap: bool = False, **kw) -> SpecStudy:
     """Measured four-way comparison on the tiny LM (``kw`` go to :func:`tiny_config`).
 
     For each held-out prompt the full model's greedy continuation of ``new_tokens`` bytes is
@@ -942,7 +1023,9 @@ def study_spec_mobile(model, source: str, *, n_prompts: int = 4, prompt_len: int
     speculatively (greedy verification; their top-1 agreement is the share of their emitted
     tokens equal to the text). ``spec`` holds extra arguments of
     :func:`golden.spec_mobile.generate` (``adaptive``, ``draft``, ``draft_router``) for both
-    speculative methods.
+    speculative methods. ``split`` (default) gives the speculative methods the split plane
+    cache (:func:`split_config`), ``overlap`` builds their traces with the draft's prefetches
+    (:func:`golden.spec_mobile.build_trace`); both measured in docs/spec_mobile.md.
     """
     from golden import model as gm
     from golden import spec_mobile
@@ -957,6 +1040,7 @@ def study_spec_mobile(model, source: str, *, n_prompts: int = 4, prompt_len: int
     dec = MobileDecoder(model, MobileConfig(tau=tau))
     traces: dict[str, list] = {m: [] for m in SPEC_METHODS}
     counts: list[int] = []
+    runs: dict[str, list] = {"mobile": [], "speq": [], "spec_mobile": []}
     agree = {"lru_big": [], "mobile": [], "speq": [], "spec_mobile": []}
     stats = {"speq": SpeqStats(gamma, "greedy"), "spec_mobile": SpeqStats(gamma, "greedy")}
     meta = dict(source=source.replace("\n", " "), top_k=mc.top_k, little_k=dec.little_k,
@@ -973,6 +1057,7 @@ def study_spec_mobile(model, source: str, *, n_prompts: int = 4, prompt_len: int
         traces["lru_big"].append(mobile_trace(big.steps[sl], mc.n_layers, mc.n_experts,
                                               prefetch=False, next_layer=False,
                                               method="lru_big", **meta))
+        runs["mobile"].append(mob.steps[sl])
         traces["mobile"].append(mobile_trace(mob.steps[sl], mc.n_layers, mc.n_experts,
                                              prefetch=False, next_layer=False,
                                              method="mobile", tau=tau, **meta))
@@ -981,17 +1066,20 @@ def study_spec_mobile(model, source: str, *, n_prompts: int = 4, prompt_len: int
                                      draft_experts=experts, **spec)
             agree[name].append(np.frombuffer(r.bytes, np.uint8) == np.frombuffer(ref, np.uint8))
             stats[name] = stats[name].merge(r.stats)
+            runs[name].append(r)
             traces[name].append(spec_mobile.build_trace(r, mc.n_layers, mc.n_experts,
-                                                        method=name, gamma=gamma, **meta))
+                                                        overlap=overlap, method=name,
+                                                        gamma=gamma, **meta))
         counts.append(new_tokens)
         say(f"prompt {i + 1}/{n_prompts}: MoBiLE agreement "
             f"{float(np.mean(agree['mobile'][-1])):.3f}, SPEQ x MoBiLE acceptance "
             f"{stats['spec_mobile'].token_acceptance:.3f} so far")
     agreement = {m: float(np.mean(np.concatenate(a))) for m, a in agree.items()}
-    methods = _time_methods(traces, counts, cfg, agreement)
+    methods = _time_methods(traces, counts, cfg, agreement,
+                            split_k=mc.top_k if split else None)
     st = {name: s.as_dict() for name, s in stats.items()}
-    return SpecStudy(source, cfg, gamma, float(tau), sum(counts), methods, st,
-                     traces=traces, token_counts=counts)
+    return SpecStudy(source, cfg, gamma, float(tau), sum(counts), methods, st, split=split,
+                     traces=traces, token_counts=counts, runs=runs)
 
 
 def spec_cache_sweep(study: SpecStudy, slots=None) -> list[dict]:
@@ -1006,7 +1094,8 @@ def spec_cache_sweep(study: SpecStudy, slots=None) -> list[dict]:
     agreement = {m: d["top1_agreement"] for m, d in study.methods.items()}
     for n in slots:
         methods = _time_methods(study.traces, study.token_counts,
-                                replace(study.config, slots=int(n)), agreement)
+                                replace(study.config, slots=int(n)), agreement,
+                                split_k=k if study.split else None)
         rows.append({"slots": int(n), "fraction": n / total,
                      **{f"{m}_time_per_token_s": methods[m]["time_per_token_s"]
                         for m in SPEC_METHODS}})
@@ -1049,7 +1138,7 @@ def synthetic_spec_steps(rankings: np.ndarray, little_k: int, gamma: int, alpha:
 
 def study_spec_shape(shape: MoeShape, *, tokens: int = 64, gamma: int = 3, alpha: float,
                      mobile_agreement: float, routing: SyntheticRouting = SyntheticRouting(),
-                     cache_fraction: float = 0.25, **kw) -> dict:
+                     cache_fraction: float = 0.25, split: bool = True, **kw) -> dict:
     """The four-way comparison on a published shape with SYNTHETIC routing; the combination's
     acceptance ``alpha`` (i.i.d.) and MoBiLE's agreement come from the tiny LM (measured
     there, assumed here)."""
@@ -1071,7 +1160,8 @@ def study_spec_shape(shape: MoeShape, *, tokens: int = 64, gamma: int = 3, alpha
     agreement = {"lru_big": 1.0, "mobile": mobile_agreement, "speq": 1.0, "spec_mobile": 1.0}
     return {"name": shape.name, "routing": "SYNTHETIC", "alpha_assumed": alpha,
             "slots": cfg.slots, "offload_config": asdict(cfg),
-            "methods": _time_methods(traces, [tokens], cfg, agreement)}
+            "methods": _time_methods(traces, [tokens], cfg, agreement,
+                                     split_k=shape.top_k if split else None)}
 
 
 def spec_report_lines(study: SpecStudy, shapes: dict[str, dict] | None = None) -> list[str]:
@@ -1082,7 +1172,10 @@ def spec_report_lines(study: SpecStudy, shapes: dict[str, dict] | None = None) -
            f"  the same text for every method: {study.tokens} greedy bytes of the full model "
            f"after held-out prompts; gamma {study.gamma}, MoBiLE tau {study.tau:g}",
            f"  cache {c.slots} expert slots ({c.slots * PLANE_UNITS} quarter-expert plane units,"
-           f" {c.policy}), link {c.link_bytes_per_s / 1e9:g} GB/s; compute: {c.compute}; "
+           f" {c.policy}"
+           + (f"; speculative methods: {study.methods['spec_mobile']['draft_units']} for "
+              f"draft planes, the rest for residuals" if study.split else "")
+           + f"), link {c.link_bytes_per_s / 1e9:g} GB/s; compute: {c.compute}; "
            f"draft pass {c.draft_ratio:.2f} of a full pass's compute",
            f"  {'method':42s} {'us/token':>9s} {'KB/token':>9s} {'top-1 agr':>9s} "
            f"{'speedup':>8s}"]
@@ -1112,6 +1205,7 @@ def spec_report_lines(study: SpecStudy, shapes: dict[str, dict] | None = None) -
 def spec_study_json(study: SpecStudy, shapes: dict[str, dict] | None = None) -> dict:
     return {"source": study.source, "routing": study.routing, "gamma": study.gamma,
             "tau": study.tau, "tokens": study.tokens, "offload_config": asdict(study.config),
+            "split_plane_cache": study.split,
             "methods": study.methods, "speculative_stats": study.speq_stats,
             "labels": SPEC_LABELS, "assumed": SPEC_ASSUMED, "shapes": shapes or {}}
 

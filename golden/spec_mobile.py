@@ -62,6 +62,9 @@ class StepRecord:
     verify: list[PassStep]          # one PassStep per verified token (same pass)
     accepted: int
     emitted: int
+    predicted: list[list[tuple[int, ...]]] = field(default_factory=list)
+    """Per draft pass, per layer: the draft router's top-k (all k, not only the little set),
+    the draft's prediction of the verify's route of the same input token."""
 
 
 @dataclass
@@ -87,20 +90,29 @@ class SpecMobileResult:
 class _Recorder:
     """Route hook that records the experts of every layer of a pass."""
 
-    def __init__(self, k: int, renormalize: bool):
+    def __init__(self, k: int, renormalize: bool, predict_k: int = 0):
         self.k = k
         self.renormalize = renormalize
+        self.predict_k = predict_k
         self.layers: list[LayerStep] = []
+        self.predicted: list[tuple[int, ...]] = []
 
     def __call__(self, layer, position, probs):
         experts, gates = top_k_route(probs, self.k, self.renormalize)
         self.layers.append(LayerStep(int(layer), tuple(int(e) for e in experts),
                                      big=self.k > 0))
+        if self.predict_k:
+            ranked, _ = top_k_route(probs, self.predict_k, False)
+            self.predicted.append(tuple(int(e) for e in ranked))
         return experts, gates
 
     def take(self, kind: str) -> PassStep:
         p = PassStep(kind, self.layers)
         self.layers = []
+        return p
+
+    def take_predicted(self) -> list[tuple[int, ...]]:
+        p, self.predicted = self.predicted, []
         return p
 
 
@@ -182,7 +194,7 @@ def generate(model: MoeLM, prompt: bytes, max_new_tokens: int, gamma: int = 3,
     result = SpecMobileResult(prompt, np.zeros(0, np.int64), stats, [], kl, k)
     if max_new_tokens == 0:
         return result
-    little = _Recorder(kl, True if kl < k else bool(cfg.renormalize_gates))
+    little = _Recorder(kl, True if kl < k else bool(cfg.renormalize_gates), predict_k=k)
     big = _Recorder(k, bool(cfg.renormalize_gates))
     cache = model.new_cache()
     if len(prompt) > 1:
@@ -193,11 +205,12 @@ def generate(model: MoeLM, prompt: bytes, max_new_tokens: int, gamma: int = 3,
     while len(out) < max_new_tokens:
         base = cache.length
         g = min(int(gamma), max_new_tokens - len(out) - 1)
-        drafts, q_rows, dpasses = [], [], []
+        drafts, q_rows, dpasses, predicted = [], [], [], []
         tok = last
         for _ in range(g):
             logits = model.forward([tok], cache, linear=dlin, route=little)[0]
             dpasses.append(little.take("draft"))
+            predicted.append(little.take_predicted())
             stats.draft_passes += 1
             q = _probs(logits, temperature)
             if verify == "greedy":
@@ -229,7 +242,8 @@ def generate(model: MoeLM, prompt: bytes, max_new_tokens: int, gamma: int = 3,
         stats.accepted += n_acc
         stats.rejected += int(n_acc < g)
         stats.accepted_per_step.append(n_acc)
-        result.steps.append(StepRecord(len(out), dpasses, vpasses, n_acc, n_acc + 1))
+        result.steps.append(StepRecord(len(out), dpasses, vpasses, n_acc, n_acc + 1,
+                                       predicted))
         out.extend(drafts[:n_acc])
         out.append(nxt)
         last = nxt
@@ -239,7 +253,7 @@ def generate(model: MoeLM, prompt: bytes, max_new_tokens: int, gamma: int = 3,
 
 
 def build_trace(result: SpecMobileResult, n_layers: int, n_experts: int, *,
-                builder: TraceBuilder | None = None, **meta) -> Trace:
+                builder: TraceBuilder | None = None, overlap: bool = False, **meta) -> Trace:
     """The version-2 request trace of a run (docs/trace.md).
 
     Per step (``step`` = the number of tokens generated before it): every draft pass, layer by
@@ -248,15 +262,29 @@ def build_trace(result: SpecMobileResult, n_layers: int, n_experts: int, *,
     union of the experts its ``g + 1`` tokens route to (first use order), each ``D ... full``
     (both planes: they cross the link once for all the tokens), in groups of at most k experts
     (demand, compute, release), so a verify pass never pins more than k experts at once.
+
+    ``overlap=True`` adds what the draft tells in advance (docs/spec_mobile.md, "Overlap"):
+    a draft pass's layer also prefetches (``P ... full``) the draft router's top-k experts of
+    that layer (:attr:`StepRecord.predicted`), the draft's guess of the verify's route of the
+    same input token, so their residual planes cross the link while the drafts compute; the
+    verify of a layer takes the predicted experts first and prefetches, when its router has
+    run, every expert of its union after the first group, so the fills of later groups run
+    while earlier groups compute.
     """
     b = builder or TraceBuilder(n_layers, n_experts, **meta)
     k = result.top_k
     for s in result.steps:
         step = s.position
-        for p in s.drafts:
+        asked = [set() for _ in range(n_layers)]
+        for j, p in enumerate(s.drafts):
             for ls in p.layers:
                 b.layer(step, ls.layer, "draft", 1)
                 ids = [b.demand(step, ls.layer, e, plane="draft") for e in ls.experts]
+                if overlap:
+                    for e in s.predicted[j][ls.layer]:
+                        if e not in asked[ls.layer]:
+                            asked[ls.layer].add(e)
+                            b.prefetch(step, ls.layer, e, plane="full")
                 b.compute(step, ls.layer, len(ids))
                 for rid in ids:
                     b.release(step, rid)
@@ -266,7 +294,12 @@ def build_trace(result: SpecMobileResult, n_layers: int, n_experts: int, *,
                 for e in p.layers[layer].experts:
                     if e not in union:
                         union.append(e)
+            if overlap:
+                union.sort(key=lambda e: e not in asked[layer])     # stable: predicted first
             b.layer(step, layer, "full", len(s.verify))
+            if overlap:
+                for e in union[k:]:
+                    b.prefetch(step, layer, e, plane="full")
             for i in range(0, len(union), k):
                 ids = [b.demand(step, layer, e, plane="full") for e in union[i:i + k]]
                 b.compute(step, layer, len(ids))
@@ -358,10 +391,14 @@ def calibration_prompts(n_prompts: int = 8, prompt_len: int = 64) -> list[bytes]
 
 
 def choose_lut_scale(model: MoeLM, scales=LUT_SCALES, *, n_prompts: int = 8,
-                     new_tokens: int = 64, gamma: int = 3, **kw) -> tuple[float, dict]:
+                     new_tokens: int = 64, gamma: int = 3, prompt_len: int = 64,
+                     **kw) -> tuple[float, dict]:
     """The lut scale with the best acceptance per checked draft token on calibration prompts
-    (training text; ties to the smaller change), and the acceptance of every scale."""
-    prompts = calibration_prompts(n_prompts)
+    (training text; ties to the smaller change), and the acceptance of every scale. Prompt and
+    generated lengths shrink to fit a model with a shorter context (half of it each)."""
+    if prompt_len + new_tokens > model.config.max_seq:
+        prompt_len = new_tokens = model.config.max_seq // 2
+    prompts = calibration_prompts(n_prompts, prompt_len)
     found = {}
     for s in scales:
         draft = scaled_luts(model, float(s))

@@ -175,6 +175,63 @@ def test_a_draft_plane_fetched_for_a_draft_is_reused_by_the_verify():
         simulate(b.trace, OffloadConfig(**{**cfg.__dict__, "plane_cache": False}))
 
 
+def test_split_plane_cache_keeps_draft_planes_while_residuals_stream():
+    base = dict(expert_bytes=100, dense_bytes_per_layer=200, slots=2, link_bytes_per_s=100.0,
+                device_bytes_per_s=1000.0, plane_cache=True)
+    b = TraceBuilder(1, 4)
+
+    def layer_pass(mode, groups):
+        b.layer(0, 0, mode, 1 if mode == "draft" else 2)
+        for group in groups:
+            ids = [b.demand(0, 0, e, plane="draft" if mode == "draft" else "full")
+                   for e in group]
+            b.compute(0, 0, len(ids))
+            for i in ids:
+                b.release(0, i)
+
+    layer_pass("draft", [[0, 1]])
+    layer_pass("full", [[0], [1], [2]])        # one expert per verify group
+    layer_pass("draft", [[0, 1]])
+    one = simulate(b.trace, OffloadConfig(**base))
+    split = simulate(b.trace, OffloadConfig(**base, draft_units=5))
+    # one LRU cache of 8 units: expert 2 evicts expert 0's draft plane with its residual, and
+    # refetching that plane evicts expert 1's, so the second draft misses both; split (5 draft
+    # units, 3 residual units): residuals stream and both draft planes stay
+    assert (one.hits, one.misses, one.bytes_transferred) == (2, 14, 350)
+    assert (split.hits, split.misses, split.bytes_transferred) == (4, 12, 300)
+    for bad in (dict(base, draft_units=8), dict(base, plane_cache=False, draft_units=4)):
+        with pytest.raises(ValueError, match="draft_units"):
+            OffloadConfig(**bad)
+    assert offload.split_config(OffloadConfig(**base), 2).draft_units == 2
+    assert offload.split_config(OffloadConfig(**base), 3).draft_units == 0   # too small
+
+
+def test_overlap_trace_adds_only_prefetches_of_predicted_or_verified_experts(small):
+    res = spec_mobile.generate(small, PROMPTS[2], 24, gamma=3)
+    cfg = small.config
+    for s in res.steps:
+        assert len(s.predicted) == len(s.drafts)
+        for pred, p in zip(s.predicted, s.drafts):
+            # the little set is the head of the draft router's ranking
+            assert [pr[:res.little_k] for pr in pred] == [ls.experts for ls in p.layers]
+            assert all(len(pr) == cfg.top_k for pr in pred)
+    plain = spec_mobile.build_trace(res, cfg.n_layers, cfg.n_experts)
+    over = spec_mobile.build_trace(res, cfg.n_layers, cfg.n_experts, overlap=True)
+
+    def demands(t):
+        return sorted((r.step, r.layer, r.expert, r.plane) for r in t.records if r.op == "D")
+
+    assert demands(plain) == demands(over) and plain.count("P") == 0 < over.count("P")
+    known = {(s.position, layer, e) for s in res.steps for layer in range(cfg.n_layers)
+             for e in ({e for pr in s.predicted for e in pr[layer]}
+                       | {e for p in s.verify for e in p.layers[layer].experts})}
+    assert all((r.step, r.layer, r.expert) in known and r.plane == "full"
+               for r in over.records if r.op == "P")
+    oc = offload.split_config(OffloadConfig(expert_bytes=400, dense_bytes_per_layer=200,
+                                            slots=8, plane_cache=True), cfg.top_k)
+    assert simulate(over, oc).bytes_transferred > 0
+
+
 def test_four_way_study_is_lossless_for_the_speculative_methods(seed):
     cfg = gm.ModelConfig(d_model=32, n_layers=2, n_heads=2, n_experts=8, top_k=4, d_expert=32,
                          max_seq=48)

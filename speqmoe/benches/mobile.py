@@ -22,7 +22,8 @@ request trace is written to ``<out>/mobile.trace`` for the RTL testbench.
 
 SPEQ x MoBiLE (issue 13, ``golden.offload.study_spec_mobile``): the four methods on the same
 text (the full model's greedy continuation of 4 held-out prompts, 96 bytes each) and link, with
-a plane cache of the same bytes for all: ``specmoe_speedup_vs_lru`` (the combination over
+a plane cache of the same bytes for all (split for SPEQ and the combination: draft planes, and
+the residual planes of one verify group, streamed): ``specmoe_speedup_vs_lru`` (the combination over
 on-demand LRU), ``specmoe_top1_agreement`` (measured share of its emitted bytes equal to the
 full model's), ``specmoe_link_bytes_per_token_<method>`` for ``lru_big``, ``mobile``, ``speq``
 and ``spec_mobile``; the draft uses the lut scale chosen on training text and adaptive length
@@ -64,7 +65,8 @@ def _spec(ctx, model, source) -> dict:
         scale, _ = spec_mobile.choose_lut_scale(model, adaptive=spec_mobile.DEFAULT_ADAPTIVE)
         spec = dict(adaptive=spec_mobile.DEFAULT_ADAPTIVE,
                     draft=spec_mobile.scaled_luts(model, scale))
-        study = offload.study_spec_mobile(model, source, spec=spec, progress=ctx.progress)
+        study = offload.study_spec_mobile(model, source, spec=spec, progress=ctx.progress,
+                                          **offload.spec_lengths(model.config))
     for line in offload.spec_report_lines(study):
         ctx.progress(line)
     return offload.spec_bench_values(study) | {"specmoe_lut_scale": float(scale)}

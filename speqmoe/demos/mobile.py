@@ -185,7 +185,8 @@ def _spec_markdown(ctx, model, source) -> list[str]:
         scale = 1.0 if ctx.quick else spec_mobile.choose_lut_scale(model, adaptive=a)[0]
         spec = dict(adaptive=a, draft=spec_mobile.scaled_luts(model, scale))
         study = offload.study_spec_mobile(model, source, n_prompts=2 if ctx.quick else 4,
-                                          spec=spec, progress=ctx.progress)
+                                          spec=spec, progress=ctx.progress,
+                                          **offload.spec_lengths(model.config))
     rows = offload.spec_cache_sweep(study)
     plot = ctx.out_dir / "specmoe_time_vs_cache.png"
     _spec_plot(rows, plot)
@@ -198,7 +199,8 @@ def _spec_markdown(ctx, model, source) -> list[str]:
           f"held-out prompts), gamma {study.gamma}, adaptive draft length {a:g}, draft lut "
           f"scale {scale:g}; top-1 agreement and routing *measured*, time and link bytes "
           f"*modelled* (offloading time model, {study.config.slots} expert slots of cache as "
-          "quarter-expert plane units, link "
+          "quarter-expert plane units, split for the speculative methods: draft planes and "
+          "the residuals of one verify group; link "
           f"{study.config.link_bytes_per_s / 1e9:g} GB/s).", "",
           "| method | time/token | link KB/token | top-1 agreement | speedup vs LRU |",
           "|---|---|---|---|---|"]
@@ -213,6 +215,8 @@ def _spec_markdown(ctx, model, source) -> list[str]:
            f"![time per token vs cache size]({plot.name})", "",
            "*Plot: modelled* time per token (us) of the four methods on the same *measured* "
            "tiny-LM traces for device caches of 4 to 64 expert slots (bytes of full-precision "
-           "experts); every method sees the same cache and link.",
+           "experts); every method sees the same cache bytes and link (LRU and MoBiLE one "
+           "cache; SPEQ and the combination split theirs into draft planes and streamed "
+           "residuals, docs/spec_mobile.md).",
            "Reproduce: `python -m speqmoe spec-mobile --prompt TEXT`."]
     return md
