@@ -98,6 +98,9 @@ class OffloadConfig:
     expert_time_s: float | None = None
     pass_overhead_s: float = 0.0
     compute: str = "assumed: memory-bound GPU-class device (1008 GB/s unless set)"
+    plane_cache: bool = False
+    draft_ratio: float = 0.25
+    draft_units: int = 0
 
     def __post_init__(self):
         if self.slots < 1:
@@ -111,6 +114,12 @@ class OffloadConfig:
                      "pass_overhead_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, not {getattr(self, name)!r}")
+        if not 0 < self.draft_ratio <= 1:
+            raise ValueError(f"draft_ratio must be in (0, 1], not {self.draft_ratio!r}")
+        if self.draft_units and not (self.plane_cache
+                                     and 0 < self.draft_units < self.slots * PLANE_UNITS):
+            raise ValueError(f"draft_units needs plane_cache and must be in 1.."
+                             f"{self.slots * PLANE_UNITS - 1}, not {self.draft_units!r}")
         for name in ("dense_time_s", "expert_time_s"):
             v = getattr(self, name)
             if v is not None and not v >= 0:
@@ -119,6 +128,35 @@ class OffloadConfig:
     @property
     def transfer_s(self) -> float:
         return self.expert_bytes / self.link_bytes_per_s + self.link_latency_s
+
+    @property
+    def unit_transfer_s(self) -> float:
+        """Transfer time of one fill: an expert, or a quarter of one with a plane cache."""
+        units = PLANE_UNITS if self.plane_cache else 1
+        return self.expert_bytes / units / self.link_bytes_per_s + self.link_latency_s
+
+    def _scale(self, mode: str, tokens: int) -> float:
+        if mode == "draft":
+            if tokens != 1:
+                raise ValueError(f"a draft pass runs one token, not {tokens}")
+            return self.draft_ratio
+        return float(-(-tokens // 4))
+
+    def layer_time_s(self, mode: str = "full", tokens: int = 1) -> float:
+        """The dense part of a layer pass: ``dense_s`` (without the overhead) times
+        ``draft_ratio`` in draft mode or ``ceil(tokens / 4)`` in full mode, plus
+        ``layer_overhead_s`` once."""
+        return (self.dense_s - self.layer_overhead_s) * self._scale(mode, tokens) \
+            + self.layer_overhead_s
+
+    def head_time_s(self, mode: str = "full", tokens: int = 1) -> float:
+        """``pass_overhead_s`` scaled as :meth:`layer_time_s`."""
+        return self.pass_overhead_s * self._scale(mode, tokens)
+
+    def expert_time_for(self, mode: str, passes: int) -> float:
+        """One expert of a layer pass: ``expert_compute_s`` times ``draft_ratio`` (draft) or
+        times the weight passes ``ceil(tokens / 4)`` (full)."""
+        return self.expert_compute_s * (self.draft_ratio if mode == "draft" else passes)
 
     @property
     def expert_compute_s(self) -> float:
@@ -239,18 +277,83 @@ class _Dma:
         return f.end
 
 
-def simulate(trace: Trace, cfg: OffloadConfig) -> OffloadResult:
-    """Time ``trace`` under ``cfg`` (see the module docstring)."""
-    cache = ExpertCacheModel(cfg.slots, cfg.policy, queue_depth=cfg.queue_depth,
-                             expert_bytes=int(cfg.expert_bytes), n_layers=trace.n_layers,
-                             n_experts=trace.n_experts, lockstep=False)
-    dma = _Dma(cfg.transfer_s)
+PLANE_UNITS = 4       # a plane cache's unit: a quarter of an expert (its draft plane)
+
+
+class _SplitPlaneCache:
+    """Two expert caches behind one link (``OffloadConfig.draft_units``): ``parts[0]`` holds
+    only draft planes (unit 0 of an expert), ``parts[1]`` the three residual units, each with
+    its own replacement policy, pins and prefetch queue (two instances of the controller);
+    slots of ``parts[1]`` are numbered after those of ``parts[0]``."""
+
+    def __init__(self, draft_units: int, residual_units: int, **kw):
+        self.parts = (ExpertCacheModel(draft_units, **kw), ExpertCacheModel(residual_units, **kw))
+        self.offset = draft_units
+
+    def _part(self, slot: int):
+        if slot < self.offset:
+            return self.parts[0], slot
+        return self.parts[1], slot - self.offset
+
+    def access(self, layer: int, tag: int, kind: str):
+        i = 0 if tag % PLANE_UNITS == 0 else 1
+        res = self.parts[i].access(layer, tag, kind)
+        if i and res.slot is not None:
+            res = replace(res, slot=res.slot + self.offset)
+        return res
+
+    def release(self, slot: int) -> None:
+        part, local = self._part(slot)
+        part.release(local)
+
+    def complete(self, slot: int) -> None:
+        """Complete the oldest prefetch fill of the part that holds ``slot``."""
+        self._part(slot)[0].complete_prefetches(1)
+
+    @property
+    def counters(self):
+        a, b = (p.counters for p in self.parts)
+        return replace(a, **{k: getattr(a, k) + getattr(b, k) for k in asdict(a)})
+
+
+def _units(expert: int, plane: str | None, plane_cache: bool) -> list[int]:
+    """Cache tags (expert ids of the cache model) a request for ``plane`` of ``expert`` needs:
+    without a plane cache the expert itself; with one, unit 0 (the draft plane) for ``draft``,
+    units 0..3 (the draft plane and the three quarters of the residual plane) for ``full``."""
+    if not plane_cache:
+        if plane == "draft":
+            raise ValueError("the trace requests draft planes: time it with plane_cache=True")
+        return [expert]
+    first = expert * PLANE_UNITS
+    return [first] if plane == "draft" else list(range(first, first + PLANE_UNITS))
+
+
+def simulate(trace: Trace, cfg: OffloadConfig, *, tokens: int | None = None) -> OffloadResult:
+    """Time ``trace`` under ``cfg`` (see the module docstring). ``tokens`` (default: the
+    number of distinct steps) divides the time into ``time_per_token_s``."""
+    units = PLANE_UNITS if cfg.plane_cache else 1
+    if cfg.plane_cache and cfg.expert_bytes % PLANE_UNITS:
+        raise ValueError(f"a plane cache needs expert_bytes divisible by {PLANE_UNITS}")
+    kw = dict(policy=cfg.policy, queue_depth=cfg.queue_depth,
+              expert_bytes=int(cfg.expert_bytes) // units, n_layers=trace.n_layers,
+              n_experts=trace.n_experts * units, lockstep=False)
+    if cfg.draft_units:
+        cache = _SplitPlaneCache(cfg.draft_units, cfg.slots * units - cfg.draft_units, **kw)
+        complete = cache.complete
+    else:
+        cache = ExpertCacheModel(cfg.slots * units, **kw)
+
+        def complete(slot: int) -> None:
+            cache.complete_prefetches(1)
+    dma = _Dma(cfg.unit_transfer_s)
     now = 0.0                 # the compute engine (and the host issuing requests)
     port = 0.0                # the controller's request port is free from this time
     inflight: deque[FillRecord] = deque()     # prefetch fills not completed in the cache model
     fill_of: dict[int, FillRecord] = {}       # slot -> its prefetch fill in flight
-    slot_of: dict[int, int] = {}
+    slot_of: dict[int, list[int]] = {}
     layer_open = False
+    explicit = any(r.op == "L" for r in trace.records)    # version 2: L records open passes
+    mode, passes = "full", 1                  # of the current layer pass
     ready: list[float] = []
     stall = compute = 0.0
     steps = set()
@@ -261,68 +364,95 @@ def simulate(trace: Trace, cfg: OffloadConfig) -> OffloadResult:
         while inflight and inflight[0].end is not None and inflight[0].end <= t:
             f = inflight.popleft()
             fill_of.pop(f.slot, None)
-            cache.complete_prefetches(1)
+            complete(f.slot)
+
+    def open_layer(layer: int, how: str, n_tokens: int) -> None:
+        nonlocal now, compute, layer_open, mode, passes, ready
+        mode, passes = how, -(-n_tokens // 4)        # 4 lanes: ceil(tokens / 4) weight passes
+        lead = cfg.layer_time_s(how, n_tokens) + (cfg.head_time_s(how, n_tokens)
+                                                  if layer == 0 else 0.0)
+        now += lead
+        compute += lead
+        layer_open = True
+        ready = []
+
+    def demand(r, tag: int) -> tuple[float, int]:
+        t = max(now, port)
+        retire(t)
+        res = cache.access(r.layer, tag, "demand")
+        while res.waited and inflight:
+            # no slot: the request waits until the oldest prefetch fill completes
+            t = max(t, dma.finish(inflight[0]))
+            retire(t)
+            res = cache.access(r.layer, tag, "demand")
+        if res.waited:
+            raise ValueError(f"{cfg.slots} slots cannot hold the pins of one layer "
+                             f"(demand {r.id} at step {r.step} would wait forever)")
+        if res.in_flight:
+            # the cache model completed its prefetch queue up to this slot (with a split
+            # cache: that part's queue; fills of the other part ahead of it end first)
+            target = fill_of[res.slot]
+            done = dma.finish(target)
+            while inflight:
+                f = inflight.popleft()
+                fill_of.pop(f.slot, None)
+                if f is target:
+                    break
+                if cfg.draft_units and ((f.slot < cfg.draft_units)
+                                        != (target.slot < cfg.draft_units)):
+                    complete(f.slot)
+        elif not res.hit:
+            done = dma.demand_fill(FillRecord("demand", r.layer, r.expert, res.slot, t))
+        else:
+            done = t
+        return done, res.slot
 
     for r in trace.records:
         steps.add(r.step)
-        if r.op in ("D", "P") and not layer_open:
-            lead = cfg.dense_s + (cfg.pass_overhead_s if r.layer == 0 else 0.0)
-            now += lead
-            compute += lead
-            layer_open = True
-            ready = []
+        if r.op == "L":
+            open_layer(r.layer, r.mode, r.tokens)
+            continue
+        if r.op in ("D", "P") and not layer_open and not explicit:
+            open_layer(r.layer, "full", 1)            # version 1: one full-precision token
         if r.op == "D":
-            t = max(now, port)
-            retire(t)
-            res = cache.access(r.layer, r.expert, "demand")
-            while res.waited and inflight:
-                # no slot: the request waits until the oldest prefetch fill completes
-                t = max(t, dma.finish(inflight[0]))
-                retire(t)
-                res = cache.access(r.layer, r.expert, "demand")
-            if res.waited:
-                raise ValueError(f"{cfg.slots} slots cannot hold the pins of one layer "
-                                 f"(demand {r.id} at step {r.step} would wait forever)")
-            if res.in_flight:
-                # the cache model completed its prefetch queue up to this slot
-                target = fill_of[res.slot]
-                done = dma.finish(target)
-                while inflight:
-                    f = inflight.popleft()
-                    fill_of.pop(f.slot, None)
-                    if f is target:
-                        break
-            elif not res.hit:
-                done = dma.demand_fill(FillRecord("demand", r.layer, r.expert, res.slot, t))
-            else:
-                done = t
-            port = done
+            done = port
+            slots = []
+            for tag in _units(r.expert, r.plane, cfg.plane_cache):
+                t_done, slot = demand(r, tag)
+                port = t_done
+                done = max(done, t_done)
+                slots.append(slot)
             ready.append(done)
-            slot_of[r.id] = res.slot
+            slot_of[r.id] = slots
         elif r.op == "P":
-            t = max(now, port)
-            retire(t)
-            res = cache.access(r.layer, r.expert, "prefetch")
-            if not res.dropped:
-                f = FillRecord("prefetch", r.layer, r.expert, res.slot, t)
-                dma.prefetch(f)
-                inflight.append(f)
-                fill_of[res.slot] = f
+            for tag in _units(r.expert, r.plane, cfg.plane_cache):
+                t = max(now, port)
+                retire(t)
+                res = cache.access(r.layer, tag, "prefetch")
+                if not res.dropped:
+                    f = FillRecord("prefetch", r.layer, r.expert, res.slot, t)
+                    dma.prefetch(f)
+                    inflight.append(f)
+                    fill_of[res.slot] = f
         elif r.op == "X":
             t = now
+            each = cfg.expert_time_for(mode, passes)
             for rd in sorted(ready):
                 if rd > t:
                     stall += rd - t
                     t = rd
-                t += cfg.expert_compute_s
-                compute += cfg.expert_compute_s
+                t += each
+                compute += each
             now = t
+            ready = []
             layer_open = False
         elif r.op == "R":
-            cache.release(slot_of.pop(r.id))
+            for slot in slot_of.pop(r.id):
+                cache.release(slot)
     dma.advance(float("inf"))          # prefetches still queued at the end
     c = cache.counters
-    return OffloadResult(time_s=now, tokens=len(steps), hits=c.hits, misses=c.misses,
+    return OffloadResult(time_s=now, tokens=len(steps) if tokens is None else int(tokens),
+                         hits=c.hits, misses=c.misses,
                          prefetches_issued=c.prefetches_issued,
                          prefetches_useful=c.prefetches_useful,
                          bytes_transferred=c.bytes_read, stall_s=stall, compute_s=compute,
@@ -528,7 +658,11 @@ def accelerator_compute(model_config, acc=None, context: int = DEFAULT_CONTEXT) 
     expert = timed(shape.expert_matrices(), False)
     head = timed([(shape.vocab, shape.d_model)], True)
     clock = f"{acc.clock_hz / 1e9:g} GHz"
+    mats = shape.expert_matrices()
+    draft_ratio = (sum(perf.layer_cycles("draft", n, k, acc) for n, k in mats)
+                   / sum(perf.layer_cycles("fp16", n, k, acc) for n, k in mats))
     return {"dense_s": dense, "expert_s": expert, "pass_s": head, "context": context,
+            "draft_ratio": draft_ratio,
             "label": (f"measured: golden.perf cycle model of the accelerator ({acc.rows} x "
                       f"{acc.cols} PEs; clock {clock} and memory {acc.mem_bw / 1e9:g} GB/s "
                       f"assumed), FP16, context {context}: {dense * 1e6:.3f} us per layer "
@@ -551,7 +685,8 @@ def tiny_config(model_config, slots: int, *, compute: str = "accelerator", acc=N
     if compute == "accelerator":
         a = accelerator_compute(model_config, acc, context)
         kw = dict(dense_time_s=a["dense_s"], expert_time_s=a["expert_s"],
-                  pass_overhead_s=a["pass_s"], compute=a["label"]) | kw
+                  pass_overhead_s=a["pass_s"], compute=a["label"],
+                  draft_ratio=a["draft_ratio"]) | kw
     elif compute == "gpu":
         dev = kw.get("device_bytes_per_s", GPU_BYTES_PER_S)
         kw = dict(compute=f"assumed: memory-bound GPU-class device, {dev / 1e9:g} GB/s "
@@ -786,3 +921,307 @@ def study_json(tiny: TinyStudy, shapes: dict[str, ShapeStudy]) -> dict:
                     "cache = cache_fraction of all routed experts, same for every method",
                     "published shapes: synthetic routing (SyntheticRouting)"],
     }
+
+
+# -- SPEQ x MoBiLE: four methods on the same text and link (issue 13) -------------------------
+
+SPEC_METHODS = ("lru_big", "mobile", "speq", "spec_mobile")
+SPEC_LABELS = {"lru_big": "on-demand LRU, full precision (baseline)",
+               "mobile": "MoBiLE (little + fallback)",
+               "speq": "SPEQ offloaded (draft planes, all k)",
+               "spec_mobile": "SPEQ x MoBiLE (draft planes, little set)"}
+SPEC_ASSUMED = [
+    "link 25 GB/s (PCIe 4.0 x16 effective) unless set; no link latency",
+    "the same cache bytes for every method, held in quarter-expert plane units (a draft plane "
+    "is one unit, a full expert four; LRU over units); LRU and MoBiLE use one cache, the "
+    "speculative methods split it: draft planes in one part, the residual planes of one "
+    "verify group (3k units) in the other, so residuals are streamed",
+    "a full-precision expert needs both planes; a draft plane fetched for a draft is reused "
+    "by the verify (the cache holds planes)",
+    "a verify pass over g+1 tokens computes each expert of the union of their routes once "
+    "per ceil((g+1)/4) weight passes (4 PE lanes), at most k experts pinned at a time",
+    "a draft pass costs draft_ratio of a full pass's compute (tiny LM: the accelerator's "
+    "cycle model; published shapes: 0.25, memory-bound)",
+    "no prefetch in any method (like for like); fills run to completion in DMA order",
+    "every prompt starts with a cold cache; prefill is not timed",
+]
+
+
+@dataclass
+class SpecStudy:
+    """The four-way comparison (:data:`SPEC_METHODS`) on the same text and link."""
+
+    source: str
+    config: OffloadConfig
+    gamma: int
+    tau: float
+    tokens: int
+    methods: dict[str, dict]
+    speq_stats: dict[str, dict]
+    routing: str = "measured (tiny LM on held-out prompts)"
+    split: bool = True
+    traces: dict[str, list] = field(repr=False, default_factory=dict)
+    token_counts: list[int] = field(repr=False, default_factory=list)
+    runs: dict[str, list] = field(repr=False, default_factory=dict)
+
+
+SPECULATIVE = ("speq", "spec_mobile")
+
+
+def spec_lengths(model_config, prompt_len: int = 32, new_tokens: int = 96) -> dict:
+    """``prompt_len`` and ``new_tokens`` of :func:`study_spec_mobile`, shrunk to a quarter and
+    three quarters of the context for a model whose context is shorter than their sum (small
+    stand-in models of the tests)."""
+    if prompt_len + new_tokens > model_config.max_seq:
+        prompt_len = max(2, model_config.max_seq // 4)
+        new_tokens = model_config.max_seq - prompt_len
+    return {"prompt_len": prompt_len, "new_tokens": new_tokens}
+
+
+def split_config(cfg: OffloadConfig, top_k: int) -> OffloadConfig:
+    """The cache of the speculative methods (docs/spec_mobile.md, "Split plane cache"): the
+    same bytes as ``cfg``, split into a draft-plane part and a residual part of ``3 * top_k``
+    units (the residual planes of one verify group of k experts, so residuals are streamed:
+    fetched for a group, kept while it computes, the first evicted). Unchanged when the cache
+    is too small for that split."""
+    draft = cfg.slots * PLANE_UNITS - (PLANE_UNITS - 1) * top_k
+    return replace(cfg, plane_cache=True, draft_units=draft) if draft > 0 else cfg
+
+
+def _time_methods(traces: dict[str, list], token_counts: list[int], cfg: OffloadConfig,
+                  agreement: dict[str, float], *, split_k: int | None = None) -> dict[str, dict]:
+    """Simulate every method's traces (one per prompt, cold cache each) and sum them; with
+    ``split_k`` the speculative methods use :func:`split_config` of ``cfg``."""
+    out = {}
+    n = sum(token_counts)
+    for name, ts in traces.items():
+        c = split_config(cfg, split_k) if split_k and name in SPECULATIVE else cfg
+        rs = [simulate(t, c, tokens=k) for t, k in zip(ts, token_counts)]
+        time_s = sum(r.time_s for r in rs)
+        hits, misses = sum(r.hits for r in rs), sum(r.misses for r in rs)
+        link = sum(r.bytes_transferred for r in rs)
+        out[name] = {"time_s": time_s, "tokens": n, "time_per_token_s": time_s / n,
+                     "link_bytes_per_token": link / n, "bytes_transferred": link,
+                     "hit_rate": hits / (hits + misses) if hits + misses else 0.0,
+                     "stall_s": sum(r.stall_s for r in rs),
+                     "top1_agreement": agreement[name], "draft_units": c.draft_units}
+    base = out["lru_big"]["time_s"]
+    for d in out.values():
+        d["speedup_vs_lru"] = base / d["time_s"] if d["time_s"] else float("nan")
+    return out
+
+
+def study_spec_mobile(model, source: str, *, n_prompts: int = 4, prompt_len: int = 32,
+                      new_tokens: int = 96, gamma: int = 3, tau: float = DEFAULT_TAU,
+                      cache_fraction: float = 0.25, spec: dict | None = None, progress=None,
+                      split: bool = True, overlap: bool = False, **kw) -> SpecStudy:
+    """Measured four-way comparison on the tiny LM (``kw`` go to :func:`tiny_config`).
+
+    For each held-out prompt the full model's greedy continuation of ``new_tokens`` bytes is
+    *the text*: on-demand LRU decodes it with big passes (one per token), MoBiLE is teacher-
+    forced over it (its top-1 agreement is measured on it), SPEQ and the combination decode it
+    speculatively (greedy verification; their top-1 agreement is the share of their emitted
+    tokens equal to the text). ``spec`` holds extra arguments of
+    :func:`golden.spec_mobile.generate` (``adaptive``, ``draft``, ``draft_router``) for both
+    speculative methods. ``split`` (default) gives the speculative methods the split plane
+    cache (:func:`split_config`), ``overlap`` builds their traces with the draft's prefetches
+    (:func:`golden.spec_mobile.build_trace`); both measured in docs/spec_mobile.md.
+    """
+    from golden import model as gm
+    from golden import spec_mobile
+    from golden.mobile import MobileConfig, MobileDecoder, build_trace as mobile_trace
+    from golden.speq import SpeqStats, heldout_prompts
+
+    say = progress or (lambda message: None)
+    spec = dict(spec or {})
+    mc = model.config
+    slots = max(mc.top_k, int(round(cache_fraction * mc.n_layers * mc.n_experts)))
+    cfg = tiny_config(mc, slots, plane_cache=True, **kw)
+    dec = MobileDecoder(model, MobileConfig(tau=tau))
+    traces: dict[str, list] = {m: [] for m in SPEC_METHODS}
+    counts: list[int] = []
+    runs: dict[str, list] = {"mobile": [], "speq": [], "spec_mobile": []}
+    agree = {"lru_big": [], "mobile": [], "speq": [], "spec_mobile": []}
+    stats = {"speq": SpeqStats(gamma, "greedy"), "spec_mobile": SpeqStats(gamma, "greedy")}
+    meta = dict(source=source.replace("\n", " "), top_k=mc.top_k, little_k=dec.little_k,
+                cache_slots=slots, policy=cfg.policy)
+    for i, prompt in enumerate(heldout_prompts(n_prompts, prompt_len)):
+        ref = gm.generate(model, prompt, new_tokens)
+        text = np.frombuffer(prompt + ref, dtype=np.uint8).astype(np.int64)
+        first = len(prompt) - 1          # the step whose output is the first generated byte
+        big = dec.run(text[:-1], "big")
+        mob = dec.run(text[:-1], "mobile")
+        sl = slice(first, first + new_tokens)
+        agree["lru_big"].append(np.argmax(big.logits[sl], axis=1) == text[first + 1:])
+        agree["mobile"].append(np.argmax(mob.logits[sl], axis=1) == text[first + 1:])
+        traces["lru_big"].append(mobile_trace(big.steps[sl], mc.n_layers, mc.n_experts,
+                                              prefetch=False, next_layer=False,
+                                              method="lru_big", **meta))
+        runs["mobile"].append(mob.steps[sl])
+        traces["mobile"].append(mobile_trace(mob.steps[sl], mc.n_layers, mc.n_experts,
+                                             prefetch=False, next_layer=False,
+                                             method="mobile", tau=tau, **meta))
+        for name, experts in (("speq", "all"), ("spec_mobile", "little")):
+            r = spec_mobile.generate(model, prompt, new_tokens, gamma=gamma,
+                                     draft_experts=experts, **spec)
+            agree[name].append(np.frombuffer(r.bytes, np.uint8) == np.frombuffer(ref, np.uint8))
+            stats[name] = stats[name].merge(r.stats)
+            runs[name].append(r)
+            traces[name].append(spec_mobile.build_trace(r, mc.n_layers, mc.n_experts,
+                                                        overlap=overlap, method=name,
+                                                        gamma=gamma, **meta))
+        counts.append(new_tokens)
+        say(f"prompt {i + 1}/{n_prompts}: MoBiLE agreement "
+            f"{float(np.mean(agree['mobile'][-1])):.3f}, SPEQ x MoBiLE acceptance "
+            f"{stats['spec_mobile'].token_acceptance:.3f} so far")
+    agreement = {m: float(np.mean(np.concatenate(a))) for m, a in agree.items()}
+    methods = _time_methods(traces, counts, cfg, agreement,
+                            split_k=mc.top_k if split else None)
+    st = {name: s.as_dict() for name, s in stats.items()}
+    return SpecStudy(source, cfg, gamma, float(tau), sum(counts), methods, st, split=split,
+                     traces=traces, token_counts=counts, runs=runs)
+
+
+def spec_cache_sweep(study: SpecStudy, slots=None) -> list[dict]:
+    """Time per token of the four methods for several cache sizes (same traces)."""
+    k = int(next(iter(study.traces["lru_big"])).meta.get("top_k", 1))
+    n_layers = next(iter(study.traces["lru_big"])).n_layers
+    n_experts = next(iter(study.traces["lru_big"])).n_experts
+    total = n_layers * n_experts
+    slots = slots or sorted({max(k, int(round(f * total)))
+                             for f in (0.0625, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0)})
+    rows = []
+    agreement = {m: d["top1_agreement"] for m, d in study.methods.items()}
+    for n in slots:
+        methods = _time_methods(study.traces, study.token_counts,
+                                replace(study.config, slots=int(n)), agreement,
+                                split_k=k if study.split else None)
+        rows.append({"slots": int(n), "fraction": n / total,
+                     **{f"{m}_time_per_token_s": methods[m]["time_per_token_s"]
+                        for m in SPEC_METHODS}})
+    return rows
+
+
+def synthetic_spec_steps(rankings: np.ndarray, little_k: int, gamma: int, alpha: float,
+                         rng: np.random.Generator):
+    """SPEQ x MoBiLE and SPEQ steps over SYNTHETIC rankings: a step at position ``p`` drafts
+    ``g`` tokens whose routes are the rankings of tokens ``p .. p+g-1`` (little set, or all k),
+    verifies ``p .. p+g`` (the union of their top-k) and accepts each draft with probability
+    ``alpha`` (i.i.d.) up to the first rejection; returns ``(little result, all result)`` as
+    :class:`golden.spec_mobile.SpecMobileResult` objects for :func:`build_trace`."""
+    from golden.spec_mobile import SpecMobileResult, StepRecord
+    from golden.speq import SpeqStats
+
+    tokens, n_layers, k = rankings.shape
+    out = []
+    plan = []
+    p = 0
+    while p < tokens:
+        g = min(gamma, tokens - p - 1)
+        acc = 0
+        while acc < g and rng.random() < alpha:
+            acc += 1
+        plan.append((p, g, acc))
+        p += acc + 1
+    for kl in (little_k, k):
+        res = SpecMobileResult(b"", np.zeros(0, np.int64), SpeqStats(gamma, "greedy"),
+                               [], kl, k)
+        for p, g, acc in plan:
+            drafts = [PassStep("draft", [LayerStep(l, tuple(map(int, rankings[p + i, l, :kl])))
+                                         for l in range(n_layers)]) for i in range(g)]
+            verify = [PassStep("verify", [LayerStep(l, tuple(map(int, rankings[p + i, l])), big=True)
+                                          for l in range(n_layers)]) for i in range(g + 1)]
+            res.steps.append(StepRecord(p, drafts, verify, acc, acc + 1))
+        out.append(res)
+    return out[0], out[1]
+
+
+def study_spec_shape(shape: MoeShape, *, tokens: int = 64, gamma: int = 3, alpha: float,
+                     mobile_agreement: float, routing: SyntheticRouting = SyntheticRouting(),
+                     cache_fraction: float = 0.25, split: bool = True, **kw) -> dict:
+    """The four-way comparison on a published shape with SYNTHETIC routing; the combination's
+    acceptance ``alpha`` (i.i.d.) and MoBiLE's agreement come from the tiny LM (measured
+    there, assumed here)."""
+    from golden.spec_mobile import build_trace as spec_trace
+
+    little_k = little_k_for(shape.top_k)
+    ranks = routing.rankings(shape.moe_layers, shape.n_experts, shape.top_k, tokens)
+    big, _, mobile = synthetic_steps(ranks, routing.fallbacks(tokens), little_k)
+    rng = np.random.default_rng(routing.seed + 2)
+    comb, full = synthetic_spec_steps(ranks, little_k, gamma, alpha, rng)
+    meta = dict(source=f"synthetic routing for {shape.name}", top_k=shape.top_k)
+    traces = {"lru_big": [build_trace(big, shape.moe_layers, shape.n_experts, prefetch=False,
+                                      next_layer=False, **meta)],
+              "mobile": [build_trace(mobile, shape.moe_layers, shape.n_experts, prefetch=False,
+                                     next_layer=False, **meta)],
+              "speq": [spec_trace(full, shape.moe_layers, shape.n_experts, **meta)],
+              "spec_mobile": [spec_trace(comb, shape.moe_layers, shape.n_experts, **meta)]}
+    cfg = shape_config(shape, cache_fraction, plane_cache=True, **kw)
+    agreement = {"lru_big": 1.0, "mobile": mobile_agreement, "speq": 1.0, "spec_mobile": 1.0}
+    return {"name": shape.name, "routing": "SYNTHETIC", "alpha_assumed": alpha,
+            "slots": cfg.slots, "offload_config": asdict(cfg),
+            "methods": _time_methods(traces, [tokens], cfg, agreement,
+                                     split_k=shape.top_k if split else None)}
+
+
+def spec_report_lines(study: SpecStudy, shapes: dict[str, dict] | None = None) -> list[str]:
+    """The four-way table (printed by ``speqmoe spec-mobile``, used by the demo)."""
+    c = study.config
+    s = study.speq_stats["spec_mobile"]
+    out = [f"SPEQ x MoBiLE on the tiny LM: {study.source}",
+           f"  the same text for every method: {study.tokens} greedy bytes of the full model "
+           f"after held-out prompts; gamma {study.gamma}, MoBiLE tau {study.tau:g}",
+           f"  cache {c.slots} expert slots ({c.slots * PLANE_UNITS} quarter-expert plane units,"
+           f" {c.policy}"
+           + (f"; speculative methods: {study.methods['spec_mobile']['draft_units']} for "
+              f"draft planes, the rest for residuals" if study.split else "")
+           + f"), link {c.link_bytes_per_s / 1e9:g} GB/s; compute: {c.compute}; "
+           f"draft pass {c.draft_ratio:.2f} of a full pass's compute",
+           f"  {'method':42s} {'us/token':>9s} {'KB/token':>9s} {'top-1 agr':>9s} "
+           f"{'speedup':>8s}"]
+    for name in SPEC_METHODS:
+        d = study.methods[name]
+        out.append(f"  {SPEC_LABELS[name]:42s} {d['time_per_token_s'] * 1e6:9.3f} "
+                   f"{d['link_bytes_per_token'] / 1e3:9.1f} {d['top1_agreement']:9.3f} "
+                   f"{d['speedup_vs_lru']:7.2f}x")
+    out.append(f"  SPEQ x MoBiLE: acceptance {s['token_acceptance']:.3f} per checked draft "
+               f"token, {s['tokens_per_step']:.2f} tokens per verify pass, "
+               f"{s['generated'] / max(s['draft_passes'], 1):.2f} tokens per draft pass")
+    if shapes:
+        out.append("")
+        out.append("Published shapes, SYNTHETIC routing (acceptance and MoBiLE agreement taken "
+                   "from the tiny LM; compute memory-bound, assumed):")
+        out.append(f"  {'model':20s} {'LRU ms/tok':>11s} " + " ".join(
+            f"{m:>12s}" for m in SPEC_METHODS[1:]) + "   (speedup vs LRU; MB/token)")
+        for st in shapes.values():
+            m = st["methods"]
+            out.append(f"  {st['name']:20s} {m['lru_big']['time_per_token_s'] * 1e3:11.2f} "
+                       + " ".join(f"{m[n]['speedup_vs_lru']:5.2f}x {m[n]['link_bytes_per_token'] / 1e6:5.0f}"
+                                  for n in SPEC_METHODS[1:]))
+    out.append("Assumptions: " + "; ".join(SPEC_ASSUMED) + ".")
+    return out
+
+
+def spec_study_json(study: SpecStudy, shapes: dict[str, dict] | None = None) -> dict:
+    return {"source": study.source, "routing": study.routing, "gamma": study.gamma,
+            "tau": study.tau, "tokens": study.tokens, "offload_config": asdict(study.config),
+            "split_plane_cache": study.split,
+            "methods": study.methods, "speculative_stats": study.speq_stats,
+            "labels": SPEC_LABELS, "assumed": SPEC_ASSUMED, "shapes": shapes or {}}
+
+
+def spec_bench_values(study: SpecStudy) -> dict:
+    """Bench keys of issue 13 (section ``mobile``): ``specmoe_speedup_vs_lru``,
+    ``specmoe_top1_agreement`` and ``specmoe_link_bytes_per_token_<method>`` for the four
+    methods, plus the combination's acceptance and tokens per draft pass."""
+    m = study.methods
+    s = study.speq_stats["spec_mobile"]
+    out = {"specmoe_speedup_vs_lru": m["spec_mobile"]["speedup_vs_lru"],
+           "specmoe_top1_agreement": m["spec_mobile"]["top1_agreement"],
+           "specmoe_speq_speedup_vs_lru": m["speq"]["speedup_vs_lru"],
+           "specmoe_mobile_speedup_vs_lru": m["mobile"]["speedup_vs_lru"],
+           "specmoe_acceptance": s["token_acceptance"],
+           "specmoe_tokens_per_draft_pass": s["generated"] / max(s["draft_passes"], 1)}
+    for name in SPEC_METHODS:
+        out[f"specmoe_link_bytes_per_token_{name}"] = m[name]["link_bytes_per_token"]
+    return {k: float(v) for k, v in out.items()}

@@ -52,7 +52,7 @@ def test_builder_assigns_increasing_ids():
 
 BAD = [
     ("", 1, "empty"),
-    ("speqmoe-expert-trace 2\n", 1, "version"),
+    ("speqmoe-expert-trace 3\n", 1, "version"),
     ("expert-trace 1\n", 1, "not an expert trace"),
     ("speqmoe-expert-trace 1\nD 0 0 0 0\n", 2, "required"),
     ("speqmoe-expert-trace 1\nmeta n_layers 2\nmeta n_layers 3\n", 3, "duplicate"),

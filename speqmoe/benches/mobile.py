@@ -19,6 +19,15 @@ side only). ``mobile_speedup_<shape>`` use SYNTHETIC routing traces of the publi
 while only random weights exist). ``mobile_trained_model`` is 1 when the trained tiny LM was
 used, 0 when it was missing and random weights stood in. The tiny LM's MoBiLE + prefetch
 request trace is written to ``<out>/mobile.trace`` for the RTL testbench.
+
+SPEQ x MoBiLE (issue 13, ``golden.offload.study_spec_mobile``): the four methods on the same
+text (the full model's greedy continuation of 4 held-out prompts, 96 bytes each) and link, with
+a plane cache of the same bytes for all (split for SPEQ and the combination: draft planes, and
+the residual planes of one verify group, streamed): ``specmoe_speedup_vs_lru`` (the combination over
+on-demand LRU), ``specmoe_top1_agreement`` (measured share of its emitted bytes equal to the
+full model's), ``specmoe_link_bytes_per_token_<method>`` for ``lru_big``, ``mobile``, ``speq``
+and ``spec_mobile``; the draft uses the lut scale chosen on training text and adaptive length
+0.7.
 """
 
 from __future__ import annotations
@@ -44,4 +53,20 @@ def run(ctx) -> dict:
     write_trace(ctx.out_dir / "mobile.trace", tiny.traces["mobile_prefetch"])
     values = offload.bench_values(tiny, shapes)
     values["mobile_trained_model"] = 0.0 if source.startswith("RANDOM") else 1.0
+    values.update(_spec(ctx, model, source))
     return values
+
+
+def _spec(ctx, model, source) -> dict:
+    from golden import spec_mobile
+    from golden.model import blas_threads
+
+    with blas_threads(1):
+        scale, _ = spec_mobile.choose_lut_scale(model, adaptive=spec_mobile.DEFAULT_ADAPTIVE)
+        spec = dict(adaptive=spec_mobile.DEFAULT_ADAPTIVE,
+                    draft=spec_mobile.scaled_luts(model, scale))
+        study = offload.study_spec_mobile(model, source, spec=spec, progress=ctx.progress,
+                                          **offload.spec_lengths(model.config))
+    for line in offload.spec_report_lines(study):
+        ctx.progress(line)
+    return offload.spec_bench_values(study) | {"specmoe_lut_scale": float(scale)}
