@@ -145,7 +145,7 @@ def test_json_means_the_same_in_every_command():
                 assert action.nargs == 0, f"{name} --json takes a value"
                 assert "one JSON object instead of" in action.help, (name, action.help)
                 assert "progress goes to stderr" in action.help, (name, action.help)
-    assert {"cosim", "fpga", "mobile", "speq"} <= set(with_json)
+    assert {"cosim", "fpga", "mobile", "speq", "spec-mobile"} <= set(with_json)
 
 
 def test_verilog_list_describes_every_design_in_one_line(capsys):

@@ -40,7 +40,8 @@ def add_parser(sub):
     p.add_argument("--shapes", action="store_true",
                    help="also compare on the published MoE shapes (SYNTHETIC routing)")
     p.add_argument("--json", action="store_true",
-                   help="print everything as one JSON object (progress goes to stderr)")
+                   help="print the decoded text and the comparison as one JSON object instead of "
+                        "the text (progress goes to stderr)")
     p.set_defaults(func=run)
     return p
 
