@@ -1134,9 +1134,14 @@ HOST_ASSUMED = {
 }
 
 
-def spec_assumed(host: str) -> list[str]:
-    """The assumptions of a four-way comparison with ``host``."""
-    return SPEC_ASSUMED + [HOST_ASSUMED[host]]
+def spec_assumed(host: str, overlap: bool | str = False) -> list[str]:
+    """The assumptions of a four-way comparison with ``host`` (and ``overlap``: prefetch from
+    predictions, :func:`study_spec_mobile`)."""
+    out = list(SPEC_ASSUMED)
+    if overlap:
+        out = [a.replace("no prefetch from a prediction in any method (like for like)",
+                         "prefetch from each method's predictions (LRU has none)") for a in out]
+    return out + [HOST_ASSUMED[host]]
 
 
 @dataclass
@@ -1152,6 +1157,7 @@ class SpecStudy:
     speq_stats: dict[str, dict]
     routing: str = "measured (tiny LM on held-out prompts)"
     split: bool = True
+    overlap: bool | str = False
     traces: dict[str, list] = field(repr=False, default_factory=dict)
     token_counts: list[int] = field(repr=False, default_factory=list)
     runs: dict[str, list] = field(repr=False, default_factory=dict)
@@ -1227,7 +1233,9 @@ def study_spec_mobile(model, source: str, *, n_prompts: int = 4, prompt_len: int
     :func:`golden.spec_mobile.generate` (``adaptive``, ``draft``, ``draft_router``) for both
     speculative methods. ``split`` (default) gives the speculative methods the split plane
     cache (:func:`split_config`), ``overlap`` builds their traces with the draft's prefetches
-    (:func:`golden.spec_mobile.build_trace`); both measured in docs/spec_mobile.md. ``host``
+    (:func:`golden.spec_mobile.build_trace`: ``True`` or ``"jit"``) and MoBiLE's with its own
+    prefetches (the ranking after the little set, the next layer's guess); LRU has nothing to
+    predict with. Both measured in docs/spec_mobile.md. ``host``
     (default ``"nonblocking"``, the same for all four methods) is :attr:`OffloadConfig.host`.
     """
     from golden import model as gm
@@ -1262,7 +1270,7 @@ def study_spec_mobile(model, source: str, *, n_prompts: int = 4, prompt_len: int
                                               method="lru_big", **meta))
         runs["mobile"].append(mob.steps[sl])
         traces["mobile"].append(mobile_trace(mob.steps[sl], mc.n_layers, mc.n_experts,
-                                             prefetch=False, next_layer=False,
+                                             prefetch=bool(overlap), next_layer=bool(overlap),
                                              method="mobile", tau=tau, **meta))
         for name, experts in (("speq", "all"), ("spec_mobile", "little")):
             r = spec_mobile.generate(model, prompt, new_tokens, gamma=gamma,
@@ -1282,7 +1290,7 @@ def study_spec_mobile(model, source: str, *, n_prompts: int = 4, prompt_len: int
                             split_k=mc.top_k if split else None)
     st = {name: s.as_dict() for name, s in stats.items()}
     return SpecStudy(source, cfg, gamma, float(tau), sum(counts), methods, st, split=split,
-                     traces=traces, token_counts=counts, runs=runs)
+                     overlap=overlap, traces=traces, token_counts=counts, runs=runs)
 
 
 def spec_cache_sweep(study: SpecStudy, slots=None) -> list[dict]:
@@ -1391,7 +1399,10 @@ def spec_report_lines(study: SpecStudy, shapes: dict[str, dict] | None = None) -
     out.append(f"  SPEQ x MoBiLE: acceptance {s['token_acceptance']:.3f} per checked draft "
                f"token, {s['tokens_per_step']:.2f} tokens per verify pass, "
                f"{s['generated'] / max(s['draft_passes'], 1):.2f} tokens per draft pass")
-    out.append(f"  {c.host} host; lower bounds in us/token, without prediction (max(compute, "
+    out.append(f"  {c.host} host, " + (
+        f"prefetch from predictions ({'just in time' if study.overlap == 'jit' else 'a step ahead'}"
+        f" for the speculative methods, MoBiLE's own for MoBiLE, none for LRU)"
+        if study.overlap else "no prefetch from predictions") + "; lower bounds in us/token, without prediction (max(compute, "
                f"dense parts + link)) / with any prediction (max(compute, link)): " + ", ".join(
                    f"{n} {study.methods[n]['bound_no_prediction_per_token_s'] * 1e6:.1f} / "
                    f"{study.methods[n]['bound_ideal_per_token_s'] * 1e6:.1f}"
@@ -1407,16 +1418,17 @@ def spec_report_lines(study: SpecStudy, shapes: dict[str, dict] | None = None) -
             out.append(f"  {st['name']:20s} {m['lru_big']['time_per_token_s'] * 1e3:11.2f} "
                        + " ".join(f"{m[n]['speedup_vs_lru']:5.2f}x {m[n]['link_bytes_per_token'] / 1e6:5.0f}"
                                   for n in SPEC_METHODS[1:]))
-    out.append("Assumptions: " + "; ".join(spec_assumed(c.host)) + ".")
+    out.append("Assumptions: " + "; ".join(spec_assumed(c.host, study.overlap)) + ".")
     return out
 
 
 def spec_study_json(study: SpecStudy, shapes: dict[str, dict] | None = None) -> dict:
     return {"source": study.source, "routing": study.routing, "gamma": study.gamma,
             "tau": study.tau, "tokens": study.tokens, "offload_config": asdict(study.config),
-            "split_plane_cache": study.split,
+            "split_plane_cache": study.split, "host": study.config.host,
+            "prefetch_from_predictions": study.overlap,
             "methods": study.methods, "speculative_stats": study.speq_stats,
-            "labels": SPEC_LABELS, "assumed": spec_assumed(study.config.host),
+            "labels": SPEC_LABELS, "assumed": spec_assumed(study.config.host, study.overlap),
             "shapes": shapes or {}}
 
 

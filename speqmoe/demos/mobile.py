@@ -212,7 +212,7 @@ def _spec_markdown(ctx, model, source) -> list[str]:
                   f"{d['speedup_vs_lru']:.2f}x |")
     md += ["", f"Combination: acceptance {s['token_acceptance']:.3f} per checked draft token, "
            f"{s['tokens_per_step']:.2f} tokens per verify pass. Assumptions: "
-           + "; ".join(offload.spec_assumed(study.config.host)) + ".", "",
+           + "; ".join(offload.spec_assumed(study.config.host, study.overlap)) + ".", "",
            f"![time per token vs cache size]({plot.name})", "",
            "*Plot: modelled* time per token (us) of the four methods on the same *measured* "
            "tiny-LM traces for device caches of 4 to 64 expert slots (bytes of full-precision "
