@@ -270,6 +270,13 @@ def test_overlap_trace_adds_only_prefetches_of_predicted_or_verified_experts(sma
                        | {e for p in s.verify for e in p.layers[layer].experts})}
     assert all((r.step, r.layer, r.expert) in known and r.plane == "full"
                for r in over.records if r.op == "P")
+    jit = spec_mobile.build_trace(res, cfg.n_layers, cfg.n_experts, overlap="jit")
+    predicted = {(s.position, layer, e) for s in res.steps for layer in range(cfg.n_layers)
+                 for pr in s.predicted for e in pr[layer]}
+    assert demands(jit) == demands(plain) and jit.count("P") > 0
+    assert all((r.step, r.layer, r.expert) in predicted for r in jit.records if r.op == "P")
+    with pytest.raises(ValueError, match="overlap"):
+        spec_mobile.build_trace(res, cfg.n_layers, cfg.n_experts, overlap="later")
     oc = offload.split_config(OffloadConfig(expert_bytes=400, dense_bytes_per_layer=200,
                                             slots=8, plane_cache=True), cfg.top_k)
     assert simulate(over, oc).bytes_transferred > 0
