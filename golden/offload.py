@@ -1435,7 +1435,8 @@ def spec_study_json(study: SpecStudy, shapes: dict[str, dict] | None = None) -> 
 def spec_bench_values(study: SpecStudy) -> dict:
     """Bench keys of issue 13 (section ``mobile``): ``specmoe_speedup_vs_lru``,
     ``specmoe_top1_agreement`` and ``specmoe_link_bytes_per_token_<method>`` for the four
-    methods, plus the combination's acceptance and tokens per draft pass."""
+    methods, plus the combination's acceptance and tokens per draft pass, and its speedup
+    bounds (LRU's time over the combination's lower bounds without and with prediction)."""
     m = study.methods
     s = study.speq_stats["spec_mobile"]
     out = {"specmoe_speedup_vs_lru": m["spec_mobile"]["speedup_vs_lru"],
@@ -1443,7 +1444,12 @@ def spec_bench_values(study: SpecStudy) -> dict:
            "specmoe_speq_speedup_vs_lru": m["speq"]["speedup_vs_lru"],
            "specmoe_mobile_speedup_vs_lru": m["mobile"]["speedup_vs_lru"],
            "specmoe_acceptance": s["token_acceptance"],
-           "specmoe_tokens_per_draft_pass": s["generated"] / max(s["draft_passes"], 1)}
+           "specmoe_tokens_per_draft_pass": s["generated"] / max(s["draft_passes"], 1),
+           # the combination's lower bounds as speedups over LRU's time (docs/spec_mobile.md)
+           "specmoe_speedup_bound_no_prediction": m["lru_big"]["time_per_token_s"]
+           / m["spec_mobile"]["bound_no_prediction_per_token_s"],
+           "specmoe_speedup_bound_ideal": m["lru_big"]["time_per_token_s"]
+           / m["spec_mobile"]["bound_ideal_per_token_s"]}
     for name in SPEC_METHODS:
         out[f"specmoe_link_bytes_per_token_{name}"] = m[name]["link_bytes_per_token"]
     return {k: float(v) for k, v in out.items()}

@@ -211,7 +211,12 @@ def _spec_markdown(ctx, model, source) -> list[str]:
                   f"{d['link_bytes_per_token'] / 1e3:.1f} | {d['top1_agreement']:.3f} | "
                   f"{d['speedup_vs_lru']:.2f}x |")
     md += ["", f"Combination: acceptance {s['token_acceptance']:.3f} per checked draft token, "
-           f"{s['tokens_per_step']:.2f} tokens per verify pass. Assumptions: "
+           f"{s['tokens_per_step']:.2f} tokens per verify pass. Lower bounds of the "
+           f"combination (us/token): "
+           f"{study.methods['spec_mobile']['bound_no_prediction_per_token_s'] * 1e6:.1f} for a "
+           f"host that requests only what it knows (dense parts + link), "
+           f"{study.methods['spec_mobile']['bound_ideal_per_token_s'] * 1e6:.1f} for any host "
+           f"(max(compute, link)). Assumptions: "
            + "; ".join(offload.spec_assumed(study.config.host, study.overlap)) + ".", "",
            f"![time per token vs cache size]({plot.name})", "",
            "*Plot: modelled* time per token (us) of the four methods on the same *measured* "
