@@ -27,6 +27,20 @@ Timeline (batch 1 decoding; one compute engine, one host link)
        resident, each taking ``expert_compute_s``. The layer ends when the last expert is
        done; the ``R`` records then unpin the slots.
 
+Non-blocking host (``OffloadConfig.host = "nonblocking"``; the timeline above is the
+``"blocking"`` default of this module)
+    A layer pass's requests go out, in trace order, as soon as its dense part (its router) has
+    run; ``P`` records at the time the request before them was accepted. The controller
+    accepts a demand hit (and prefetches) while a demand waits for its fill, but only one
+    waiting demand: a demand that misses, or hits a fill in flight, is accepted when the
+    previous waiting demand's response has come. Each expert is computed as soon as all its
+    units are resident and the engine is free (the expert ready first goes first) and is
+    released when computed; ``X`` and ``R`` records only mark groups, and at most as many
+    experts as the largest ``X`` of the trace (k: a verify group) are pinned at a time, so a
+    verify's next expert fills while earlier ones compute. The next layer pass starts when the
+    last expert of this one is computed. Not co-simulated against the RTL (the blocking host
+    is); docs/spec_mobile.md.
+
 Fill order on the link (the RTL's rule, :class:`_Dma`)
     Every fill moves ``expert_bytes`` in ``transfer_s = expert_bytes / link_bytes_per_s +
     link_latency_s``; fills use the link one at a time and **a fill that has reached the DMA
