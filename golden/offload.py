@@ -521,7 +521,8 @@ def _simulate_nonblocking(trace: Trace, cfg: OffloadConfig, tokens: int | None) 
                          hits=c.hits, misses=c.misses,
                          prefetches_issued=c.prefetches_issued,
                          prefetches_useful=c.prefetches_useful,
-                         bytes_transferred=c.bytes_read, stall_s=stall, compute_s=compute, dense_s=dense,
+                         bytes_transferred=c.bytes_read, stall_s=stall, compute_s=compute,
+                         dense_s=dense,
                          fills=dma.log)
 
 
@@ -642,7 +643,8 @@ def simulate(trace: Trace, cfg: OffloadConfig, *, tokens: int | None = None) -> 
                          hits=c.hits, misses=c.misses,
                          prefetches_issued=c.prefetches_issued,
                          prefetches_useful=c.prefetches_useful,
-                         bytes_transferred=c.bytes_read, stall_s=stall, compute_s=compute, dense_s=dense,
+                         bytes_transferred=c.bytes_read, stall_s=stall, compute_s=compute,
+                         dense_s=dense,
                          fills=dma.log)
 
 
@@ -1416,8 +1418,9 @@ def spec_report_lines(study: SpecStudy, shapes: dict[str, dict] | None = None) -
     out.append(f"  {c.host} host, " + (
         f"prefetch from predictions ({'just in time' if study.overlap == 'jit' else 'a step ahead'}"
         f" for the speculative methods, MoBiLE's own for MoBiLE, none for LRU)"
-        if study.overlap else "no prefetch from predictions") + "; lower bounds in us/token, without prediction (max(compute, "
-               f"dense parts + link)) / with any prediction (max(compute, link)): " + ", ".join(
+        if study.overlap else "no prefetch from predictions")
+        + "; lower bounds in us/token, without prediction (max(compute, dense parts + link)) / "
+        "with any prediction (max(compute, link)): " + ", ".join(
                    f"{n} {study.methods[n]['bound_no_prediction_per_token_s'] * 1e6:.1f} / "
                    f"{study.methods[n]['bound_ideal_per_token_s'] * 1e6:.1f}"
                    for n in SPEC_METHODS))
