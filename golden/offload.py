@@ -1145,8 +1145,8 @@ HOST_ASSUMED = {
                    "union of all its tokens' routes of that layer), hits are served under a "
                    "waiting miss (one waiting demand at a time, the controller's rule), each "
                    "expert is computed as soon as its planes are on chip and released right "
-                   "after, so the next expert's fill takes its slot (at most k pinned); nothing "
-                   "is requested before a layer's router has run",
+                   "after, so the next expert's fill takes its slot (at most k pinned); no demand "
+                   "goes out before its layer's router has run",
 }
 
 
