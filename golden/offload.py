@@ -27,6 +27,20 @@ Timeline (batch 1 decoding; one compute engine, one host link)
        resident, each taking ``expert_compute_s``. The layer ends when the last expert is
        done; the ``R`` records then unpin the slots.
 
+Non-blocking host (``OffloadConfig.host = "nonblocking"``; the timeline above is the
+``"blocking"`` default of this module)
+    A layer pass's requests go out, in trace order, as soon as its dense part (its router) has
+    run; ``P`` records at the time the request before them was accepted. The controller
+    accepts a demand hit (and prefetches) while a demand waits for its fill, but only one
+    waiting demand: a demand that misses, or hits a fill in flight, is accepted when the
+    previous waiting demand's response has come. Each expert is computed as soon as all its
+    units are resident and the engine is free (the expert ready first goes first) and is
+    released when computed; ``X`` and ``R`` records only mark groups, and at most as many
+    experts as the largest ``X`` of the trace (k: a verify group) are pinned at a time, so a
+    verify's next expert fills while earlier ones compute. The next layer pass starts when the
+    last expert of this one is computed. Not co-simulated against the RTL (the blocking host
+    is); docs/spec_mobile.md.
+
 Fill order on the link (the RTL's rule, :class:`_Dma`)
     Every fill moves ``expert_bytes`` in ``transfer_s = expert_bytes / link_bytes_per_s +
     link_latency_s``; fills use the link one at a time and **a fill that has reached the DMA
@@ -66,6 +80,7 @@ from golden.trace import Trace
 
 PCIE4_X16_BYTES_PER_S = 25e9       # PCIe 4.0 x16 effective, pinned memory (docs/model_shapes.md)
 GPU_BYTES_PER_S = 1008e9           # assumed compute device: RTX 4090-class GDDR6X, 1008 GB/s
+HOSTS = ("blocking", "nonblocking")
 METHODS = ("lru_big", "little", "mobile", "mobile_prefetch")
 METHOD_LABELS = {"lru_big": "big only, on-demand LRU (baseline)", "little": "little only",
                  "mobile": "MoBiLE", "mobile_prefetch": "MoBiLE + prefetch"}
@@ -101,10 +116,17 @@ class OffloadConfig:
     plane_cache: bool = False
     draft_ratio: float = 0.25
     draft_units: int = 0
+    host: str = "blocking"
+
+    # ``host``: "blocking" (module docstring, step 2: the next request only after a demand's
+    # response, a verify group's requests after the previous group's compute) or
+    # "nonblocking" (:func:`simulate`, "Non-blocking host"). Measured in docs/spec_mobile.md.
 
     def __post_init__(self):
         if self.slots < 1:
             raise ValueError(f"slots must be >= 1, not {self.slots!r}")
+        if self.host not in HOSTS:
+            raise ValueError(f"host must be one of {', '.join(HOSTS)}, not {self.host!r}")
         if self.policy not in ("lru", "fifo", "lfu"):
             raise ValueError(f"policy must be lru, fifo or lfu, not {self.policy!r}")
         for name in ("expert_bytes", "link_bytes_per_s", "device_bytes_per_s"):
@@ -182,6 +204,8 @@ class OffloadResult:
     bytes_transferred: int
     stall_s: float
     compute_s: float
+    dense_s: float = 0.0          # of compute_s: the dense parts and heads (link idle then,
+                                  # unless a prefetch is in flight)
     fills: list = field(default_factory=list, repr=False)   # FillRecord, completion order
 
     @property
@@ -328,9 +352,15 @@ def _units(expert: int, plane: str | None, plane_cache: bool) -> list[int]:
     return [first] if plane == "draft" else list(range(first, first + PLANE_UNITS))
 
 
-def simulate(trace: Trace, cfg: OffloadConfig, *, tokens: int | None = None) -> OffloadResult:
-    """Time ``trace`` under ``cfg`` (see the module docstring). ``tokens`` (default: the
-    number of distinct steps) divides the time into ``time_per_token_s``."""
+def _needs_fill(cache, layer: int, tag: int) -> bool:
+    """Whether a demand of ``tag`` now would wait for a fill (absent, or its fill in flight)."""
+    if isinstance(cache, _SplitPlaneCache):
+        cache = cache.parts[0 if tag % PLANE_UNITS == 0 else 1]
+    slot = cache.lookup(layer, tag)
+    return slot is None or cache.slot_state(slot).state != "valid"
+
+
+def _cache_setup(trace: Trace, cfg: OffloadConfig):
     units = PLANE_UNITS if cfg.plane_cache else 1
     if cfg.plane_cache and cfg.expert_bytes % PLANE_UNITS:
         raise ValueError(f"a plane cache needs expert_bytes divisible by {PLANE_UNITS}")
@@ -339,12 +369,169 @@ def simulate(trace: Trace, cfg: OffloadConfig, *, tokens: int | None = None) -> 
               n_experts=trace.n_experts * units, lockstep=False)
     if cfg.draft_units:
         cache = _SplitPlaneCache(cfg.draft_units, cfg.slots * units - cfg.draft_units, **kw)
-        complete = cache.complete
-    else:
-        cache = ExpertCacheModel(cfg.slots * units, **kw)
+        return cache, cache.complete
+    cache = ExpertCacheModel(cfg.slots * units, **kw)
 
-        def complete(slot: int) -> None:
-            cache.complete_prefetches(1)
+    def complete(slot: int) -> None:
+        cache.complete_prefetches(1)
+    return cache, complete
+
+
+def _simulate_nonblocking(trace: Trace, cfg: OffloadConfig, tokens: int | None) -> OffloadResult:
+    """:func:`simulate` with ``cfg.host == "nonblocking"`` (see there)."""
+    cache, complete = _cache_setup(trace, cfg)
+    dma = _Dma(cfg.unit_transfer_s)
+    window = max([r.n for r in trace.records if r.op == "X"] or [1])
+    explicit = any(r.op == "L" for r in trace.records)
+    now = 0.0                 # the compute engine is free from this time
+    accept = 0.0              # the controller accepted the host's last request at this time
+    waiting_until = 0.0       # the response of the last waiting demand
+    inflight: deque[FillRecord] = deque()
+    fill_of: dict[int, FillRecord] = {}
+    pinned: list[tuple[float, int, list[int]]] = []    # (ready, order, slots) not computed
+    order = 0
+    t0 = 0.0                  # the open layer pass's router has run at this time
+    is_open = after_x = False
+    mode, passes = "full", 1
+    stall = compute = dense = 0.0
+    steps = set()
+
+    def retire(t: float) -> None:
+        dma.advance(t)
+        while inflight and inflight[0].end is not None and inflight[0].end <= t:
+            f = inflight.popleft()
+            fill_of.pop(f.slot, None)
+            complete(f.slot)
+
+    def compute_next() -> float:
+        """Compute the pinned expert that is ready first; release it; return its end."""
+        nonlocal now, stall, compute
+        i = min(range(len(pinned)), key=lambda j: pinned[j][:2])
+        ready, _, slots = pinned.pop(i)
+        if ready > now:
+            stall += ready - now
+            now = ready
+        each = cfg.expert_time_for(mode, passes)
+        now += each
+        compute += each
+        for slot in slots:
+            cache.release(slot)
+        return now
+
+    def settle(t: float) -> None:
+        """Computes that have ended by ``t`` release their slots before a request at ``t``."""
+        while pinned and max(now, min(p[0] for p in pinned)) + \
+                cfg.expert_time_for(mode, passes) <= t:
+            compute_next()
+
+    def close() -> None:
+        nonlocal is_open
+        while pinned:
+            compute_next()
+        is_open = False
+
+    def open_layer(layer: int, how: str, n_tokens: int) -> None:
+        nonlocal now, compute, dense, is_open, after_x, mode, passes, t0
+        close()
+        mode, passes = how, -(-n_tokens // 4)
+        lead = cfg.layer_time_s(how, n_tokens) + (cfg.head_time_s(how, n_tokens)
+                                                  if layer == 0 else 0.0)
+        now += lead
+        compute += lead
+        dense += lead
+        t0 = now
+        is_open, after_x = True, False
+
+    def demand(r, tag: int, t_avail: float) -> tuple[float, int, float]:
+        nonlocal accept, waiting_until
+        while True:
+            t = max(t_avail, accept)
+            settle(t)
+            retire(t)
+            if _needs_fill(cache, r.layer, tag):
+                # one waiting demand at a time: a second miss is accepted after its response
+                t = max(t, waiting_until)
+                settle(t)
+                retire(t)
+            res = cache.access(r.layer, tag, "demand")
+            if not res.waited:
+                break
+            if pinned:                 # a slot frees when a pinned expert has been computed
+                t_avail = max(t_avail, compute_next())
+            elif inflight:             # or when the oldest prefetch fill completes
+                t_avail = max(t_avail, dma.finish(inflight[0]))
+            else:
+                raise ValueError(f"{cfg.slots} slots cannot hold the pins of one layer "
+                                 f"(demand {r.id} at step {r.step} would wait forever)")
+        accept = t
+        if res.in_flight:
+            target = fill_of[res.slot]
+            done = dma.finish(target)
+            while inflight:
+                f = inflight.popleft()
+                fill_of.pop(f.slot, None)
+                if f is target:
+                    break
+                if cfg.draft_units and ((f.slot < cfg.draft_units)
+                                        != (target.slot < cfg.draft_units)):
+                    complete(f.slot)
+            waiting_until = done
+        elif not res.hit:
+            done = dma.demand_fill(FillRecord("demand", r.layer, r.expert, res.slot, t))
+            waiting_until = done
+        else:
+            done = t
+        return done, res.slot, t_avail
+
+    for r in trace.records:
+        steps.add(r.step)
+        if r.op == "L":
+            open_layer(r.layer, r.mode, r.tokens)
+        elif r.op in ("D", "P") and not explicit and (not is_open or after_x):
+            open_layer(r.layer, "full", 1)            # version 1: one full-precision token
+        if r.op == "D":
+            t_avail = t0
+            while len(pinned) >= window:              # at most ``window`` experts pinned
+                t_avail = max(t_avail, compute_next())
+            ready, slots = t_avail, []
+            for tag in _units(r.expert, r.plane, cfg.plane_cache):
+                done, slot, t_avail = demand(r, tag, t_avail)
+                ready = max(ready, done)
+                slots.append(slot)
+            pinned.append((ready, order, slots))
+            order += 1
+        elif r.op == "P":
+            for tag in _units(r.expert, r.plane, cfg.plane_cache):
+                t = max(t0, accept)
+                settle(t)
+                retire(t)
+                res = cache.access(r.layer, tag, "prefetch")
+                accept = t
+                if not res.dropped:
+                    f = FillRecord("prefetch", r.layer, r.expert, res.slot, t)
+                    dma.prefetch(f)
+                    inflight.append(f)
+                    fill_of[res.slot] = f
+        elif r.op == "X":
+            after_x = True
+    close()
+    dma.advance(float("inf"))
+    c = cache.counters
+    return OffloadResult(time_s=now, tokens=len(steps) if tokens is None else int(tokens),
+                         hits=c.hits, misses=c.misses,
+                         prefetches_issued=c.prefetches_issued,
+                         prefetches_useful=c.prefetches_useful,
+                         bytes_transferred=c.bytes_read, stall_s=stall, compute_s=compute,
+                         dense_s=dense,
+                         fills=dma.log)
+
+
+def simulate(trace: Trace, cfg: OffloadConfig, *, tokens: int | None = None) -> OffloadResult:
+    """Time ``trace`` under ``cfg`` (see the module docstring). ``tokens`` (default: the
+    number of distinct steps) divides the time into ``time_per_token_s``."""
+    if cfg.host == "nonblocking":
+        return _simulate_nonblocking(trace, cfg, tokens)
+    cache, complete = _cache_setup(trace, cfg)
     dma = _Dma(cfg.unit_transfer_s)
     now = 0.0                 # the compute engine (and the host issuing requests)
     port = 0.0                # the controller's request port is free from this time
@@ -355,7 +542,7 @@ def simulate(trace: Trace, cfg: OffloadConfig, *, tokens: int | None = None) -> 
     explicit = any(r.op == "L" for r in trace.records)    # version 2: L records open passes
     mode, passes = "full", 1                  # of the current layer pass
     ready: list[float] = []
-    stall = compute = 0.0
+    stall = compute = dense = 0.0
     steps = set()
 
     def retire(t: float) -> None:
@@ -367,12 +554,13 @@ def simulate(trace: Trace, cfg: OffloadConfig, *, tokens: int | None = None) -> 
             complete(f.slot)
 
     def open_layer(layer: int, how: str, n_tokens: int) -> None:
-        nonlocal now, compute, layer_open, mode, passes, ready
+        nonlocal now, compute, dense, layer_open, mode, passes, ready
         mode, passes = how, -(-n_tokens // 4)        # 4 lanes: ceil(tokens / 4) weight passes
         lead = cfg.layer_time_s(how, n_tokens) + (cfg.head_time_s(how, n_tokens)
                                                   if layer == 0 else 0.0)
         now += lead
         compute += lead
+        dense += lead
         layer_open = True
         ready = []
 
@@ -456,6 +644,7 @@ def simulate(trace: Trace, cfg: OffloadConfig, *, tokens: int | None = None) -> 
                          prefetches_issued=c.prefetches_issued,
                          prefetches_useful=c.prefetches_useful,
                          bytes_transferred=c.bytes_read, stall_s=stall, compute_s=compute,
+                         dense_s=dense,
                          fills=dma.log)
 
 
@@ -942,9 +1131,33 @@ SPEC_ASSUMED = [
     "per ceil((g+1)/4) weight passes (4 PE lanes), at most k experts pinned at a time",
     "a draft pass costs draft_ratio of a full pass's compute (tiny LM: the accelerator's "
     "cycle model; published shapes: 0.25, memory-bound)",
-    "no prefetch in any method (like for like); fills run to completion in DMA order",
+    "no prefetch from a prediction in any method (like for like); fills run to completion in "
+    "DMA order",
     "every prompt starts with a cold cache; prefill is not timed",
 ]
+
+
+HOST_ASSUMED = {
+    "blocking": "blocking host: the next request after a demand's response, a verify group's "
+                "requests after the previous group has been computed",
+    "nonblocking": "non-blocking host, the same for all four methods: a layer pass's requests "
+                   "go out as soon as its router has run (a verify pass's router gives the "
+                   "union of all its tokens' routes of that layer), hits are served under a "
+                   "waiting miss (one waiting demand at a time, the controller's rule), each "
+                   "expert is computed as soon as its planes are on chip and released right "
+                   "after, so the next expert's fill takes its slot (at most k pinned); no demand "
+                   "goes out before its layer's router has run",
+}
+
+
+def spec_assumed(host: str, overlap: bool | str = False) -> list[str]:
+    """The assumptions of a four-way comparison with ``host`` (and ``overlap``: prefetch from
+    predictions, :func:`study_spec_mobile`)."""
+    out = list(SPEC_ASSUMED)
+    if overlap:
+        out = [a.replace("no prefetch from a prediction in any method (like for like)",
+                         "prefetch from each method's predictions (LRU has none)") for a in out]
+    return out + [HOST_ASSUMED[host]]
 
 
 @dataclass
@@ -960,6 +1173,7 @@ class SpecStudy:
     speq_stats: dict[str, dict]
     routing: str = "measured (tiny LM on held-out prompts)"
     split: bool = True
+    overlap: bool | str = False
     traces: dict[str, list] = field(repr=False, default_factory=dict)
     token_counts: list[int] = field(repr=False, default_factory=list)
     runs: dict[str, list] = field(repr=False, default_factory=dict)
@@ -1005,6 +1219,15 @@ def _time_methods(traces: dict[str, list], token_counts: list[int], cfg: Offload
                      "hit_rate": hits / (hits + misses) if hits + misses else 0.0,
                      "stall_s": sum(r.stall_s for r in rs),
                      "top1_agreement": agreement[name], "draft_units": c.draft_units}
+        compute_s = sum(r.compute_s for r in rs) / n
+        dense_s = sum(r.dense_s for r in rs) / n
+        link_s = link / n / c.link_bytes_per_s
+        # lower bounds per token: the compute; the link, if every fill hid behind compute;
+        # without prediction nothing is known during a dense part, so dense + link
+        out[name] |= {"compute_per_token_s": compute_s, "dense_per_token_s": dense_s,
+                      "link_per_token_s": link_s,
+                      "bound_ideal_per_token_s": max(compute_s, link_s),
+                      "bound_no_prediction_per_token_s": max(compute_s, dense_s + link_s)}
     base = out["lru_big"]["time_s"]
     for d in out.values():
         d["speedup_vs_lru"] = base / d["time_s"] if d["time_s"] else float("nan")
@@ -1014,7 +1237,8 @@ def _time_methods(traces: dict[str, list], token_counts: list[int], cfg: Offload
 def study_spec_mobile(model, source: str, *, n_prompts: int = 4, prompt_len: int = 32,
                       new_tokens: int = 96, gamma: int = 3, tau: float = DEFAULT_TAU,
                       cache_fraction: float = 0.25, spec: dict | None = None, progress=None,
-                      split: bool = True, overlap: bool = False, **kw) -> SpecStudy:
+                      split: bool = True, overlap: bool = False, host: str = "nonblocking",
+                      **kw) -> SpecStudy:
     """Measured four-way comparison on the tiny LM (``kw`` go to :func:`tiny_config`).
 
     For each held-out prompt the full model's greedy continuation of ``new_tokens`` bytes is
@@ -1025,7 +1249,10 @@ def study_spec_mobile(model, source: str, *, n_prompts: int = 4, prompt_len: int
     :func:`golden.spec_mobile.generate` (``adaptive``, ``draft``, ``draft_router``) for both
     speculative methods. ``split`` (default) gives the speculative methods the split plane
     cache (:func:`split_config`), ``overlap`` builds their traces with the draft's prefetches
-    (:func:`golden.spec_mobile.build_trace`); both measured in docs/spec_mobile.md.
+    (:func:`golden.spec_mobile.build_trace`: ``True`` or ``"jit"``) and MoBiLE's with its own
+    prefetches (the ranking after the little set, the next layer's guess); LRU has nothing to
+    predict with. Both measured in docs/spec_mobile.md. ``host``
+    (default ``"nonblocking"``, the same for all four methods) is :attr:`OffloadConfig.host`.
     """
     from golden import model as gm
     from golden import spec_mobile
@@ -1036,7 +1263,7 @@ def study_spec_mobile(model, source: str, *, n_prompts: int = 4, prompt_len: int
     spec = dict(spec or {})
     mc = model.config
     slots = max(mc.top_k, int(round(cache_fraction * mc.n_layers * mc.n_experts)))
-    cfg = tiny_config(mc, slots, plane_cache=True, **kw)
+    cfg = tiny_config(mc, slots, plane_cache=True, host=host, **kw)
     dec = MobileDecoder(model, MobileConfig(tau=tau))
     traces: dict[str, list] = {m: [] for m in SPEC_METHODS}
     counts: list[int] = []
@@ -1059,7 +1286,7 @@ def study_spec_mobile(model, source: str, *, n_prompts: int = 4, prompt_len: int
                                               method="lru_big", **meta))
         runs["mobile"].append(mob.steps[sl])
         traces["mobile"].append(mobile_trace(mob.steps[sl], mc.n_layers, mc.n_experts,
-                                             prefetch=False, next_layer=False,
+                                             prefetch=bool(overlap), next_layer=bool(overlap),
                                              method="mobile", tau=tau, **meta))
         for name, experts in (("speq", "all"), ("spec_mobile", "little")):
             r = spec_mobile.generate(model, prompt, new_tokens, gamma=gamma,
@@ -1079,7 +1306,7 @@ def study_spec_mobile(model, source: str, *, n_prompts: int = 4, prompt_len: int
                             split_k=mc.top_k if split else None)
     st = {name: s.as_dict() for name, s in stats.items()}
     return SpecStudy(source, cfg, gamma, float(tau), sum(counts), methods, st, split=split,
-                     traces=traces, token_counts=counts, runs=runs)
+                     overlap=overlap, traces=traces, token_counts=counts, runs=runs)
 
 
 def spec_cache_sweep(study: SpecStudy, slots=None) -> list[dict]:
@@ -1138,7 +1365,8 @@ def synthetic_spec_steps(rankings: np.ndarray, little_k: int, gamma: int, alpha:
 
 def study_spec_shape(shape: MoeShape, *, tokens: int = 64, gamma: int = 3, alpha: float,
                      mobile_agreement: float, routing: SyntheticRouting = SyntheticRouting(),
-                     cache_fraction: float = 0.25, split: bool = True, **kw) -> dict:
+                     cache_fraction: float = 0.25, split: bool = True,
+                     host: str = "nonblocking", **kw) -> dict:
     """The four-way comparison on a published shape with SYNTHETIC routing; the combination's
     acceptance ``alpha`` (i.i.d.) and MoBiLE's agreement come from the tiny LM (measured
     there, assumed here)."""
@@ -1156,7 +1384,7 @@ def study_spec_shape(shape: MoeShape, *, tokens: int = 64, gamma: int = 3, alpha
                                      next_layer=False, **meta)],
               "speq": [spec_trace(full, shape.moe_layers, shape.n_experts, **meta)],
               "spec_mobile": [spec_trace(comb, shape.moe_layers, shape.n_experts, **meta)]}
-    cfg = shape_config(shape, cache_fraction, plane_cache=True, **kw)
+    cfg = shape_config(shape, cache_fraction, plane_cache=True, host=host, **kw)
     agreement = {"lru_big": 1.0, "mobile": mobile_agreement, "speq": 1.0, "spec_mobile": 1.0}
     return {"name": shape.name, "routing": "SYNTHETIC", "alpha_assumed": alpha,
             "slots": cfg.slots, "offload_config": asdict(cfg),
@@ -1187,6 +1415,15 @@ def spec_report_lines(study: SpecStudy, shapes: dict[str, dict] | None = None) -
     out.append(f"  SPEQ x MoBiLE: acceptance {s['token_acceptance']:.3f} per checked draft "
                f"token, {s['tokens_per_step']:.2f} tokens per verify pass, "
                f"{s['generated'] / max(s['draft_passes'], 1):.2f} tokens per draft pass")
+    out.append(f"  {c.host} host, " + (
+        f"prefetch from predictions ({'just in time' if study.overlap == 'jit' else 'a step ahead'}"
+        f" for the speculative methods, MoBiLE's own for MoBiLE, none for LRU)"
+        if study.overlap else "no prefetch from predictions")
+        + "; lower bounds in us/token, without prediction (max(compute, dense parts + link)) / "
+        "with any prediction (max(compute, link)): " + ", ".join(
+                   f"{n} {study.methods[n]['bound_no_prediction_per_token_s'] * 1e6:.1f} / "
+                   f"{study.methods[n]['bound_ideal_per_token_s'] * 1e6:.1f}"
+                   for n in SPEC_METHODS))
     if shapes:
         out.append("")
         out.append("Published shapes, SYNTHETIC routing (acceptance and MoBiLE agreement taken "
@@ -1198,22 +1435,25 @@ def spec_report_lines(study: SpecStudy, shapes: dict[str, dict] | None = None) -
             out.append(f"  {st['name']:20s} {m['lru_big']['time_per_token_s'] * 1e3:11.2f} "
                        + " ".join(f"{m[n]['speedup_vs_lru']:5.2f}x {m[n]['link_bytes_per_token'] / 1e6:5.0f}"
                                   for n in SPEC_METHODS[1:]))
-    out.append("Assumptions: " + "; ".join(SPEC_ASSUMED) + ".")
+    out.append("Assumptions: " + "; ".join(spec_assumed(c.host, study.overlap)) + ".")
     return out
 
 
 def spec_study_json(study: SpecStudy, shapes: dict[str, dict] | None = None) -> dict:
     return {"source": study.source, "routing": study.routing, "gamma": study.gamma,
             "tau": study.tau, "tokens": study.tokens, "offload_config": asdict(study.config),
-            "split_plane_cache": study.split,
+            "split_plane_cache": study.split, "host": study.config.host,
+            "prefetch_from_predictions": study.overlap,
             "methods": study.methods, "speculative_stats": study.speq_stats,
-            "labels": SPEC_LABELS, "assumed": SPEC_ASSUMED, "shapes": shapes or {}}
+            "labels": SPEC_LABELS, "assumed": spec_assumed(study.config.host, study.overlap),
+            "shapes": shapes or {}}
 
 
 def spec_bench_values(study: SpecStudy) -> dict:
     """Bench keys of issue 13 (section ``mobile``): ``specmoe_speedup_vs_lru``,
     ``specmoe_top1_agreement`` and ``specmoe_link_bytes_per_token_<method>`` for the four
-    methods, plus the combination's acceptance and tokens per draft pass."""
+    methods, plus the combination's acceptance and tokens per draft pass, and its speedup
+    bounds (LRU's time over the combination's lower bounds without and with prediction)."""
     m = study.methods
     s = study.speq_stats["spec_mobile"]
     out = {"specmoe_speedup_vs_lru": m["spec_mobile"]["speedup_vs_lru"],
@@ -1221,7 +1461,12 @@ def spec_bench_values(study: SpecStudy) -> dict:
            "specmoe_speq_speedup_vs_lru": m["speq"]["speedup_vs_lru"],
            "specmoe_mobile_speedup_vs_lru": m["mobile"]["speedup_vs_lru"],
            "specmoe_acceptance": s["token_acceptance"],
-           "specmoe_tokens_per_draft_pass": s["generated"] / max(s["draft_passes"], 1)}
+           "specmoe_tokens_per_draft_pass": s["generated"] / max(s["draft_passes"], 1),
+           # the combination's lower bounds as speedups over LRU's time (docs/spec_mobile.md)
+           "specmoe_speedup_bound_no_prediction": m["lru_big"]["time_per_token_s"]
+           / m["spec_mobile"]["bound_no_prediction_per_token_s"],
+           "specmoe_speedup_bound_ideal": m["lru_big"]["time_per_token_s"]
+           / m["spec_mobile"]["bound_ideal_per_token_s"]}
     for name in SPEC_METHODS:
         out[f"specmoe_link_bytes_per_token_{name}"] = m[name]["link_bytes_per_token"]
     return {k: float(v) for k, v in out.items()}

@@ -253,7 +253,8 @@ def generate(model: MoeLM, prompt: bytes, max_new_tokens: int, gamma: int = 3,
 
 
 def build_trace(result: SpecMobileResult, n_layers: int, n_experts: int, *,
-                builder: TraceBuilder | None = None, overlap: bool = False, **meta) -> Trace:
+                builder: TraceBuilder | None = None, overlap: bool | str = False,
+                **meta) -> Trace:
     """The version-2 request trace of a run (docs/trace.md).
 
     Per step (``step`` = the number of tokens generated before it): every draft pass, layer by
@@ -270,17 +271,36 @@ def build_trace(result: SpecMobileResult, n_layers: int, n_experts: int, *,
     verify of a layer takes the predicted experts first and prefetches, when its router has
     run, every expert of its union after the first group, so the fills of later groups run
     while earlier groups compute.
+
+    ``overlap="jit"`` prefetches just in time instead: the last draft pass's last layer
+    prefetches the verify's layer-0 experts that the drafts predicted (the draft router's
+    top-k of any draft pass), and verify layer ``l``, once its router has run, prefetches the
+    predicted experts of layer ``l + 1``; the verify takes predicted experts first.
     """
+    if overlap not in (False, True, "jit"):
+        raise ValueError(f"overlap must be False, True or 'jit', not {overlap!r}")
     b = builder or TraceBuilder(n_layers, n_experts, **meta)
     k = result.top_k
+    jit = overlap == "jit"
     for s in result.steps:
         step = s.position
         asked = [set() for _ in range(n_layers)]
+        pred: list[list[int]] = [[] for _ in range(n_layers)]
+        if jit:
+            for per_layer in s.predicted:
+                for layer in range(n_layers):
+                    for e in per_layer[layer]:
+                        if e not in pred[layer]:
+                            pred[layer].append(e)
+                            asked[layer].add(e)
         for j, p in enumerate(s.drafts):
             for ls in p.layers:
                 b.layer(step, ls.layer, "draft", 1)
                 ids = [b.demand(step, ls.layer, e, plane="draft") for e in ls.experts]
-                if overlap:
+                if jit and j == len(s.drafts) - 1 and ls.layer == n_layers - 1:
+                    for e in pred[0]:
+                        b.prefetch(step, 0, e, plane="full")
+                elif overlap and not jit:
                     for e in s.predicted[j][ls.layer]:
                         if e not in asked[ls.layer]:
                             asked[ls.layer].add(e)
@@ -297,7 +317,10 @@ def build_trace(result: SpecMobileResult, n_layers: int, n_experts: int, *,
             if overlap:
                 union.sort(key=lambda e: e not in asked[layer])     # stable: predicted first
             b.layer(step, layer, "full", len(s.verify))
-            if overlap:
+            if jit and layer + 1 < n_layers:
+                for e in pred[layer + 1]:
+                    b.prefetch(step, layer + 1, e, plane="full")
+            elif overlap and not jit:
                 for e in union[k:]:
                     b.prefetch(step, layer, e, plane="full")
             for i in range(0, len(union), k):

@@ -206,6 +206,49 @@ def test_split_plane_cache_keeps_draft_planes_while_residuals_stream():
     assert offload.split_config(OffloadConfig(**base), 3).draft_units == 0   # too small
 
 
+NB = dict(expert_bytes=100, dense_bytes_per_layer=0, slots=2, link_bytes_per_s=100.0,
+          dense_time_s=0.5, expert_time_s=0.25)      # a fill 1.0 s, dense 0.5 s, expert 0.25 s
+
+
+def test_nonblocking_host_fills_a_verify_group_while_the_previous_one_computes():
+    # one verify layer pass over 2 tokens, 4 experts in two groups of 2, 2 slots, all misses
+    b = TraceBuilder(1, 4)
+    b.layer(0, 0, "full", 2)
+    for group in ((0, 1), (2, 3)):
+        ids = [b.demand(0, 0, e) for e in group]
+        b.compute(0, 0, 2)
+        for i in ids:
+            b.release(0, i)
+    blocking = simulate(b.trace, OffloadConfig(**NB))
+    nb = simulate(b.trace, OffloadConfig(**NB, host="nonblocking"))
+    # blocking: fills 0.5-1.5, 1.5-2.5, computes to 2.75, then fills 2.75-4.75, compute 5.0;
+    # non-blocking: expert 0 is computed (1.5-1.75) and released while expert 1 fills, so
+    # expert 2's fill follows expert 1's at 2.5: fills back to back, last compute 4.5-4.75
+    assert blocking.time_s == pytest.approx(5.0) and nb.time_s == pytest.approx(4.75)
+    assert [f.start for f in nb.fills] == pytest.approx([0.5, 1.5, 2.5, 3.5])
+    assert (nb.misses, nb.bytes_transferred, nb.dense_s) == (4, 400, 0.5)
+    assert blocking.misses == 4 and nb.compute_s == pytest.approx(blocking.compute_s)
+
+
+def test_nonblocking_host_serves_a_hit_under_a_waiting_miss():
+    b = TraceBuilder(1, 4)
+    for step, experts in ((0, (0,)), (1, (1, 0))):
+        b.layer(step, 0, "full", 1)
+        ids = [b.demand(step, 0, e) for e in experts]
+        b.compute(step, 0, len(ids))
+        for i in ids:
+            b.release(step, i)
+    blocking = simulate(b.trace, OffloadConfig(**NB))
+    nb = simulate(b.trace, OffloadConfig(**NB, host="nonblocking"))
+    # step 0: 0.5 + fill 1.0 + 0.25 = 1.75; step 1 router at 2.25, expert 1 misses (fill
+    # 2.25-3.25); blocking: the hit on expert 0 waits for that response, both compute after
+    # 3.25 (3.75); non-blocking: expert 0 is computed at once (2.25-2.5), expert 1 at 3.25
+    assert blocking.time_s == pytest.approx(3.75) and nb.time_s == pytest.approx(3.5)
+    assert (nb.hits, nb.misses) == (blocking.hits, blocking.misses) == (1, 2)
+    with pytest.raises(ValueError, match="host"):
+        OffloadConfig(**NB, host="eager")
+
+
 def test_overlap_trace_adds_only_prefetches_of_predicted_or_verified_experts(small):
     res = spec_mobile.generate(small, PROMPTS[2], 24, gamma=3)
     cfg = small.config
@@ -227,6 +270,13 @@ def test_overlap_trace_adds_only_prefetches_of_predicted_or_verified_experts(sma
                        | {e for p in s.verify for e in p.layers[layer].experts})}
     assert all((r.step, r.layer, r.expert) in known and r.plane == "full"
                for r in over.records if r.op == "P")
+    jit = spec_mobile.build_trace(res, cfg.n_layers, cfg.n_experts, overlap="jit")
+    predicted = {(s.position, layer, e) for s in res.steps for layer in range(cfg.n_layers)
+                 for pr in s.predicted for e in pr[layer]}
+    assert demands(jit) == demands(plain) and jit.count("P") > 0
+    assert all((r.step, r.layer, r.expert) in predicted for r in jit.records if r.op == "P")
+    with pytest.raises(ValueError, match="overlap"):
+        spec_mobile.build_trace(res, cfg.n_layers, cfg.n_experts, overlap="later")
     oc = offload.split_config(OffloadConfig(expert_bytes=400, dense_bytes_per_layer=200,
                                             slots=8, plane_cache=True), cfg.top_k)
     assert simulate(over, oc).bytes_transferred > 0
@@ -249,7 +299,13 @@ def test_four_way_study_is_lossless_for_the_speculative_methods(seed):
     assert [r["slots"] for r in rows] == sorted(r["slots"] for r in rows)
     assert rows[-1]["lru_big_time_per_token_s"] <= rows[0]["lru_big_time_per_token_s"]
     text = "\n".join(offload.spec_report_lines(st))
-    assert "random test model" in text and "Assumptions" in text
+    assert "random test model" in text and "Assumptions" in text and "nonblocking host" in text
+    # no method prefetches: nothing is known while a dense part runs, so no run beats
+    # dense parts + link, nor its compute
+    assert st.config.host == "nonblocking"
+    for d in m.values():
+        assert d["time_per_token_s"] >= d["bound_no_prediction_per_token_s"] * (1 - 1e-12)
+        assert d["bound_no_prediction_per_token_s"] >= d["bound_ideal_per_token_s"]
 
 
 def test_command_json_is_one_object_and_bad_input_is_one_line(capsys):

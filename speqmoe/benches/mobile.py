@@ -27,7 +27,12 @@ the residual planes of one verify group, streamed): ``specmoe_speedup_vs_lru`` (
 on-demand LRU), ``specmoe_top1_agreement`` (measured share of its emitted bytes equal to the
 full model's), ``specmoe_link_bytes_per_token_<method>`` for ``lru_big``, ``mobile``, ``speq``
 and ``spec_mobile``; the draft uses the lut scale chosen on training text and adaptive length
-0.7.
+0.7. The host of the time model is the non-blocking one for all four methods (requests out as
+soon as a layer's router has run, hits under a waiting miss, per-expert release; no prefetch
+from predictions), docs/spec_mobile.md. ``specmoe_speedup_bound_no_prediction`` and
+``specmoe_speedup_bound_ideal`` are LRU's modelled time over the combination's lower bounds
+(dense parts + link; max(compute, link)): how far any host could take it without and with
+prefetch from predictions.
 """
 
 from __future__ import annotations

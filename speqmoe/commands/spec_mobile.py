@@ -37,6 +37,14 @@ def add_parser(sub):
                    help="share of all routed experts the device cache holds (default 0.25)")
     p.add_argument("--link-gbs", type=float, default=25.0,
                    help="host link GB/s (default 25: PCIe 4.0 x16 effective)")
+    p.add_argument("--host", choices=("nonblocking", "blocking"), default="nonblocking",
+                   help="host of the time model, the same for all four methods (default "
+                        "nonblocking: requests go out when a layer's router has run, hits under "
+                        "a miss; blocking: the next request after a demand's response)")
+    p.add_argument("--predict", choices=("none", "ahead", "jit"), default="none",
+                   help="prefetch from predictions: none (default), ahead (the draft's "
+                        "predictions a step ahead), jit (just in time); MoBiLE then uses its "
+                        "own prefetch, LRU has none")
     p.add_argument("--shapes", action="store_true",
                    help="also compare on the published MoE shapes (SYNTHETIC routing)")
     p.add_argument("--json", action="store_true",
@@ -94,7 +102,10 @@ def _run(args) -> int:
             study = offload.study_spec_mobile(model, "trained tiny LM", n_prompts=args.prompts,
                                               gamma=args.gamma, spec=spec, progress=progress,
                                               cache_fraction=args.cache_fraction,
-                                              link_bytes_per_s=args.link_gbs * 1e9)
+                                              link_bytes_per_s=args.link_gbs * 1e9,
+                                              host=args.host, overlap={
+                                                  "none": False, "ahead": True,
+                                                  "jit": "jit"}[args.predict])
             if args.shapes:
                 s = study.speq_stats["spec_mobile"]
                 shapes = {}
@@ -103,7 +114,7 @@ def _run(args) -> int:
                     shapes[key] = offload.study_spec_shape(
                         shape, gamma=args.gamma, alpha=s["token_acceptance"],
                         mobile_agreement=study.methods["mobile"]["top1_agreement"],
-                        cache_fraction=args.cache_fraction,
+                        cache_fraction=args.cache_fraction, host=args.host,
                         link_bytes_per_s=args.link_gbs * 1e9)
     except (ValueError, FileNotFoundError) as exc:
         raise UserError(str(exc)) from None

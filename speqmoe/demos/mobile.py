@@ -201,7 +201,8 @@ def _spec_markdown(ctx, model, source) -> list[str]:
           f"*modelled* (offloading time model, {study.config.slots} expert slots of cache as "
           "quarter-expert plane units, split for the speculative methods: draft planes and "
           "the residuals of one verify group; link "
-          f"{study.config.link_bytes_per_s / 1e9:g} GB/s).", "",
+          f"{study.config.link_bytes_per_s / 1e9:g} GB/s; {study.config.host} host, the same "
+          "for all four).", "",
           "| method | time/token | link KB/token | top-1 agreement | speedup vs LRU |",
           "|---|---|---|---|---|"]
     for name in offload.SPEC_METHODS:
@@ -210,13 +211,18 @@ def _spec_markdown(ctx, model, source) -> list[str]:
                   f"{d['link_bytes_per_token'] / 1e3:.1f} | {d['top1_agreement']:.3f} | "
                   f"{d['speedup_vs_lru']:.2f}x |")
     md += ["", f"Combination: acceptance {s['token_acceptance']:.3f} per checked draft token, "
-           f"{s['tokens_per_step']:.2f} tokens per verify pass. Assumptions: "
-           + "; ".join(offload.SPEC_ASSUMED) + ".", "",
+           f"{s['tokens_per_step']:.2f} tokens per verify pass. Lower bounds of the "
+           f"combination (us/token): "
+           f"{study.methods['spec_mobile']['bound_no_prediction_per_token_s'] * 1e6:.1f} for a "
+           f"host that requests only what it knows (dense parts + link), "
+           f"{study.methods['spec_mobile']['bound_ideal_per_token_s'] * 1e6:.1f} for any host "
+           f"(max(compute, link)). Assumptions: "
+           + "; ".join(offload.spec_assumed(study.config.host, study.overlap)) + ".", "",
            f"![time per token vs cache size]({plot.name})", "",
            "*Plot: modelled* time per token (us) of the four methods on the same *measured* "
            "tiny-LM traces for device caches of 4 to 64 expert slots (bytes of full-precision "
            "experts); every method sees the same cache bytes and link (LRU and MoBiLE one "
            "cache; SPEQ and the combination split theirs into draft planes and streamed "
-           "residuals, docs/spec_mobile.md).",
+           "residuals, docs/spec_mobile.md) and the same host.",
            "Reproduce: `python -m speqmoe spec-mobile --prompt TEXT`."]
     return md
