@@ -1,9 +1,10 @@
 """Weight streamer: reads a weight matrix's two regions and feeds the PE array's weight beats.
 
 A matrix is stored as a draft region and a residual region (docs/accel.md, "Tensor layout in
-memory"). A *verify* pass reads both regions linearly and merges them into full BSFP words;
-a *draft* pass reads only the draft region, as four block streams whose quarter lines are
-gathered side by side. Lines come from host memory (AXI4 ``m_axi``) or from the on-chip
+memory"): groups of ``G`` verify tiles (``G`` the array's interleave), k-major. A *verify*
+pass reads both regions linearly and merges them into full BSFP words; a *draft* pass reads
+only the draft region, as four streams of whole verify groups whose chunks of ``G`` quarters
+are gathered side by side. Padding tiles (up to a multiple of ``G``) are made here as zeros. Lines come from host memory (AXI4 ``m_axi``) or from the on-chip
 slot memory (a synchronous read port ``mem``); either way each line is read exactly once.
 
 Dataflow (``P = rows * cols``, a line is ``16 P`` bits)::
@@ -11,9 +12,9 @@ Dataflow (``P = rows * cols``, a line is ``16 P`` bits)::
     StreamFetcher x4 ──> least-covered ──> AR register ──> m_axi AR    (dense source)
       (bursts, credit)     arbiter                      └> SlotReader ──> mem  (slot source)
     m_axi R / mem data ──(arid / stream id)──> line FIFO x4
-    verify: FIFO 0 ─ QuarterSplitter ─┐
-            FIFO 1 ─ ResidualGearbox ─┴ PlaneMerge ──┐
-    draft:  FIFO q ─ QuarterSplitter q ── DraftGather ┴─> beat register ──> beats
+    verify: FIFO 0 ─ QuarterPacker (1 quarter) ─┐
+            FIFO 1 ─ ResidualGearbox ───────────┴ PlaneMerge ─┐  (or a zero padding beat)
+    draft:  FIFO q ─ QuarterPacker q (G quarters) ─ DraftGather ┴─> beat register ──> beats
 
 Every FIFO has a credit counter (lines requested but not yet taken out of the FIFO), and a
 burst is requested only when the whole burst fits: ``rready`` is constantly high and the
@@ -546,15 +547,17 @@ class SlotReader(_Checked):
 class WeightStreamer(_Checked):
     """Reads a matrix's draft and residual regions and emits the PE array's weight beats.
 
-    One command runs one pass. Verify (``draft`` = 0): ``T K`` beats, tile by tile, k =
-    0..K-1, each word a full BSFP word merged from the draft region (``P/2`` bytes per beat)
-    and the residual region (``3P/2`` bytes per beat). Draft (``draft`` = 1): ``ceil(T/4) K``
-    beats; beat ``(td, k)`` is quarter ``k % 4`` of line ``k // 4`` of draft blocks
-    ``4 td + q``, ``q < 4``, side by side; blocks ``>= T`` are zero and never read. ``last``
-    marks ``k = K - 1``. The beats equal ``golden.accel.stream_words``.
+    One command runs one pass, its tiles in groups of ``G`` (``interleave``), k-major: beat
+    ``(group, k, j)`` is tile ``G group + j`` at ``k``. Verify (``draft`` = 0): ``ceil(T/G) G
+    K`` beats, each word a full BSFP word merged from the draft region (``P/2`` bytes per beat)
+    and the residual region (``3P/2`` bytes per beat); tiles ``>= T`` give zero beats and read
+    nothing. Draft (``draft`` = 1): ``ceil(ceil(T/4)/G) G K`` beats; draft tile ``td`` at
+    ``k`` is ``G`` quarters from each of verify groups ``(4/G) td + b``, ``b < 4/G``, side by
+    side, zeros past ``T``. ``last`` marks ``k = K - 1``. The beats equal
+    ``golden.accel.stream_words``.
 
     Reads: verify reads the draft region (stream 0) and the residual region (stream 1) front
-    to back; draft reads block ``q, q+4, ..`` on stream ``q``. Every line is read once, in
+    to back; draft reads verify groups ``q, q+4, ..`` on stream ``q``. Every line is read once, in
     INCR bursts of at most ``max_burst`` lines that never cross 4 KiB, ``arid`` = stream.
     A stream's burst is issued only when its FIFO (``fifo_lines`` lines, block RAM) has
     room for it counting the lines in flight, so ``rready`` is always high. With the slot
@@ -585,6 +588,8 @@ class WeightStreamer(_Checked):
         Largest ``K`` (a multiple of 4) and ``N`` of a command.
     slot_addr_width : int
         Word address width of the slot memory read port.
+    interleave : int
+        ``G``, 1, 2 or 4: the tiles the PE array interleaves (``add_stages + 1``).
 
     Members
     -------
