@@ -23,6 +23,7 @@ from golden.bsfp import BsfpTensor, pack_residual_plane
 from golden.pe_array import LANES
 
 __all__ = ["TensorLayout", "tensor_layout", "stream_words", "check_pes", "line_bytes",
+           "INTERLEAVES", "check_interleave", "interleave_of",
            "verify_tiles", "draft_tiles", "CMD_WORDS", "OPCODES", "CAUSES", "CAUSE_NAMES",
            "LoadActs", "SetTables", "Matmul", "Demand", "Prefetch", "Release", "Fence", "Raw",
            "decode", "tables_error", "COUNTERS", "Outcome", "AccelModel"]
@@ -51,6 +52,23 @@ def draft_tiles(n: int, pes: int) -> int:
     return -(-verify_tiles(n, pes) // 4)
 
 
+INTERLEAVES = (1, 2, 4)
+
+
+def check_interleave(interleave: int) -> int:
+    """``G``, validated: the tiles a pipelined array interleaves, 1, 2 or 4 (a divisor of the 4
+    verify tiles of a draft tile; ``G = add_stages + 1``)."""
+    if isinstance(interleave, bool) or interleave not in INTERLEAVES:
+        raise ValueError(f"the accelerator interleaves 1, 2 or 4 tiles (add_stages 0, 1 or 3), "
+                         f"not {interleave!r}")
+    return int(interleave)
+
+
+def interleave_of(add_stages: int) -> int:
+    """``G = add_stages + 1``, checked (:func:`check_interleave`)."""
+    return check_interleave(int(add_stages) + 1)
+
+
 @dataclass(frozen=True)
 class TensorLayout:
     """A weight matrix as the accelerator reads it (docs/accel.md, "Tensor layout").
@@ -61,6 +79,9 @@ class TensorLayout:
         The two regions, ``T * K/4`` and ``T * 3K/4`` lines of ``W`` bytes.
     n, k, pes, tiles : int
         Matrix shape, PEs, verify tiles ``T``.
+    interleave : int
+        ``G``, the verify tiles of a *group*: the regions hold group after group, each
+        k-major (see :func:`tensor_layout`).
     """
 
     draft: bytes
@@ -69,6 +90,7 @@ class TensorLayout:
     k: int
     pes: int
     tiles: int
+    interleave: int = 1
 
     @property
     def draft_lines(self) -> int:
@@ -79,53 +101,93 @@ class TensorLayout:
         return self.tiles * 3 * self.k // 4
 
 
-def tensor_layout(w: BsfpTensor, pes: int) -> TensorLayout:
-    """Lay out the ``(N, K)`` BSFP matrix ``w`` for an array of ``pes`` PEs.
+def _groups(t: int, g: int):
+    """``(first tile, tiles)`` of each group of ``g`` verify tiles (the last may be short)."""
+    return [(s, min(g, t - s)) for s in range(0, t, g)]
 
-    ``K`` must be a multiple of 4. Padding rows (``N .. T*P-1``) are stored as word 0.
+
+def tensor_layout(w: BsfpTensor, pes: int, interleave: int = 1) -> TensorLayout:
+    """Lay out the ``(N, K)`` BSFP matrix ``w`` for an array of ``pes`` PEs whose beats
+    interleave ``interleave`` (``G``) tiles.
+
+    Verify tiles (``P`` rows each) form groups of ``G``; the last group holds the ``T mod G``
+    remaining tiles if ``G`` does not divide ``T`` (no padding tile is stored). The draft
+    region is a stream of *quarters* (``P/4`` words, a quarter line): for each group, each
+    ``k``, each tile ``j`` of the group, the draft-plane words of the tile's ``P/4`` row groups
+    at ``k``. The residual region is one bit stream of 12-bit fields in the same order, ``P``
+    fields per ``(group, k, tile)``. ``K`` must be a multiple of 4, so each group takes whole
+    lines. Padding rows (``N .. T*P-1``) are stored as word 0. ``G = 1`` gives tile after tile.
     """
     if not isinstance(w, BsfpTensor) or len(w.shape) != 2:
         raise ValueError("w must be a 2-D golden.bsfp.BsfpTensor")
     p = check_pes(pes)
+    g = check_interleave(interleave)
     n, k = w.shape
     if k % 4:
         raise ValueError(f"K must be a multiple of 4, not {k}")
     t = verify_tiles(n, p)
     words = np.zeros((t * p, k), dtype=np.uint16)
     words[:n] = w.words
-    # Draft region: [tile][k][group j < P/4], each word 4 nibbles of rows 4g..4g+3.
+    # Quarter of tile tv at k: the P/4 words of its row groups, each 4 nibbles of rows 4i..4i+3.
     nib = (words >> 12).reshape(t, p // 4, 4, k)
-    groups = nib[:, :, 0] | (nib[:, :, 1] << 4) | (nib[:, :, 2] << 8) | (nib[:, :, 3] << 12)
-    draft = np.ascontiguousarray(groups.transpose(0, 2, 1)).astype("<u2")   # (T, K, P/4)
-    # Residual region: [tile][k][row p < P], 12-bit fields packed little-endian.
+    quarters = (nib[:, :, 0] | (nib[:, :, 1] << 4) | (nib[:, :, 2] << 8)
+                | (nib[:, :, 3] << 12)).transpose(0, 2, 1)                  # (T, K, P/4)
     resid = (words & 0x0FFF).reshape(t, p, k).transpose(0, 2, 1)            # (T, K, P)
-    packed = pack_residual_plane(np.ascontiguousarray(resid))
+    order = _groups(t, g)
+    draft = np.concatenate([quarters[s:s + r].transpose(1, 0, 2).reshape(-1)
+                            for s, r in order]).astype("<u2")
+    fields = np.concatenate([resid[s:s + r].transpose(1, 0, 2).reshape(-1) for s, r in order])
+    packed = pack_residual_plane(np.ascontiguousarray(fields))
     return TensorLayout(draft=draft.tobytes(), residual=packed.tobytes(), n=n, k=k, pes=p,
-                        tiles=t)
+                        tiles=t, interleave=g)
+
+
+def _unlayout(layout: TensorLayout) -> tuple[np.ndarray, np.ndarray]:
+    """The quarters ``(T, K, P/4)`` and residual fields ``(T, K, P)`` of a layout's regions."""
+    from golden.bsfp import unpack_residual_plane
+
+    p, k, t, g = layout.pes, layout.k, layout.tiles, layout.interleave
+    draft = np.frombuffer(layout.draft, dtype="<u2")
+    fields = unpack_residual_plane(np.frombuffer(layout.residual, dtype=np.uint8).copy(),
+                                   (t * k * p,))
+    quarters = np.zeros((t, k, p // 4), dtype=np.uint16)
+    resid = np.zeros((t, k, p), dtype=np.uint16)
+    for s, r in _groups(t, g):
+        quarters[s:s + r] = draft[s * k * p // 4:(s + r) * k * p // 4].reshape(
+            k, r, p // 4).transpose(1, 0, 2)
+        resid[s:s + r] = fields[s * k * p:(s + r) * k * p].reshape(k, r, p).transpose(1, 0, 2)
+    return quarters, resid
 
 
 def stream_words(mode: str, layout: TensorLayout) -> np.ndarray:
-    """The weight beats a streamer makes from ``layout``: uint16 ``(tiles * K, P)``.
+    """The weight beats a streamer makes from ``layout``: uint16 ``(tiles * K, P)``, in the
+    order the array takes them (:func:`golden.pe_array.weight_stream` with the layout's
+    interleave ``G``), padding tiles' beats (zero words) included.
 
-    Reads the regions the way the hardware does (verify: merge the two regions; draft: gather
-    the four block streams), so that it can be checked against
+    Verify: groups of ``G`` verify tiles, ``k``-major; the word of row ``p`` is nibble ``p`` of
+    the tile's quarter above residual field ``p``. Draft: draft tile ``td`` (``4P`` rows) at
+    ``k`` is the quarters of verify tiles ``4td .. 4td+3`` side by side (zero past ``T``),
+    ``ceil(T/4)`` draft tiles in groups of ``G``, ``k``-major. Tiles are padded with zero
+    tiles to a multiple of ``G``. It decodes the regions, so that it can be checked against
     :func:`golden.pe_array.weight_stream`, which derives the beats from the matrix itself.
     """
-    p, k, t = layout.pes, layout.k, layout.tiles
-    draft = np.frombuffer(layout.draft, dtype="<u2").reshape(t, k, p // 4)
+    p, k, t, g = layout.pes, layout.k, layout.tiles, layout.interleave
+    quarters, resid = _unlayout(layout)
     if mode == "verify":
-        fields = np.frombuffer(layout.residual, dtype=np.uint8)
-        from golden.bsfp import unpack_residual_plane
-        resid = unpack_residual_plane(fields.copy(), (t, k, p))
-        nib = np.stack([(draft >> (4 * i)) & 0xF for i in range(4)], axis=-1).reshape(t, k, p)
-        return ((nib << 12) | resid).astype(np.uint16).reshape(t * k, p)
-    if mode == "draft":
+        nib = np.stack([(quarters >> (4 * i)) & 0xF for i in range(4)], axis=-1).reshape(t, k, p)
+        tiles_ = ((nib << 12) | resid).astype(np.uint16)                  # (T, K, P)
+    elif mode == "draft":
         td = -(-t // 4)
-        out = np.zeros((td, 4, k, p // 4), dtype=np.uint16)
-        for tv in range(t):
-            out[tv // 4, tv % 4] = draft[tv]
-        return out.transpose(0, 2, 1, 3).reshape(td * k, p)
-    raise ValueError(f"mode must be 'draft' or 'verify', not {mode!r}")
+        padded = np.zeros((4 * td, k, p // 4), dtype=np.uint16)
+        padded[:t] = quarters
+        tiles_ = padded.reshape(td, 4, k, p // 4).transpose(0, 2, 1, 3).reshape(td, k, p)
+    else:
+        raise ValueError(f"mode must be 'draft' or 'verify', not {mode!r}")
+    nt = -(-tiles_.shape[0] // g) * g
+    out = np.zeros((nt, k, p), dtype=np.uint16)
+    out[:tiles_.shape[0]] = tiles_
+    return np.ascontiguousarray(out.reshape(nt // g, g, k, p).transpose(0, 2, 1, 3)
+                                .reshape(nt * k, p))
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,14 +414,23 @@ class AccelModel:
     bad_read_ranges, bad_write_ranges : sequences of (start, end) byte ranges
         A line read (written) whose address lies in one answers SLVERR; a write with an error
         response writes nothing.
+    mul_stages, add_stages : int
+        The PEs' pipeline depth: matrices are laid out for, and passes interleave,
+        ``G = add_stages + 1`` tiles (1, 2 or 4); the latency enters :meth:`min_cycles`.
     """
 
     def __init__(self, rows: int, cols: int, mem: bytearray, *, slots: int = 4,
                  expert_bytes: int = 4096, n_layers: int = 4, n_experts: int = 16,
                  policy: str = "lru", queue_depth: int = 2, max_pins: int = 15,
                  lfu_max: int = 255, expert_base: int = 0, k_max: int = 1024,
-                 n_max: int = 1024, bad_read_ranges=(), bad_write_ranges=()):
+                 n_max: int = 1024, bad_read_ranges=(), bad_write_ranges=(),
+                 mul_stages: int = 0, add_stages: int = 0):
         from golden.expert_cache import ExpertCacheModel
+        from golden.pe_array import PIPELINE_LATENCY
+
+        self.interleave = interleave_of(add_stages)
+        self.mul_stages, self.add_stages = int(mul_stages), int(add_stages)
+        self.latency = PIPELINE_LATENCY + self.mul_stages + self.add_stages
 
         self.pes = check_pes(rows * cols)
         self.rows, self.cols = rows, cols
@@ -493,12 +564,13 @@ class AccelModel:
             resid = slot[c.resid_addr:c.resid_addr + r_bytes] if verify else bytes(r_bytes)
             bad = False
             self.counters["bytes_slot"] += d_bytes + (r_bytes if verify else 0)
-        layout = TensorLayout(draft=draft, residual=resid, n=c.n, k=c.k, pes=p, tiles=t)
+        layout = TensorLayout(draft=draft, residual=resid, n=c.n, k=c.k, pes=p, tiles=t,
+                              interleave=self.interleave)
         words = stream_words(c.mode, layout)
         from golden.pe_array import stream_results
         tab = self.tables
         beats = stream_results(c.mode, words, self.acts[:, :c.k].T, np.array(tab.base),
-                               np.array(tab.lut) & 0x7FFF)
+                               np.array(tab.lut) & 0x7FFF, self.interleave)
         self.counters["macs"] += LANES * p * words.shape[0]
         if verify:
             out = beats[:c.n, :self.acts_tokens].T                    # (tokens, N)
@@ -580,7 +652,8 @@ class AccelModel:
         """A lower bound on the cycles a successful command keeps the accelerator busy."""
         if isinstance(cmd, Matmul) and cmd.n >= 1 and cmd.k >= 1:
             from golden.pe_array import cycles
-            return cycles(cmd.mode, cmd.n, cmd.k, self.rows, self.cols)
+            return cycles(cmd.mode, cmd.n, cmd.k, self.rows, self.cols,
+                          interleave=self.interleave, latency=self.latency)
         if isinstance(cmd, LoadActs) and cmd.tokens >= 1 and cmd.k >= 1:
             return cmd.tokens * -(-cmd.k // self.pes)
         return 1

@@ -404,14 +404,16 @@ OVERHEAD_FEATURES = ("batches", "csr_writes", "commands", "dense_matmuls", "slot
 
 def batch_features(commands, *, rows: int, cols: int, latency: int, line_cycles: float,
                    expert_lines: int, hits=(), prefetch_fills: int = 0,
-                   csr_writes: int = 0) -> tuple[float, dict[str, float]]:
+                   csr_writes: int = 0, mul_stages: int = 0,
+                   add_stages: int = 0) -> tuple[float, dict[str, float]]:
     """The physics and the overhead counts of one batch of accelerator commands.
 
     ``commands`` are :mod:`golden.accel` command objects run back to back (the host waits for
     the last); ``hits`` one bool per DEMAND (was it a hit); ``prefetch_fills`` the prefetches
     the cache issued; ``csr_writes`` the register writes the host made to push the batch;
     ``line_cycles`` the cycles host memory needs per bus line (1 at full bandwidth);
-    ``latency`` its read latency in cycles.
+    ``latency`` its read latency in cycles; ``mul_stages``/``add_stages`` the PEs' pipeline
+    depth (the array interleaves ``add_stages + 1`` tiles, padding tiles included).
 
     Returns ``(base, features)``: ``base`` is what the hardware cannot do faster (per MATMUL the
     larger of the PE array's cycles, :func:`golden.pe_array.cycles`, and the bus time of its
@@ -436,7 +438,9 @@ def batch_features(commands, *, rows: int, cols: int, latency: int, line_cycles:
             f["load_acts"] += 1
             base += latency + cmd.tokens * -(-cmd.k // pes) * line_cycles
         elif isinstance(cmd, accel.Matmul):
-            pe = pe_array.cycles(cmd.mode, cmd.n, cmd.k, rows, cols)
+            pe = pe_array.cycles(cmd.mode, cmd.n, cmd.k, rows, cols,
+                                 interleave=add_stages + 1,
+                                 latency=pe_array.PIPELINE_LATENCY + mul_stages + add_stages)
             out_tokens = 1 if cmd.mode == "draft" else tokens
             f["written_lines"] += out_tokens * -(-(4 * cmd.n) // (2 * pes))
             if cmd.slot is None:

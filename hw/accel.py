@@ -25,7 +25,7 @@ from hw.array import PEArray
 from hw.axi import AxiLiteSignature, AxiReadArbiter, AxiSignature
 from hw.csr import AxiLiteCsr, Field, Register, RegisterMap
 from hw.expert_cache import COUNTERS as CACHE_COUNTERS, POLICIES, ExpertCacheController
-from hw.pe import PeMode
+from hw.pe import PeMode, depth_problem
 from hw.results import ResultWriter
 from hw.streamer import WeightStreamer
 
@@ -217,6 +217,12 @@ class Accelerator(wiring.Component):
         Weight-stream FIFO depth per stream, in lines.
     pe_module : str, optional
         Instantiate the PEs as this external Verilog module (see :func:`hw.array.PEArray`).
+    mul_stages, add_stages : int
+        The PEs' pipeline depth (:class:`hw.pe.ReconfigurablePE`): ``mul_stages`` 0..3,
+        ``add_stages`` 0, 1 or 3. The array then interleaves ``G = add_stages + 1`` tiles;
+        matrices must be laid out for that ``G`` (``golden.accel.tensor_layout``), whose
+        groups of ``G`` verify tiles must divide the 4 of a draft tile, hence no
+        ``add_stages = 2``.
 
     Attributes
     ----------
@@ -236,7 +242,8 @@ class Accelerator(wiring.Component):
                  expert_bytes: int = 4096, n_layers: int = 4, n_experts: int = 16,
                  policy: str = "lru", k_max: int = 1024, n_max: int = 1024,
                  queue_depth: int = 2, cmd_depth: int = 8, addr_width: int = 32,
-                 max_burst: int = 16, fifo_lines: int = 64, pe_module: str | None = None):
+                 max_burst: int = 16, fifo_lines: int = 64, pe_module: str | None = None,
+                 mul_stages: int = 0, add_stages: int = 0):
         _check_int("rows", rows, 1)
         _check_int("cols", cols, 1)
         pes = rows * cols
@@ -270,6 +277,14 @@ class Accelerator(wiring.Component):
         _check_int("addr_width", addr_width, 13, 64)
         _check_int("max_burst", max_burst, 1, 256)
         _check_int("fifo_lines", fifo_lines, 2 * max_burst)
+        _check_int("mul_stages", mul_stages, 0)
+        _check_int("add_stages", add_stages, 0)
+        problem = depth_problem(mul_stages, add_stages)
+        if problem:
+            raise ValueError(problem)
+        if add_stages not in (0, 1, 3):
+            raise ValueError(f"add_stages must be 0, 1 or 3 (the interleave add_stages + 1 must "
+                             f"divide the 4 verify tiles of a draft tile), not {add_stages}")
         self._rows, self._cols = rows, cols
         self._bus_bits = bus_bits
         self._slots = slots
@@ -283,6 +298,7 @@ class Accelerator(wiring.Component):
         self._max_burst = max_burst
         self._fifo_lines = fifo_lines
         self._pe_module = pe_module
+        self._mul_stages, self._add_stages = mul_stages, add_stages
         self._regmap = register_map()
         super().__init__({
             "m_axi": Out(AxiSignature(addr_width=addr_width, data_width=bus_bits, id_width=4)),
@@ -306,9 +322,9 @@ class Accelerator(wiring.Component):
     cmd_depth = property(lambda self: self._cmd_depth)
     addr_width = property(lambda self: self._addr_width)
     regmap = property(lambda self: self._regmap)
-    # The array's PEs have no pipeline stages (docs/accel.md).
-    mul_stages = property(lambda self: 0)
-    add_stages = property(lambda self: 0)
+    mul_stages = property(lambda self: self._mul_stages)
+    add_stages = property(lambda self: self._add_stages)
+    interleave = property(lambda self: self._add_stages + 1)
 
     def elaborate(self, platform):
         m = Module()
@@ -329,14 +345,16 @@ class Accelerator(wiring.Component):
         m.submodules.streamer = streamer = WeightStreamer(
             rows=self._rows, cols=self._cols, addr_width=aw, max_burst=self._max_burst,
             fifo_lines=self._fifo_lines, k_max=self._k_max, n_max=self._n_max,
-            slot_addr_width=ceil_log2(cache.mem_depth))
+            slot_addr_width=ceil_log2(cache.mem_depth), interleave=self.interleave)
         m.submodules.actbuf = actbuf = ActBuffer(
             rows=self._rows, cols=self._cols, k_max=self._k_max, addr_width=aw,
-            max_burst=self._max_burst)
-        m.submodules.array = array = PEArray(self._rows, self._cols, pe_module=self._pe_module)
+            max_burst=self._max_burst, interleave=self.interleave)
+        m.submodules.array = array = PEArray(self._rows, self._cols, pe_module=self._pe_module,
+                                             mul_stages=self._mul_stages,
+                                             add_stages=self._add_stages)
         m.submodules.writer = writer = ResultWriter(
             rows=self._rows, cols=self._cols, n_max=self._n_max, addr_width=aw,
-            max_burst=self._max_burst)
+            max_burst=self._max_burst, interleave=self.interleave)
         m.submodules.arbiter = arb = AxiReadArbiter(
             sources=3, addr_width=aw, data_width=self._bus_bits, id_width=2)
 
@@ -407,6 +425,11 @@ class Accelerator(wiring.Component):
         m.d.comb += tiles.eq((cmd.n + P - 1) >> lg_p)
         draft_tiles = Signal(16)
         m.d.comb += draft_tiles.eq((tiles + 3) >> 2)
+        # The tiles the array runs: padded to a multiple of the interleave G.
+        lg_g = exact_log2(self.interleave)
+        run_tiles = Signal(16)
+        m.d.comb += run_tiles.eq(
+            ((Mux(cmd.draft, draft_tiles, tiles) + self.interleave - 1) >> lg_g) << lg_g)
         d_bytes = Signal(aw + 2)
         r_bytes = Signal(aw + 2)
         m.d.comb += [d_bytes.eq(d_lines << lg_w), r_bytes.eq((d_lines * 3) << lg_w)]
@@ -498,8 +521,7 @@ class Accelerator(wiring.Component):
                             finish(Cause.ACTS)
                         with m.Else():
                             m.d.sync += [sent.eq(0), in_compute.eq(1),
-                                         beats_left.eq(Mux(cmd.draft, draft_tiles, tiles)
-                                                       * cmd.k)]
+                                         beats_left.eq(run_tiles * cmd.k)]
                             m.next = "MM_START"
                     with m.Case(Op.DEMAND):
                         with m.If(bad_expert):
@@ -553,7 +575,7 @@ class Accelerator(wiring.Component):
                         Mux(cmd.slot_src, cmd.slot * self._expert_bytes + cmd.addr_b, cmd.addr_b)),
                     actbuf.read.valid.eq(~sent[1]),
                     actbuf.read.payload.k.eq(cmd.k),
-                    actbuf.read.payload.tiles.eq(Mux(cmd.draft, draft_tiles, tiles)),
+                    actbuf.read.payload.tiles.eq(run_tiles),
                     writer.cmd.valid.eq(~sent[2]),
                     writer.cmd.payload.draft.eq(cmd.draft),
                     writer.cmd.payload.fp16.eq(cmd.fp16),

@@ -7,7 +7,9 @@ little-endian 16-bit lanes, exactly the bytes of host memory at ``addr + t * str
 - A *load* (``LOAD_ACTS``) reads ``ceil(K / P)`` lines per token from host memory straight
   into the token memories (:class:`ActLoader`).
 - A *read* (one per ``MATMUL``) streams ``tiles * K`` activation beats, ``tiles`` repeats of
-  ``k = 0 .. K-1``, each beat the four tokens' values at one ``k`` (:class:`ActStreamer`).
+  ``k = 0 .. K-1``, each beat the four tokens' values at one ``k`` (:class:`ActStreamer`);
+  with an interleave ``G`` the tiles run in groups of ``G`` and each ``k``'s beat repeats
+  ``G`` times in a row.
 
 Loads and reads never overlap: each waits until the other has finished, a pending load
 going first.
@@ -45,6 +47,12 @@ def check_pes(rows, cols):
         return None, (f"rows * cols must be 4, 8, 16, 32 or 64 (a bus of 16 * P = 64..1024 "
                       f"bits, a power of two), not {p}")
     return p, None
+
+
+def _check_interleave(interleave):
+    if isinstance(interleave, bool) or interleave not in (1, 2, 4):
+        return f"interleave must be 1, 2 or 4, not {interleave!r}"
+    return None
 
 
 def _fail(obj, problem):
@@ -228,7 +236,9 @@ class ActStreamer(wiring.Component):
     """Read engine: one ``read`` command -> ``tiles * K`` activation beats.
 
     Beat ``(tile, k)`` is the ``k``-th 16-bit lane group of line ``k // P`` of each token
-    memory. The memories have a synchronous read port (one cycle); a 3-entry FIFO after the
+    memory. With ``interleave = G`` the tiles run in groups of ``G``, k-major: each ``k``'s
+    beat is given ``G`` times in a row (once per tile of the group), ``tiles`` (a multiple of
+    ``G``) counts every tile. The memories have a synchronous read port (one cycle); a 3-entry FIFO after the
     lane select hides that latency, so beats leave at one per cycle sustained, tile
     boundaries included, while ``acts.ready`` is high, and backpressure never loses a beat.
 
@@ -243,6 +253,8 @@ class ActStreamer(wiring.Component):
         Largest ``K``.
     tiles_width : int
         Width of ``read.tiles``.
+    interleave : int
+        ``G``, 1, 2 or 4.
 
     Members
     -------
@@ -261,14 +273,15 @@ class ActStreamer(wiring.Component):
 
     FIFO_DEPTH = 3
 
-    def __init__(self, *, pes: int, k_max: int, tiles_width: int = 16):
+    def __init__(self, *, pes: int, k_max: int, tiles_width: int = 16, interleave: int = 1):
         problem = (_check_int("pes", pes, 1) or _check_int("k_max", k_max, 1)
-                   or _check_int("tiles_width", tiles_width, 1))
+                   or _check_int("tiles_width", tiles_width, 1) or _check_interleave(interleave))
         if not problem and pes & (pes - 1):
             problem = f"pes must be a power of two, not {pes}"
         if problem:
             _fail(self, problem)
         self._pes, self._k_max, self._tiles_width = pes, k_max, tiles_width
+        self._interleave = interleave
         super().__init__({
             "read": In(stream.Signature(read_layout(k_max, tiles_width))),
             "acts": Out(stream.Signature(data.ArrayLayout(16, TOKENS))),
@@ -282,9 +295,11 @@ class ActStreamer(wiring.Component):
     k_max = property(lambda self: self._k_max)
     depth = property(lambda self: -(-self._k_max // self._pes))
     tiles_width = property(lambda self: self._tiles_width)
+    interleave = property(lambda self: self._interleave)
 
     def elaborate(self, platform):
         m = Module()
+        g = self._interleave
         lane_bits = exact_log2(self._pes)
         m.submodules.fifo = q = fifo.SyncFIFO(width=16 * TOKENS, depth=self.FIFO_DEPTH)
 
@@ -298,9 +313,10 @@ class ActStreamer(wiring.Component):
 
         cmd = self.read.payload
         m.d.comb += self.read.ready.eq(~self.busy & ~self.hold)
+        rep = Signal(range(g))
         with m.If(self.read.valid & self.read.ready & (cmd.k != 0) & (cmd.tiles != 0)):
-            m.d.sync += [s_busy.eq(1), k_cnt.eq(0), k_last.eq(cmd.k - 1),
-                         tiles_left.eq(cmd.tiles)]
+            m.d.sync += [s_busy.eq(1), k_cnt.eq(0), k_last.eq(cmd.k - 1), rep.eq(0),
+                         tiles_left.eq(cmd.tiles >> exact_log2(g))]
 
         m.d.comb += [
             issue.eq(s_busy & (q.level + inflight < self.FIFO_DEPTH)),
@@ -309,11 +325,15 @@ class ActStreamer(wiring.Component):
         ]
         m.d.sync += inflight.eq(issue)
         with m.If(issue):
-            m.d.sync += [lane.eq(k_cnt[:lane_bits] if lane_bits else 0), k_cnt.eq(k_cnt + 1)]
-            with m.If(k_cnt == k_last):
-                m.d.sync += [k_cnt.eq(0), tiles_left.eq(tiles_left - 1)]
-                with m.If(tiles_left == 1):
-                    m.d.sync += s_busy.eq(0)
+            m.d.sync += lane.eq(k_cnt[:lane_bits] if lane_bits else 0)
+            if g > 1:
+                m.d.sync += rep.eq(rep + 1)
+            with m.If(rep == g - 1):
+                m.d.sync += [rep.eq(0), k_cnt.eq(k_cnt + 1)]
+                with m.If(k_cnt == k_last):
+                    m.d.sync += [k_cnt.eq(0), tiles_left.eq(tiles_left - 1)]
+                    with m.If(tiles_left == 1):
+                        m.d.sync += s_busy.eq(0)
 
         m.d.comb += [
             q.w_en.eq(inflight),
@@ -350,6 +370,8 @@ class ActBuffer(wiring.Component):
         Read bursts in flight, >= 1.
     tiles_width : int
         Width of ``read.tiles``, >= 1.
+    interleave : int
+        ``G``, 1, 2 or 4: reads give each ``k``'s beat ``G`` times (:class:`ActStreamer`).
 
     Members
     -------
@@ -364,16 +386,18 @@ class ActBuffer(wiring.Component):
         Accepted when the previous read has finished, no load is in progress and none is
         offered.
     acts : Out(stream.Signature(ArrayLayout(16, 4)))
-        ``tiles * K`` beats, beat ``(tile, k)`` = ``(token0[k], .., token3[k])``.
+        ``tiles * K`` beats, beat ``(tile, k)`` = ``(token0[k], .., token3[k])`` (with
+        ``interleave = G``, each ``k`` given ``G`` times in a row; ``tiles`` a multiple of G).
     m_axi : Out(AxiReadSignature(addr_width, 16 P, id_width=1))
     busy : Out(1)
         A load or a read is in progress.
     """
 
     def __init__(self, *, rows: int, cols: int, k_max: int = 1024, addr_width: int = 32,
-                 max_burst: int = 16, outstanding: int = 4, tiles_width: int = 16):
+                 max_burst: int = 16, outstanding: int = 4, tiles_width: int = 16,
+                 interleave: int = 1):
         p, problem = check_pes(rows, cols)
-        problem = (problem or _check_int("k_max", k_max, 1)
+        problem = (problem or _check_interleave(interleave) or _check_int("k_max", k_max, 1)
                    or _check_int("addr_width", addr_width, 13, 64)
                    or _check_int("max_burst", max_burst, 1, 256)
                    or _check_int("outstanding", outstanding, 1)
@@ -383,6 +407,7 @@ class ActBuffer(wiring.Component):
         self._rows, self._cols, self._k_max = rows, cols, k_max
         self._addr_width, self._max_burst = addr_width, max_burst
         self._outstanding, self._tiles_width = outstanding, tiles_width
+        self._interleave = interleave
         super().__init__({
             "load": In(stream.Signature(load_layout(k_max, addr_width))),
             "load_done": Out(stream.Signature(DONE_LAYOUT)),
@@ -402,6 +427,7 @@ class ActBuffer(wiring.Component):
     max_burst = property(lambda self: self._max_burst)
     outstanding = property(lambda self: self._outstanding)
     tiles_width = property(lambda self: self._tiles_width)
+    interleave = property(lambda self: self._interleave)
 
     def elaborate(self, platform):
         m = Module()
@@ -409,7 +435,8 @@ class ActBuffer(wiring.Component):
             pes=self.pes, k_max=self._k_max, addr_width=self._addr_width,
             max_burst=self._max_burst, outstanding=self._outstanding)
         m.submodules.streamer = streamer = ActStreamer(
-            pes=self.pes, k_max=self._k_max, tiles_width=self._tiles_width)
+            pes=self.pes, k_max=self._k_max, tiles_width=self._tiles_width,
+            interleave=self._interleave)
         wiring.connect(m, wiring.flipped(self.load), loader.load)
         wiring.connect(m, loader.done, wiring.flipped(self.load_done))
         wiring.connect(m, loader.m_axi, wiring.flipped(self.m_axi))

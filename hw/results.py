@@ -139,6 +139,10 @@ class ResultWriter(wiring.Component):
         AXI address width, 13..64.
     max_burst : int
         Longest AXI burst in beats, 1..256.
+    interleave : int
+        ``G``, 1, 2 or 4: the array runs tiles in groups of ``G``, so after a command's last
+        real tile come the padding tiles up to a multiple of ``G`` (``ceil(N / P)`` verify or
+        ``ceil(N / 4P)`` draft tiles, rounded up); their beats are taken and dropped.
 
     Members
     -------
@@ -163,8 +167,10 @@ class ResultWriter(wiring.Component):
     """
 
     def __init__(self, *, rows: int, cols: int, n_max: int = 1024, addr_width: int = 32,
-                 max_burst: int = 16):
+                 max_burst: int = 16, interleave: int = 1):
         p, problem = check_pes(rows, cols)
+        if not problem and (isinstance(interleave, bool) or interleave not in (1, 2, 4)):
+            problem = f"interleave must be 1, 2 or 4, not {interleave!r}"
         for name, value, low, high in (("n_max", n_max, 1, None),
                                        ("addr_width", addr_width, 13, 64),
                                        ("max_burst", max_burst, 1, 256)):
@@ -177,6 +183,7 @@ class ResultWriter(wiring.Component):
             raise ValueError(problem)
         self._rows, self._cols, self._n_max = rows, cols, n_max
         self._addr_width, self._max_burst = addr_width, max_burst
+        self._interleave = interleave
         super().__init__({
             "cmd": In(stream.Signature(cmd_layout(n_max, addr_width))),
             "results": In(stream.Signature(ResultBeat)),
@@ -193,6 +200,7 @@ class ResultWriter(wiring.Component):
     bus_bytes = property(lambda self: 2 * self.pes)
     addr_width = property(lambda self: self._addr_width)
     max_burst = property(lambda self: self._max_burst)
+    interleave = property(lambda self: self._interleave)
 
     def elaborate(self, platform):
         m = Module()
@@ -284,8 +292,18 @@ class ResultWriter(wiring.Component):
         # -- results -> tile buffer ----------------------------------------------------
         m.submodules.buffer = buf = TileBuffer(pes=p)
         take = Signal()
+        # Padding tiles after the last real one: their beats are taken and dropped.
+        lg = exact_log2(self._interleave)
+        drop_left = Signal(range(max(1, self._interleave - 1) * p + 1))
+        real_done = Signal()            # every real tile's beats taken
+        dropping = Signal()
+        m.d.comb += dropping.eq(real_done & (drop_left != 0))
+        with m.If(dropping & self.results.valid):
+            m.d.sync += drop_left.eq(drop_left - 1)
+        with m.If(self.results.valid & filling & (beat_cnt == p - 1) & (rows_left <= tile_rows)):
+            m.d.sync += real_done.eq(1)
         m.d.comb += [
-            self.results.ready.eq(filling),
+            self.results.ready.eq(filling | dropping),
             take.eq(self.results.valid & filling),
             buf.shift.eq(take),
             buf.beat.eq(self.results.payload.data),
@@ -340,6 +358,12 @@ class ResultWriter(wiring.Component):
                                                                         cmd.tokens)))
         with m.If(self.cmd.valid & self.cmd.ready):
             base = cmd.out_addr & align
+            if lg:
+                lg_p = exact_log2(p)
+                real = Mux(cmd.draft, (cmd.n + 4 * p - 1) >> (lg_p + 2),
+                           (cmd.n + p - 1) >> lg_p)
+                m.d.sync += drop_left.eq((-real)[:lg] << lg_p)
+            m.d.sync += [real_done.eq(0)]
             m.d.sync += [
                 active.eq(1), c_draft.eq(cmd.draft), c_fp16.eq(cmd.fp16), n_tok.eq(tokens),
                 stride.eq(cmd.out_stride & align), rows_left.eq(cmd.n), err.eq(0),
@@ -351,7 +375,7 @@ class ResultWriter(wiring.Component):
             with m.Else():
                 m.d.sync += [filling.eq(1), aw_active.eq(1)]
 
-        with m.If(finishing & ~awvalid & (b_pending == 0)):
+        with m.If(finishing & ~awvalid & (b_pending == 0) & (drop_left == 0)):
             m.d.sync += [finishing.eq(0), self.done.valid.eq(1)]
         with m.If(self.done.valid & self.done.ready):
             m.d.sync += [self.done.valid.eq(0), active.eq(0)]

@@ -1,9 +1,10 @@
 """Weight streamer: reads a weight matrix's two regions and feeds the PE array's weight beats.
 
 A matrix is stored as a draft region and a residual region (docs/accel.md, "Tensor layout in
-memory"). A *verify* pass reads both regions linearly and merges them into full BSFP words;
-a *draft* pass reads only the draft region, as four block streams whose quarter lines are
-gathered side by side. Lines come from host memory (AXI4 ``m_axi``) or from the on-chip
+memory"): groups of ``G`` verify tiles (``G`` the array's interleave), k-major. A *verify*
+pass reads both regions linearly and merges them into full BSFP words; a *draft* pass reads
+only the draft region, as four streams of whole verify groups whose chunks of ``G`` quarters
+are gathered side by side. Padding tiles (up to a multiple of ``G``) are made here as zeros. Lines come from host memory (AXI4 ``m_axi``) or from the on-chip
 slot memory (a synchronous read port ``mem``); either way each line is read exactly once.
 
 Dataflow (``P = rows * cols``, a line is ``16 P`` bits)::
@@ -11,9 +12,9 @@ Dataflow (``P = rows * cols``, a line is ``16 P`` bits)::
     StreamFetcher x4 ──> least-covered ──> AR register ──> m_axi AR    (dense source)
       (bursts, credit)     arbiter                      └> SlotReader ──> mem  (slot source)
     m_axi R / mem data ──(arid / stream id)──> line FIFO x4
-    verify: FIFO 0 ─ QuarterSplitter ─┐
-            FIFO 1 ─ ResidualGearbox ─┴ PlaneMerge ──┐
-    draft:  FIFO q ─ QuarterSplitter q ── DraftGather ┴─> beat register ──> beats
+    verify: FIFO 0 ─ QuarterPacker (1 quarter) ─┐
+            FIFO 1 ─ ResidualGearbox ───────────┴ PlaneMerge ─┐  (or a zero padding beat)
+    draft:  FIFO q ─ QuarterPacker q (G quarters) ─ DraftGather ┴─> beat register ──> beats
 
 Every FIFO has a credit counter (lines requested but not yet taken out of the FIFO), and a
 burst is requested only when the whole burst fits: ``rready`` is constantly high and the
@@ -30,7 +31,8 @@ from amaranth.utils import ceil_log2, exact_log2
 from hw.array import weight_beat_layout
 from hw.dma import AxiReadSignature, BurstSplitter
 
-__all__ = ["QuarterSplitter", "ResidualGearbox", "PlaneMerge", "DraftGather", "StreamFetcher",
+__all__ = ["QuarterSplitter", "QuarterPacker", "ResidualGearbox", "PlaneMerge", "DraftGather",
+           "StreamFetcher",
            "SlotReader", "WeightStreamer", "STREAMS", "burst_request_layout"]
 
 STREAMS = 4
@@ -199,49 +201,138 @@ class PlaneMerge(_Checked):
         return m
 
 
-class DraftGather(_Checked):
-    """Concatenates the quarters of the four draft block streams into one draft beat.
+class QuarterPacker(_Checked):
+    """Cuts lines (``16 P`` bits, four quarters of ``4 P`` bits) into chunks of ``r`` quarters.
 
-    Quarter ``q`` fills words ``q P/4 .. (q+1) P/4 - 1``. A stream whose ``present`` bit is
-    low (its block is past the last verify tile) contributes zeros and is neither waited
-    for nor taken from.
+    The lines are one stream of quarters, lowest bits first; each chunk takes the next ``r``
+    of them (``r`` in ``1 .. max_r``, an input), low quarters first, zero above. Up to three
+    quarters of the last line taken are kept for the next chunks, so a chunk is kept quarters
+    alone or kept quarters followed by the low quarters of the next line. ``r = 1`` is a
+    quarter splitter, ``r = 4`` passes whole lines through.
 
-    Combinational (latency 0), one beat per cycle when every present stream is valid.
+    Combinational (latency 0): one chunk per cycle while lines arrive at ``r`` per 4 cycles.
+    After ``4 L / r`` chunks of ``L`` lines nothing is kept, so ``r`` may change there.
 
     Parameters
     ----------
     pes : int
         ``P``, a multiple of 4.
+    max_r : int
+        Largest chunk, 1, 2 or 4 quarters.
 
     Members
     -------
-    q0, q1, q2, q3 : In(stream.Signature(4 * pes))
+    i : In(stream.Signature(16 * pes))
+    r : In(range(1, max_r + 1))
+        Quarters per chunk; must not change while quarters are kept.
+    o : Out(stream.Signature(4 * pes * max_r))
+    """
+
+    def __init__(self, *, pes: int, max_r: int):
+        self._reject([_check_pes(pes),
+                      None if max_r in (1, 2, 4) and not isinstance(max_r, bool)
+                      else f"max_r must be 1, 2 or 4, not {max_r!r}"])
+        self._pes = pes
+        self._max_r = max_r
+        super().__init__({
+            "i": In(stream.Signature(16 * pes)),
+            "r": In(range(1, max_r + 1)),
+            "o": Out(stream.Signature(4 * pes * max_r)),
+        })
+
+    pes = property(lambda self: self._pes)
+    max_r = property(lambda self: self._max_r)
+
+    def elaborate(self, platform):
+        m = Module()
+        q = 4 * self._pes
+        have = Signal(2)
+        kept = Signal(3 * q)
+        line = self.i.payload
+        fire = self.o.valid & self.o.ready
+        enough = Signal()
+        m.d.comb += [
+            enough.eq(have >= self.r),
+            self.o.valid.eq(enough | self.i.valid),
+            self.i.ready.eq(self.o.ready & ~enough),
+        ]
+        with m.Switch(self.r):
+            for r in range(1, self._max_r + 1):
+                with m.Case(r):
+                    with m.Switch(have):
+                        for h in range(4):
+                            with m.Case(h):
+                                if h >= r:
+                                    m.d.comb += self.o.payload.eq(kept[:r * q])
+                                    with m.If(fire):
+                                        m.d.sync += [kept.eq(kept[r * q:]), have.eq(h - r)]
+                                else:
+                                    both = Cat(kept[:h * q], line)
+                                    m.d.comb += self.o.payload.eq(both[:r * q])
+                                    with m.If(fire):
+                                        m.d.sync += [kept.eq(both[r * q:]), have.eq(h + 4 - r)]
+        return m
+
+
+class DraftGather(_Checked):
+    """Puts the chunks of the draft streams of one draft tile side by side: one draft beat.
+
+    With interleave ``G`` a draft beat of slot ``j`` (``j < G``, an input) is the chunks of
+    streams ``s = (4/G) j + b``, ``b < 4/G``, each ``G`` quarters, stream ``(4/G) j`` lowest.
+    A stream whose ``present`` bit is low (its verify tiles are past the matrix's end)
+    contributes zeros and is neither waited for nor taken from; a beat with no present stream
+    (a padding tile) is all zeros and always valid.
+
+    Combinational (latency 0), one beat per cycle when every present stream of the slot is
+    valid.
+
+    Parameters
+    ----------
+    pes : int
+        ``P``, a multiple of 4.
+    interleave : int
+        ``G``, 1, 2 or 4.
+
+    Members
+    -------
+    q0, q1, q2, q3 : In(stream.Signature(4 * pes * interleave))
     present : In(4)
-        Must not change while ``o.valid`` is high and ``o.ready`` low.
+    slot : In(range(interleave))
+        ``present`` and ``slot`` must not change while ``o.valid`` is high and ``o.ready`` low.
     o : Out(stream.Signature(data.ArrayLayout(16, pes)))
     """
 
-    def __init__(self, *, pes: int):
-        self._reject([_check_pes(pes)])
+    def __init__(self, *, pes: int, interleave: int = 1):
+        self._reject([_check_pes(pes),
+                      None if interleave in (1, 2, 4) and not isinstance(interleave, bool)
+                      else f"interleave must be 1, 2 or 4, not {interleave!r}"])
         self._pes = pes
-        members = {f"q{q}": In(stream.Signature(4 * pes)) for q in range(STREAMS)}
+        self._interleave = interleave
+        members = {f"q{q}": In(stream.Signature(4 * pes * interleave)) for q in range(STREAMS)}
         members["present"] = In(STREAMS)
+        members["slot"] = In(range(interleave))
         members["o"] = Out(stream.Signature(data.ArrayLayout(16, pes)))
         super().__init__(members)
 
     pes = property(lambda self: self._pes)
+    interleave = property(lambda self: self._interleave)
 
     def elaborate(self, platform):
         m = Module()
+        g = self._interleave
+        per = STREAMS // g
         ins = [getattr(self, f"q{q}") for q in range(STREAMS)]
         pres = self.present
-        m.d.comb += [
-            self.o.payload.eq(Cat(Mux(pres[q], s.payload, 0) for q, s in enumerate(ins))),
-            self.o.valid.eq(Cat(s.valid | ~pres[q] for q, s in enumerate(ins)).all()
-                            & pres.any()),
-        ]
-        for q, s in enumerate(ins):
-            m.d.comb += s.ready.eq(self.o.ready & self.o.valid & pres[q])
+        with m.Switch(self.slot):
+            for j in range(g):
+                with m.Case(j):
+                    sel = [j * per + b for b in range(per)]
+                    m.d.comb += [
+                        self.o.payload.eq(Cat(Mux(pres[s], ins[s].payload, 0) for s in sel)),
+                        self.o.valid.eq(Cat(ins[s].valid | ~pres[s] for s in sel).all()),
+                    ]
+                    for s in sel:
+                        m.d.comb += ins[s].ready.eq(self.o.ready & self.o.valid & pres[s])
         return m
 
 
@@ -253,8 +344,8 @@ def burst_request_layout(addr_width: int, max_burst: int) -> data.StructLayout:
 class StreamFetcher(_Checked):
     """Burst requests of one line stream, paced by the room left in the stream's FIFO.
 
-    A stream is ``segs`` segments of ``seg_lines`` lines; segment ``s`` starts at byte
-    address ``base + s * stride``. Each segment is split into INCR bursts of at most
+    A stream is ``segs`` segments of ``seg_lines`` lines, the last of ``last_lines`` lines;
+    segment ``s`` starts at byte address ``base + s * stride``. Each segment is split into INCR bursts of at most
     ``max_burst`` lines that do not cross a 4 KiB boundary (:class:`hw.dma.BurstSplitter`).
     A burst is requested only when ``reserved + len <= credit``, where ``reserved`` counts
     the lines requested whose FIFO entry has not been popped yet (``pop``).
@@ -280,7 +371,7 @@ class StreamFetcher(_Checked):
         Starts a new stream from ``base``, ``seg_lines``, ``segs`` and ``stride`` (the
         previous one must be finished: every request issued).
     base, stride : In(addr_width)
-    seg_lines : In(range(max_lines + 1))
+    seg_lines, last_lines : In(range(max_lines + 1))
         At least 1 when ``segs`` is not 0.
     segs : In(range(max_segs + 1))
         0 leaves the stream empty.
@@ -320,6 +411,7 @@ class StreamFetcher(_Checked):
             "base": In(addr_width),
             "stride": In(addr_width),
             "seg_lines": In(range(max_lines + 1)),
+            "last_lines": In(range(max_lines + 1)),
             "segs": In(range(max_segs + 1)),
             "req": Out(stream.Signature(burst_request_layout(addr_width, max_burst))),
             "pop": In(1),
@@ -342,6 +434,7 @@ class StreamFetcher(_Checked):
         stride = Signal(self._addr_width)
         left = Signal(range(self._max_lines + 1))
         seg_lines = Signal(range(self._max_lines + 1))
+        last_lines = Signal(range(self._max_lines + 1))
         segs_left = Signal(range(self._max_segs + 1))
         reserved = self.reserved
 
@@ -365,14 +458,16 @@ class StreamFetcher(_Checked):
                     segs_left.eq(segs_left - 1),
                     seg_start.eq(seg_start + stride),
                     addr.eq(seg_start + stride),
-                    left.eq(seg_lines),
+                    left.eq(Mux(segs_left == 2, last_lines, seg_lines)),
                 ]
             with m.Else():
                 m.d.sync += [addr.eq(addr + (blen << shift)), left.eq(left - blen)]
         with m.If(self.load):
             m.d.sync += [
                 addr.eq(self.base), seg_start.eq(self.base), stride.eq(self.stride),
-                left.eq(self.seg_lines), seg_lines.eq(self.seg_lines), segs_left.eq(self.segs),
+                left.eq(Mux(self.segs == 1, self.last_lines, self.seg_lines)),
+                seg_lines.eq(self.seg_lines), last_lines.eq(self.last_lines),
+                segs_left.eq(self.segs),
             ]
         return m
 
@@ -452,15 +547,17 @@ class SlotReader(_Checked):
 class WeightStreamer(_Checked):
     """Reads a matrix's draft and residual regions and emits the PE array's weight beats.
 
-    One command runs one pass. Verify (``draft`` = 0): ``T K`` beats, tile by tile, k =
-    0..K-1, each word a full BSFP word merged from the draft region (``P/2`` bytes per beat)
-    and the residual region (``3P/2`` bytes per beat). Draft (``draft`` = 1): ``ceil(T/4) K``
-    beats; beat ``(td, k)`` is quarter ``k % 4`` of line ``k // 4`` of draft blocks
-    ``4 td + q``, ``q < 4``, side by side; blocks ``>= T`` are zero and never read. ``last``
-    marks ``k = K - 1``. The beats equal ``golden.accel.stream_words``.
+    One command runs one pass, its tiles in groups of ``G`` (``interleave``), k-major: beat
+    ``(group, k, j)`` is tile ``G group + j`` at ``k``. Verify (``draft`` = 0): ``ceil(T/G) G
+    K`` beats, each word a full BSFP word merged from the draft region (``P/2`` bytes per beat)
+    and the residual region (``3P/2`` bytes per beat); tiles ``>= T`` give zero beats and read
+    nothing. Draft (``draft`` = 1): ``ceil(ceil(T/4)/G) G K`` beats; draft tile ``td`` at
+    ``k`` is ``G`` quarters from each of verify groups ``(4/G) td + b``, ``b < 4/G``, side by
+    side, zeros past ``T``. ``last`` marks ``k = K - 1``. The beats equal
+    ``golden.accel.stream_words``.
 
     Reads: verify reads the draft region (stream 0) and the residual region (stream 1) front
-    to back; draft reads block ``q, q+4, ..`` on stream ``q``. Every line is read once, in
+    to back; draft reads verify groups ``q, q+4, ..`` on stream ``q``. Every line is read once, in
     INCR bursts of at most ``max_burst`` lines that never cross 4 KiB, ``arid`` = stream.
     A stream's burst is issued only when its FIFO (``fifo_lines`` lines, block RAM) has
     room for it counting the lines in flight, so ``rready`` is always high. With the slot
@@ -491,6 +588,8 @@ class WeightStreamer(_Checked):
         Largest ``K`` (a multiple of 4) and ``N`` of a command.
     slot_addr_width : int
         Word address width of the slot memory read port.
+    interleave : int
+        ``G``, 1, 2 or 4: the tiles the PE array interleaves (``add_stages + 1``).
 
     Members
     -------
@@ -514,8 +613,10 @@ class WeightStreamer(_Checked):
 
     def __init__(self, *, rows: int, cols: int, addr_width: int = 32, max_burst: int = 16,
                  fifo_lines: int = 64, k_max: int = 1024, n_max: int = 1024,
-                 slot_addr_width: int = 10):
-        problems = [_positive_int("rows", rows), _positive_int("cols", cols)]
+                 slot_addr_width: int = 10, interleave: int = 1):
+        problems = [_positive_int("rows", rows), _positive_int("cols", cols),
+                    None if interleave in (1, 2, 4) and not isinstance(interleave, bool)
+                    else f"interleave must be 1, 2 or 4, not {interleave!r}"]
         if not any(problems):
             pes = rows * cols
             if pes not in (4, 8, 16, 32, 64):
@@ -547,6 +648,7 @@ class WeightStreamer(_Checked):
         self._k_max = k_max
         self._n_max = n_max
         self._slot_addr_width = slot_addr_width
+        self._interleave = interleave
         p = rows * cols
         self._tiles_max = -(-n_max // p)
         self.cmd_layout = data.StructLayout({
@@ -573,6 +675,7 @@ class WeightStreamer(_Checked):
     n_max = property(lambda self: self._n_max)
     slot_addr_width = property(lambda self: self._slot_addr_width)
     tiles_max = property(lambda self: self._tiles_max)
+    interleave = property(lambda self: self._interleave)
 
     def elaborate(self, platform):
         m = Module()
@@ -584,18 +687,34 @@ class WeightStreamer(_Checked):
         axi = self.m_axi
 
         # -- command state -------------------------------------------------------------
+        # Beats run group by group (G tiles), k-major, slot j < G innermost. ``groups_left``
+        # counts the groups of beats still to come; ``vg_left`` the verify-tile groups not yet
+        # covered (verify: the current one and the next; draft: from the current draft group,
+        # which covers 4 of them).
+        g = self._interleave
+        lg = exact_log2(g)
         active = Signal()
         draft = Signal()
         slot_src = Signal()
         k_reg = Signal.like(cmd.k)
         k_cnt = Signal.like(cmd.k)
-        tiles_left = Signal.like(cmd.tiles)
-        vt_left = Signal.like(cmd.tiles)          # verify tiles not yet covered (draft pass)
+        j_cnt = Signal(range(g))
+        r_last = Signal(range(g + 1))             # verify tiles of the last verify group
+        groups_left = Signal.like(cmd.tiles)
+        vg_left = Signal.like(cmd.tiles)
         accept = Signal()
         m.d.comb += [
             self.busy.eq(active | self.beats.valid),
             self.cmd.ready.eq(~self.busy),
             accept.eq(self.cmd.valid & self.cmd.ready),
+        ]
+        groups = Signal.like(cmd.tiles)            # verify groups ceil(T / G)
+        dgroups = Signal.like(cmd.tiles)           # draft groups ceil(ceil(T / 4) / G)
+        cmd_r_last = Signal(range(g + 1))
+        m.d.comb += [
+            groups.eq((cmd.tiles + g - 1) >> lg),
+            dgroups.eq((((cmd.tiles + 3) >> 2) + g - 1) >> lg),
+            cmd_r_last.eq((cmd.tiles - 1)[:lg] + 1 if lg else 1),
         ]
 
         # -- stream fetchers -------------------------------------------------------------
@@ -603,8 +722,14 @@ class WeightStreamer(_Checked):
         fetchers = []
         quarter_lines = Signal(range(max_lines + 1))       # T * K/4
         m.d.comb += quarter_lines.eq(cmd.tiles * cmd.k[2:])
-        block_bytes = Signal(aw)                            # K/4 lines
-        m.d.comb += block_bytes.eq(cmd.k << (shift - 2))
+        group_lines = Signal(range(max_lines + 1))         # G K/4: the lines of a group
+        last_group_lines = Signal(range(max_lines + 1))    # r_last K/4
+        group_bytes = Signal(aw)
+        m.d.comb += [
+            group_lines.eq(cmd.k[2:] << lg),
+            last_group_lines.eq(cmd_r_last * cmd.k[2:]),
+            group_bytes.eq(cmd.k << (shift - 2 + lg)),
+        ]
         for q in range(STREAMS):
             f = StreamFetcher(addr_width=aw, line_bytes=self.line_bytes,
                               max_burst=self._max_burst, max_lines=max_lines,
@@ -614,19 +739,22 @@ class WeightStreamer(_Checked):
             fetchers.append(f)
             m.d.comb += f.load.eq(accept)
             with m.If(cmd.draft):
+                # Stream q reads verify groups q, q + 4, ..; the last group may be short.
                 m.d.comb += [
-                    f.base.eq(cmd.draft_addr + block_bytes * q),
-                    f.stride.eq(block_bytes << 2),
-                    f.seg_lines.eq(cmd.k[2:]),
-                    f.segs.eq(Mux(cmd.tiles > q, (cmd.tiles + (3 - q)) >> 2, 0)),
+                    f.base.eq(cmd.draft_addr + group_bytes * q),
+                    f.stride.eq(group_bytes << 2),
+                    f.seg_lines.eq(group_lines),
+                    f.last_lines.eq(Mux((groups - 1)[:2] == q, last_group_lines, group_lines)),
+                    f.segs.eq(Mux(groups > q, (groups + (3 - q)) >> 2, 0)),
                 ]
             with m.Else():
                 if q == 0:
                     m.d.comb += [f.base.eq(cmd.draft_addr), f.seg_lines.eq(quarter_lines),
-                                 f.segs.eq(1)]
+                                 f.last_lines.eq(quarter_lines), f.segs.eq(1)]
                 elif q == 1:
                     m.d.comb += [f.base.eq(cmd.resid_addr),
-                                 f.seg_lines.eq(quarter_lines * 3), f.segs.eq(1)]
+                                 f.seg_lines.eq(quarter_lines * 3),
+                                 f.last_lines.eq(quarter_lines * 3), f.segs.eq(1)]
 
         # -- AR register: least-covered stream first ------------------------------------------
         # The next burst belongs to the stream, among those with bursts left, whose reserved
@@ -706,51 +834,63 @@ class WeightStreamer(_Checked):
             ]
 
         # -- beat assembly -------------------------------------------------------------------
-        splitters = []
+        # Verify: stream 0's quarters (a packer of 1 quarter) and stream 1's residual chunks
+        # merge into a beat; a padding tile's beat (slot j >= r_last of the last group) is
+        # zeros and takes nothing. Draft: stream s gives chunks of G quarters (r_last for the
+        # last verify group), gathered per slot.
+        packers = []
         for q in range(STREAMS):
-            s = QuarterSplitter(pes=p)
-            m.submodules[f"split{q}"] = s
-            splitters.append(s)
+            pk = QuarterPacker(pes=p, max_r=g)
+            m.submodules[f"pack{q}"] = pk
+            packers.append(pk)
         m.submodules.gearbox = gear = ResidualGearbox(pes=p)
         m.submodules.merge = merge = PlaneMerge(pes=p)
-        m.submodules.gather = gather = DraftGather(pes=p)
+        m.submodules.gather = gather = DraftGather(pes=p, interleave=g)
         for q in (0, 2, 3):
-            m.d.comb += [splitters[q].i.valid.eq(fifos[q].r_rdy),
-                         splitters[q].i.payload.eq(fifos[q].r_data),
-                         fifos[q].r_en.eq(splitters[q].i.ready)]
+            m.d.comb += [packers[q].i.valid.eq(fifos[q].r_rdy),
+                         packers[q].i.payload.eq(fifos[q].r_data),
+                         fifos[q].r_en.eq(packers[q].i.ready)]
         m.d.comb += [
-            splitters[1].i.valid.eq(fifos[1].r_rdy & draft),
-            splitters[1].i.payload.eq(fifos[1].r_data),
+            packers[1].i.valid.eq(fifos[1].r_rdy & draft),
+            packers[1].i.payload.eq(fifos[1].r_data),
             gear.i.valid.eq(fifos[1].r_rdy & ~draft),
             gear.i.payload.eq(fifos[1].r_data),
-            fifos[1].r_en.eq(Mux(draft, splitters[1].i.ready, gear.i.ready)),
+            fifos[1].r_en.eq(Mux(draft, packers[1].i.ready, gear.i.ready)),
         ]
         for q in range(STREAMS):
-            g = getattr(gather, f"q{q}")
-            m.d.comb += [g.valid.eq(splitters[q].o.valid & draft),
-                         g.payload.eq(splitters[q].o.payload)]
+            gq = getattr(gather, f"q{q}")
+            # Stream q holds verify group 4 gd + q of draft group gd: present if that group
+            # exists, short if it is the last one.
+            m.d.comb += [
+                packers[q].r.eq(Mux(~draft, 1, Mux(vg_left == q + 1, r_last, g))),
+                gq.valid.eq(packers[q].o.valid & draft),
+                gq.payload.eq(packers[q].o.payload),
+            ]
         m.d.comb += [
-            merge.draft.valid.eq(splitters[0].o.valid & ~draft),
-            merge.draft.payload.eq(splitters[0].o.payload),
-            splitters[0].o.ready.eq(Mux(draft, gather.q0.ready, merge.draft.ready)),
+            merge.draft.valid.eq(packers[0].o.valid & ~draft),
+            merge.draft.payload.eq(packers[0].o.payload[:4 * p]),
+            packers[0].o.ready.eq(Mux(draft, gather.q0.ready, merge.draft.ready)),
             merge.resid.valid.eq(gear.o.valid),
             merge.resid.payload.eq(gear.o.payload),
             gear.o.ready.eq(merge.resid.ready),
-            gather.present.eq(Cat(vt_left > q for q in range(STREAMS))),
+            gather.present.eq(Cat(vg_left > q for q in range(STREAMS))),
+            gather.slot.eq(j_cnt),
         ]
         for q in (1, 2, 3):
-            m.d.comb += splitters[q].o.ready.eq(getattr(gather, f"q{q}").ready)
+            m.d.comb += packers[q].o.ready.eq(getattr(gather, f"q{q}").ready)
 
         # -- beat register and counters -------------------------------------------------------
         src_valid = Signal()
         src_ready = Signal()
         src_fire = Signal()
         last = Signal()
+        pad = Signal()
         m.d.comb += [
-            src_valid.eq(active & Mux(draft, gather.o.valid, merge.o.valid)),
+            pad.eq(~draft & (groups_left == 1) & (j_cnt >= r_last)),
+            src_valid.eq(active & Mux(draft, gather.o.valid, merge.o.valid | pad)),
             src_ready.eq(active & (~self.beats.valid | self.beats.ready)),
             gather.o.ready.eq(src_ready & draft),
-            merge.o.ready.eq(src_ready & ~draft),
+            merge.o.ready.eq(src_ready & ~draft & ~pad),
             src_fire.eq(src_valid & src_ready),
             last.eq(k_cnt == k_reg - 1),
         ]
@@ -759,19 +899,24 @@ class WeightStreamer(_Checked):
         with m.If(src_fire):
             m.d.sync += [
                 self.beats.valid.eq(1),
-                self.beats.payload.words.eq(Mux(draft, gather.o.payload, merge.o.payload)),
+                self.beats.payload.words.eq(Mux(draft, gather.o.payload,
+                                                Mux(pad, 0, merge.o.payload))),
                 self.beats.payload.last.eq(last),
-                k_cnt.eq(Mux(last, 0, k_cnt + 1)),
+                j_cnt.eq(j_cnt + 1 if g > 1 else 0),
             ]
-            with m.If(last):
-                m.d.sync += [tiles_left.eq(tiles_left - 1),
-                             vt_left.eq(Mux(vt_left > 4, vt_left - 4, 0))]
-                with m.If(tiles_left == 1):
-                    m.d.sync += active.eq(0)
+            with m.If(j_cnt == g - 1):
+                m.d.sync += [j_cnt.eq(0), k_cnt.eq(Mux(last, 0, k_cnt + 1))]
+                with m.If(last):
+                    m.d.sync += [groups_left.eq(groups_left - 1),
+                                 vg_left.eq(Mux(draft, Mux(vg_left > 4, vg_left - 4, 0),
+                                                vg_left - 1))]
+                    with m.If(groups_left == 1):
+                        m.d.sync += active.eq(0)
         with m.If(accept):
             m.d.sync += [
                 active.eq(1), draft.eq(cmd.draft), slot_src.eq(cmd.slot_src),
-                k_reg.eq(cmd.k), k_cnt.eq(0), vt_left.eq(cmd.tiles),
-                tiles_left.eq(Mux(cmd.draft, (cmd.tiles + 3) >> 2, cmd.tiles)),
+                k_reg.eq(cmd.k), k_cnt.eq(0), j_cnt.eq(0), vg_left.eq(groups),
+                r_last.eq(cmd_r_last),
+                groups_left.eq(Mux(cmd.draft, dgroups, groups)),
             ]
         return m

@@ -35,7 +35,8 @@ def accelerator(params: AccelParams, *, pe_module: str | None = None, **kw) -> A
                        expert_bytes=params.expert_bytes, n_layers=params.n_layers,
                        n_experts=params.n_experts, policy=params.policy, k_max=params.k_max,
                        n_max=params.n_max, queue_depth=params.queue_depth,
-                       cmd_depth=params.cmd_depth, pe_module=pe_module, **kw)
+                       cmd_depth=params.cmd_depth, pe_module=pe_module,
+                       mul_stages=params.mul_stages, add_stages=params.add_stages, **kw)
 
 
 class AccelHarness(wiring.Component):
@@ -43,6 +44,7 @@ class AccelHarness(wiring.Component):
 
     def __init__(self, params: AccelParams, *, latency: int, pe_module: str | None = None):
         self._accel = accelerator(params, pe_module=pe_module)
+        self._mul_stages, self._add_stages = params.mul_stages, params.add_stages
         self._latency = latency
         a = self._accel
         super().__init__({
@@ -51,6 +53,9 @@ class AccelHarness(wiring.Component):
             "s_axil": In(AxiLiteSignature(addr_width=12)),
             "irq": Out(1),
         })
+
+    mul_stages = property(lambda self: self._mul_stages)
+    add_stages = property(lambda self: self._add_stages)
 
     def elaborate(self, platform):
         m = Module()
@@ -77,10 +82,11 @@ class AccelHarness(wiring.Component):
 
 def hierarchical(component, name: str) -> str:
     """Verilog of ``component`` (built with ``pe_module=f"{name}_pe"``) plus the PE module,
-    at the top's PE depth (:attr:`hw.accel.Accelerator.mul_stages`, ``add_stages``: 0)."""
+    at the component's PE depth (its ``mul_stages`` and ``add_stages``)."""
     from sim.netlist import convert
 
-    return convert(component, name, pe=ReconfigurablePE())
+    return convert(component, name, pe=ReconfigurablePE(mul_stages=component.mul_stages,
+                                                        add_stages=component.add_stages))
 
 
 def params_env(params: AccelParams) -> dict[str, str]:

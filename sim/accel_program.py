@@ -43,10 +43,17 @@ class AccelParams:
     n_max: int = 64
     queue_depth: int = 2
     cmd_depth: int = 8
+    mul_stages: int = 3
+    add_stages: int = 3
 
     @property
     def pes(self) -> int:
         return self.rows * self.cols
+
+    @property
+    def interleave(self) -> int:
+        """Tiles the array interleaves, ``add_stages + 1``: the layout's group size."""
+        return self.add_stages + 1
 
     @property
     def line(self) -> int:
@@ -57,7 +64,8 @@ class AccelParams:
                           expert_bytes=self.expert_bytes, n_layers=self.n_layers,
                           n_experts=self.n_experts, policy=self.policy,
                           queue_depth=self.queue_depth, expert_base=EXPERT_BASE,
-                          k_max=self.k_max, n_max=self.n_max, **kw)
+                          k_max=self.k_max, n_max=self.n_max, mul_stages=self.mul_stages,
+                          add_stages=self.add_stages, **kw)
 
 
 @dataclass
@@ -91,8 +99,8 @@ def _matrix(rng, n, k) -> bsfp.BsfpTensor:
     return bsfp.encode(w)
 
 
-def _place(mem, w, pes, addr) -> Placed:
-    layout = tensor_layout(w, pes)
+def _place(mem, w, pes, addr, interleave) -> Placed:
+    layout = tensor_layout(w, pes, interleave)
     mem[addr:addr + len(layout.draft)] = layout.draft
     resid = addr + len(layout.draft)
     mem[resid:resid + len(layout.residual)] = layout.residual
@@ -127,7 +135,7 @@ class Builder:
         for i in range(6):
             n = int(rng.integers(1, p.n_max + 1)) if i else p.n_max
             k = 4 * int(rng.integers(1, p.k_max // 4 + 1)) if i else p.k_max
-            self.dense.append(_place(mem, _matrix(rng, n, k), p.pes, addr))
+            self.dense.append(_place(mem, _matrix(rng, n, k), p.pes, addr, p.interleave))
             addr += verify_tiles(n, p.pes) * k * p.line + p.line * int(rng.integers(0, 40))
         assert addr < POISON_BASE, "dense matrices overflow their area"
         self.experts = {}
@@ -135,9 +143,9 @@ class Builder:
             for e in range(p.n_experts):
                 n, k = _expert_shape(rng, p)
                 base = EXPERT_BASE + (layer * p.n_experts + e) * p.expert_bytes
-                placed = _place(mem, _matrix(rng, n, k), p.pes, base)
+                placed = _place(mem, _matrix(rng, n, k), p.pes, base, p.interleave)
                 self.experts[layer, e] = Placed(placed.w, placed.draft - base, placed.resid - base)
-        self.poison = _place(mem, _matrix(rng, 2 * p.pes, 8), p.pes, POISON_BASE)
+        self.poison = _place(mem, _matrix(rng, 2 * p.pes, 8), p.pes, POISON_BASE, p.interleave)
         self.bad_acts = ACTS_BASE + 0x8000
         bad_reads = [(self.poison.resid + p.line, self.poison.resid + 2 * p.line),
                      (self.bad_acts, self.bad_acts + p.line)]

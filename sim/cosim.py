@@ -70,7 +70,8 @@ class MemoryMap:
 
     ``dense`` maps a matrix name to its :class:`Placement`; ``expert`` maps ``w_gate``,
     ``w_up``, ``w_down`` to their offsets inside an expert; ``expert_tables`` the tables of
-    every expert matrix by its full name.
+    every expert matrix by its full name. ``interleave`` is the ``G`` the matrices are laid out
+    for (``add_stages + 1`` of the accelerator that reads them).
     """
     pes: int
     line: int
@@ -86,11 +87,13 @@ class MemoryMap:
     out_region: int
     size: int
     image: bytearray = field(repr=False)
+    interleave: int = 4
 
     @classmethod
-    def build(cls, model: MoeLM, pes: int) -> "MemoryMap":
+    def build(cls, model: MoeLM, pes: int, interleave: int = 4) -> "MemoryMap":
         """Encode every matrix of ``model`` in BSFP and lay the host memory out for ``pes``
-        PEs (docs/accel.md, "Tensor layout")."""
+        PEs whose array interleaves ``interleave`` tiles (4: the default top's
+        ``add_stages = 3``; docs/accel.md, "Tensor layout")."""
         cfg = model.config
         line = 2 * pes
         for name, k in (("d_model", cfg.d_model), ("d_expert", cfg.d_expert)):
@@ -104,7 +107,7 @@ class MemoryMap:
             if name in expert_names:
                 continue
             w = bsfp.encode(model.params[name])
-            lay = tensor_layout(w, pes)
+            lay = tensor_layout(w, pes, interleave)
             dense[name] = Placement(lay.n, lay.k, addr, addr + len(lay.draft), SetTables.of(w))
             chunks += [(addr, lay.draft), (addr + len(lay.draft), lay.residual)]
             addr = _up(addr + len(lay.draft) + len(lay.residual), 4096)
@@ -121,7 +124,7 @@ class MemoryMap:
         for name in expert_names:
             layer, e, part = int(name.split(".")[1]), int(name.split(".")[3]), name.split(".")[4]
             w = bsfp.encode(model.params[name])
-            lay = tensor_layout(w, pes)
+            lay = tensor_layout(w, pes, interleave)
             base = expert_base + (layer * cfg.n_experts + e) * expert_bytes
             d, r = offsets[part]
             chunks += [(base + d, lay.draft), (base + r, lay.residual)]
@@ -138,13 +141,15 @@ class MemoryMap:
         for a, data in chunks:
             image[a:a + len(data)] = data
         return cls(pes, line, dense, offsets, tables, expert_base, expert_bytes, acts_base,
-                   acts_stride, out_base, out_stride, out_region, size, image)
+                   acts_stride, out_base, out_stride, out_region, size, image, interleave)
 
 
 
 def accel_params(model: MoeLM, mmap: MemoryMap, rows: int, cols: int, *, slots: int = 8,
-                 policy: str = "lru", queue_depth: int = 2, cmd_depth: int = 8):
-    """The :class:`sim.accel_program.AccelParams` of an accelerator that runs ``model``."""
+                 policy: str = "lru", queue_depth: int = 2, cmd_depth: int = 8,
+                 mul_stages: int = 3):
+    """The :class:`sim.accel_program.AccelParams` of an accelerator that runs ``model`` from
+    ``mmap`` (its ``add_stages`` is the map's interleave minus 1)."""
     from sim.accel_program import AccelParams
 
     cfg = model.config
@@ -152,7 +157,8 @@ def accel_params(model: MoeLM, mmap: MemoryMap, rows: int, cols: int, *, slots: 
     n_max = max(cfg.vocab, cfg.d_model, cfg.d_expert, cfg.n_experts)
     return AccelParams(rows=rows, cols=cols, slots=slots, expert_bytes=mmap.expert_bytes,
                        n_layers=cfg.n_layers, n_experts=cfg.n_experts, policy=policy,
-                       k_max=k_max, n_max=n_max, queue_depth=queue_depth, cmd_depth=cmd_depth)
+                       k_max=k_max, n_max=n_max, queue_depth=queue_depth, cmd_depth=cmd_depth,
+                       mul_stages=mul_stages, add_stages=mmap.interleave - 1)
 
 
 def golden_model(params, mmap: MemoryMap, mem: bytearray | None = None) -> AccelModel:
@@ -161,7 +167,8 @@ def golden_model(params, mmap: MemoryMap, mem: bytearray | None = None) -> Accel
                       slots=params.slots, expert_bytes=params.expert_bytes,
                       n_layers=params.n_layers, n_experts=params.n_experts, policy=params.policy,
                       queue_depth=params.queue_depth, expert_base=mmap.expert_base,
-                      k_max=params.k_max, n_max=params.n_max)
+                      k_max=params.k_max, n_max=params.n_max, mul_stages=params.mul_stages,
+                      add_stages=params.add_stages)
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,8 +188,9 @@ class Timing:
     """
 
     def __init__(self, rows: int, cols: int, latency: int, line_cycles: float,
-                 expert_lines: int):
+                 expert_lines: int, mul_stages: int = 0, add_stages: int = 0):
         self.rows, self.cols, self.latency = rows, cols, latency
+        self.mul_stages, self.add_stages = mul_stages, add_stages
         self.line_cycles, self.expert_lines = line_cycles, expert_lines
         self.pending = 0.0
         self.fill_overhead = 0.0      # cycles a fill takes beyond latency + lines (measured)
@@ -191,7 +199,7 @@ class Timing:
     def of(cls, params, latency: int, bandwidth: int | None) -> "Timing":
         line = 2 * params.rows * params.cols
         return cls(params.rows, params.cols, latency, line / (bandwidth or line),
-                   params.expert_bytes // line)
+                   params.expert_bytes // line, params.mul_stages, params.add_stages)
 
     def batch(self, commands, hits, prefetch_fills: int, csr_writes: int):
         from golden.perf import batch_features
@@ -199,7 +207,8 @@ class Timing:
         base, feats = batch_features(commands, rows=self.rows, cols=self.cols,
                                      latency=self.latency, line_cycles=self.line_cycles,
                                      expert_lines=self.expert_lines, hits=hits,
-                                     prefetch_fills=prefetch_fills, csr_writes=csr_writes)
+                                     prefetch_fills=prefetch_fills, csr_writes=csr_writes,
+                                     mul_stages=self.mul_stages, add_stages=self.add_stages)
         if any(isinstance(c, Fence) for c in commands):
             base += self.pending
             self.pending = 0.0

@@ -51,6 +51,7 @@ class CosimHarness(wiring.Component):
         from sim.hostmem import AxiMemory
 
         self._accel = accelerator(params, pe_module=pe_module)
+        self._mul_stages, self._add_stages = params.mul_stages, params.add_stages
         a = self._accel
         self._mem = AxiMemory(size=memory.size, data_width=a.bus_bits, addr_width=a.addr_width,
                               id_width=4, latency=memory.latency, bandwidth=memory.bandwidth,
@@ -63,6 +64,9 @@ class CosimHarness(wiring.Component):
             "irq": Out(1),
             "ext_mem": In(1),
         })
+
+    mul_stages = property(lambda self: self._mul_stages)
+    add_stages = property(lambda self: self._add_stages)
 
     def elaborate(self, platform):
         m = Module()

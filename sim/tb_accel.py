@@ -253,7 +253,7 @@ async def full_queue_drops_the_command_with_an_overflow_error(dut):
     mem = bytearray(MEM_BYTES)
     n, k = params.n_max, params.k_max
     w = bsfp.encode(rng.standard_normal((n, k)).astype(np.float16))
-    lay = tensor_layout(w, params.pes)
+    lay = tensor_layout(w, params.pes, params.interleave)
     mem[0x10000:0x10000 + len(lay.draft)] = lay.draft
     mem[0x20000:0x20000 + len(lay.residual)] = lay.residual
     mem[0x30000:0x30000 + 8 * k] = rng.standard_normal((4, k)).astype(np.float16).tobytes()
@@ -298,7 +298,7 @@ async def draft_and_verify_utilisation(dut):
     rng = np.random.default_rng(seed)
     mem = bytearray(MEM_BYTES * 4)
     w = bsfp.encode((rng.standard_normal((n, k)) * 0.1).astype(np.float16))
-    lay = tensor_layout(w, params.pes)
+    lay = tensor_layout(w, params.pes, params.interleave)
     dense = 0x100000
     mem[dense:dense + len(lay.draft)] = lay.draft
     mem[dense + len(lay.draft):dense + len(lay.draft) + len(lay.residual)] = lay.residual

@@ -249,7 +249,7 @@ class Setup:
                    [RunSpec(**r) for r in json.loads(os.environ["COSIM_RUNS"])], model,
                    Path(os.environ["COSIM_RESULTS"]),
                    float(os.environ.get("COSIM_CLOCK_NS", "10")),
-                   MemoryMap.build(model, params.pes))
+                   MemoryMap.build(model, params.pes, params.interleave))
 
 
 async def _reset(dut, ext: int) -> None:

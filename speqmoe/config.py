@@ -95,7 +95,7 @@ class CosimConfig:
 @dataclass
 class PeConfig:
     """Pipeline depth of the PEs and PE arrays that ``verilog``, ``synth``, ``sim`` and
-    ``fpga`` build (the accelerator top's array is not pipelined yet).
+    ``fpga`` build (the accelerator top takes its own depth from ``[accel]``).
 
     ``add_stages`` registers inside the binary32 adder make the PE interleave
     ``add_stages + 1`` dot products (docs/fpga.md, "Pipelining"). The default, 3 and 3, is
@@ -152,7 +152,9 @@ class AccelConfig:
     """The accelerator top that ``speqmoe verilog`` builds as design ``accel``
     (docs/accel.md). The defaults are the top that runs the shipped tiny LM in
     ``speqmoe cosim``: a 4x4 array on a 256-bit bus, 16 slots of the model's 96 KiB experts,
-    K up to 128 (d_model, d_expert) and N up to 256 (the vocabulary)."""
+    K up to 128 (d_model, d_expert) and N up to 256 (the vocabulary), PEs pipelined 3/3
+    (``add_stages`` 0, 1 or 3: the array interleaves ``add_stages + 1`` tiles, which must
+    divide the 4 verify tiles of a draft tile)."""
     rows: int = 4
     cols: int = 4
     slots: int = 16
@@ -166,10 +168,20 @@ class AccelConfig:
     cmd_depth: int = 8
     max_burst: int = 16
     fifo_lines: int = 64
+    mul_stages: int = 3
+    add_stages: int = 3
 
     def validate(self, where: str) -> None:
+        from hw.pe import depth_problem
+
         _positive(self, where, "rows", "cols", "slots", "expert_bytes", "n_layers",
                   "n_experts", "k_max", "n_max", "cmd_depth", "max_burst", "fifo_lines")
+        problem = depth_problem(self.mul_stages, self.add_stages)
+        if problem:
+            raise UserError(f"{where}.{problem}")
+        if self.add_stages not in (0, 1, 3):
+            raise UserError(f"{where}.add_stages must be 0, 1 or 3 (the interleave "
+                            f"add_stages + 1 must divide 4), not {self.add_stages}")
 
     def params(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -97,8 +97,11 @@ DESIGNS: dict[str, Callable] = {
     "pe_array": _pe_array_config,
     # The accelerator top: 2x2 / 64-bit / 4 slots (small memories, so that generic synthesis,
     # which turns every memory into flip-flops, stays minutes) and 4x4 / 256-bit / 8 slots.
-    "accel_2x2": _accel(2, 2, slots=4, expert_bytes=256, k_max=64, n_max=64, fifo_lines=32),
-    "accel_4x4": _accel(4, 4, slots=8, expert_bytes=16384, k_max=1024, n_max=1024),
+    # Both with pipelined PEs (3/3: the array interleaves 4 tiles).
+    "accel_2x2": _accel(2, 2, slots=4, expert_bytes=256, k_max=64, n_max=64, fifo_lines=32,
+                        mul_stages=3, add_stages=3),
+    "accel_4x4": _accel(4, 4, slots=8, expert_bytes=16384, k_max=1024, n_max=1024,
+                        mul_stages=3, add_stages=3),
     "accel": _accel_config,
 }
 
@@ -127,7 +130,8 @@ def describe(name: str, cfg: Config) -> str:
                 f"{c.n_layers} layers x {c.n_experts} experts")
     if name == "accel":
         a = cfg.accel
-        return (f"accelerator top from [accel]: {a.rows}x{a.cols} array (unpipelined), "
+        return (f"accelerator top from [accel]: {a.rows}x{a.cols} array (mul_stages="
+                f"{a.mul_stages}, add_stages={a.add_stages}), "
                 f"{16 * a.rows * a.cols}-bit AXI4, {a.slots} expert slots of "
                 f"{a.expert_bytes:,} bytes, K up to {a.k_max}, N up to {a.n_max}")
     if name == "expert_cache_demo":
@@ -140,7 +144,8 @@ def describe(name: str, cfg: Config) -> str:
     if name.startswith("expert_cache"):
         return (f"expert-cache controller + AXI4 read DMA: {p['data_width']}-bit bus, "
                 f"{p['slots']} slots of {p['expert_bytes']} bytes, {p['policy'].upper()}")
-    return (f"accelerator top: {p['rows']}x{p['cols']} array (unpipelined), "
+    return (f"accelerator top: {p['rows']}x{p['cols']} array (mul_stages="
+            f"{p.get('mul_stages', 0)}, add_stages={p.get('add_stages', 0)}), "
             f"{16 * p['rows'] * p['cols']}-bit AXI4, {p['slots']} expert slots of "
             f"{p['expert_bytes']:,} bytes, K up to {p['k_max']}, N up to {p['n_max']}")
 

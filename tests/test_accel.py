@@ -47,6 +47,8 @@ def test_register_map_has_every_counter_once():
     (dict(rows=2, cols=2, k_max=30), "multiple of 4"),
     (dict(rows=2, cols=2, policy="mru"), "policy"),
     (dict(rows=2, cols=2, slots=0), "slots"),
+    (dict(rows=2, cols=2, add_stages=2), "add_stages must be 0, 1 or 3"),
+    (dict(rows=2, cols=2, mul_stages=4), "mul_stages"),
 ])
 def test_invalid_parameters_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -90,9 +92,13 @@ def test_accel_2x2_icarus_random_programs_match_golden(seed):
     assert result.failed == 0
 
 
-def test_top_in_the_amaranth_simulator_matches_golden(seed):
+@pytest.mark.parametrize("mul_stages,add_stages", [(3, 3), (0, 0), (1, 1)])
+def test_top_in_the_amaranth_simulator_matches_golden(seed, mul_stages, add_stages):
     """A short program in the Amaranth simulator: tables (all 8 lut entries reach the array),
-    dense and slot MATMULs in both modes, an FP16 store, a bad release, an unknown opcode."""
+    dense and slot MATMULs in both modes, an FP16 store, a bad release, an unknown opcode;
+    at the default pipeline depth (4 tiles interleaved), unpipelined, and interleave 2."""
+    import dataclasses
+
     import numpy as np
 
     from golden.accel import Demand, Matmul, Raw, Release
@@ -101,7 +107,8 @@ def test_top_in_the_amaranth_simulator_matches_golden(seed):
     from sim.amaranth_accel import simulate_accel
 
     rng = np.random.default_rng(seed)
-    b = Builder(SMALL, rng)
+    params = dataclasses.replace(SMALL, mul_stages=mul_stages, add_stages=add_stages)
+    b = Builder(params, rng)
     good = b.dense[3]
     for mode, fp16 in (("verify", False), ("draft", True)):
         b.matmul(good, mode=mode, fp16=fp16)
@@ -127,7 +134,7 @@ def test_top_in_the_amaranth_simulator_matches_golden(seed):
         assert regs["MACS_LO"] == model.counters["macs"], where
         assert mem == model.mem, f"{where}: host memory differs from golden"
 
-    simulate_accel(accelerator(SMALL), mem, prog.commands, check=check, seed=seed,
+    simulate_accel(accelerator(params), mem, prog.commands, check=check, seed=seed,
                    expert_base=EXPERT_BASE, bad_reads=prog.bad_read_ranges,
                    bad_writes=prog.bad_write_ranges, idle=0.2)
     assert model.counters["cmds_done"] == len(prog.commands)

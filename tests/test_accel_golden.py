@@ -19,17 +19,45 @@ def _matrix(rng, n, k):
     return bsfp.encode((rng.standard_normal((n, k)) * 0.5).astype(np.float16))
 
 
+@pytest.mark.parametrize("interleave", [1, 2, 4])
 @pytest.mark.parametrize("rows,cols,n,k", SHAPES)
-def test_layout_streams_equal_the_array_weight_streams(rng, rows, cols, n, k):
+def test_layout_streams_equal_the_array_weight_streams(rng, rows, cols, n, k, interleave):
+    # Tile counts 1..19: full and short last groups, padding tiles in both modes.
     w = _matrix(rng, n, k)
-    layout = tensor_layout(w, rows * cols)
+    layout = tensor_layout(w, rows * cols, interleave)
     line = 2 * rows * cols
     assert len(layout.draft) == layout.draft_lines * line
     assert len(layout.residual) == layout.residual_lines * line
     assert len(layout.residual) == 3 * len(layout.draft)
     for mode in ("draft", "verify"):
-        words, _ = pe_array.weight_stream(mode, w, rows, cols)
+        words, _ = pe_array.weight_stream(mode, w, rows, cols, interleave)
         np.testing.assert_array_equal(stream_words(mode, layout), words)
+
+
+def test_layout_groups_are_k_major_and_a_draft_tile_line_is_one_line_per_k(rng):
+    # P = 4, G = 4, N = 20: verify tiles 0..4, group 0 = tiles 0..3, group 1 = tile 4 alone.
+    p, k, n = 4, 8, 20
+    w = _matrix(rng, n, k)
+    lay = tensor_layout(w, p, 4)
+    draft = np.frombuffer(lay.draft, "<u2")
+    plane = w.draft_plane()                              # (ceil(N/4), K): row groups
+    for kk in range(k):
+        # Line kk of group 0 holds row groups 0..3 (tiles 0..3, one word each) at kk.
+        np.testing.assert_array_equal(draft[kk * p:(kk + 1) * p], plane[0:4, kk])
+        # Group 1 (one tile) holds a quarter per k, right after group 0's K lines.
+        assert draft[k * p + kk] == plane[4, kk]
+    assert draft.size == 5 * k                           # no padding tile stored
+    resid = bsfp.unpack_residual_plane(np.frombuffer(lay.residual, np.uint8).copy(), (n * k,))
+    np.testing.assert_array_equal(resid[:4 * p].reshape(4, p),
+                                  (w.words[0:16, 0] & 0xFFF).reshape(4, p))
+
+
+def test_layout_with_interleave_1_is_tile_after_tile(rng):
+    p, k, n = 8, 12, 19
+    w = _matrix(rng, n, k)
+    lay = tensor_layout(w, p, 1)
+    draft = np.frombuffer(lay.draft, "<u2").reshape(3, k, p // 4)      # (tile, k, quarter)
+    np.testing.assert_array_equal(draft[1, :, 0], w.draft_plane()[2, :])
 
 
 def test_layout_rejects_k_not_multiple_of_4_and_pes_not_multiple_of_4(rng):
@@ -37,6 +65,10 @@ def test_layout_rejects_k_not_multiple_of_4_and_pes_not_multiple_of_4(rng):
         tensor_layout(_matrix(rng, 4, 6), 4)
     with pytest.raises(ValueError, match="multiple of 4"):
         tensor_layout(_matrix(rng, 4, 8), 2)
+    with pytest.raises(ValueError, match="1, 2 or 4"):
+        tensor_layout(_matrix(rng, 4, 8), 4, 3)
+    with pytest.raises(ValueError, match="1, 2 or 4"):
+        AccelModel(2, 2, bytearray(64), add_stages=2)
 
 
 def _random_command(rng):
@@ -91,12 +123,12 @@ def test_tables_error_names_each_bsfp_rule():
 class Setup:
     """A host memory with one matrix (dense and as expert (1, 2)) and activations."""
 
-    def __init__(self, rng, rows=2, cols=2, n=10, k=8, tokens=3):
+    def __init__(self, rng, rows=2, cols=2, n=10, k=8, tokens=3, add_stages=0):
         self.p = rows * cols
         self.line = 2 * self.p
         self.mem = bytearray(1 << 20)
         self.w = _matrix(rng, n, k)
-        self.layout = tensor_layout(self.w, self.p)
+        self.layout = tensor_layout(self.w, self.p, add_stages + 1)
         self.d_addr, self.r_addr = 0x1000, 0x2000
         self.mem[0x1000:0x1000 + len(self.layout.draft)] = self.layout.draft
         self.mem[0x2000:0x2000 + len(self.layout.residual)] = self.layout.residual
@@ -109,7 +141,8 @@ class Setup:
         for t in range(tokens):
             self.mem[0x3000 + t * 64:0x3000 + t * 64 + 2 * k] = self.acts[t].tobytes()
         self.n, self.k, self.tokens = n, k, tokens
-        self.model = AccelModel(rows, cols, self.mem, expert_bytes=self.expert_bytes)
+        self.model = AccelModel(rows, cols, self.mem, expert_bytes=self.expert_bytes,
+                                mul_stages=add_stages, add_stages=add_stages)
 
     def prologue(self):
         assert self.model.run(LoadActs(self.tokens, self.k, 0x3000, 64)).ok
@@ -122,10 +155,11 @@ class Setup:
         return np.frombuffer(raw, dt).reshape(tokens, 64 // e)[:, :self.n]
 
 
+@pytest.mark.parametrize("add_stages", [0, 3])
 @pytest.mark.parametrize("fp16", [False, True])
 @pytest.mark.parametrize("source", ["dense", "slot"])
-def test_matmul_writes_the_array_results_token_major(rng, fp16, source):
-    s = Setup(rng)
+def test_matmul_writes_the_array_results_token_major(rng, fp16, source, add_stages):
+    s = Setup(rng, add_stages=add_stages)
     s.prologue()
     slot = None
     d, r = s.d_addr, s.r_addr
@@ -146,9 +180,10 @@ def test_matmul_writes_the_array_results_token_major(rng, fp16, source):
     assert not any(s.mem[0x4000 + s.n * e:0x4000 + 64])
 
 
-def test_draft_pass_reads_a_quarter_of_the_verify_bytes_dense_and_slot(rng):
+@pytest.mark.parametrize("add_stages", [0, 3])
+def test_draft_pass_reads_a_quarter_of_the_verify_bytes_dense_and_slot(rng, add_stages):
     for n in (1, 5, 16, 33, 100):
-        s = Setup(rng, n=n, k=12)
+        s = Setup(rng, n=n, k=12, add_stages=add_stages)
         s.prologue()
         c = s.model.counters
         s.model.run(Matmul("verify", n, 12, s.d_addr, s.r_addr, 0x4000, 64))
@@ -162,14 +197,16 @@ def test_draft_pass_reads_a_quarter_of_the_verify_bytes_dense_and_slot(rng):
         assert c["bytes_slot"] == verify + verify // 4
 
 
-def test_counters_count_bytes_macs_and_commands(rng):
-    s = Setup(rng, rows=4, cols=4, n=70, k=16, tokens=2)
+@pytest.mark.parametrize("add_stages,run_tiles", [(0, 5), (1, 6), (3, 8)])
+def test_counters_count_bytes_macs_and_commands(rng, add_stages, run_tiles):
+    # N = 70 on 16 PEs: 5 verify tiles, run as 5, 6 or 8 (padding tiles count MACs, not bytes).
+    s = Setup(rng, rows=4, cols=4, n=70, k=16, tokens=2, add_stages=add_stages)
     s.prologue()
     s.model.run(Matmul("verify", 70, 16, s.d_addr, s.r_addr, 0x4000, 256, fp16=True))
     c = s.model.counters
     assert c["bytes_acts"] == 2 * 32
     assert c["bytes_dense"] == 5 * 16 * 32
-    assert c["macs"] == 4 * 16 * 5 * 16
+    assert c["macs"] == 4 * 16 * run_tiles * 16
     assert c["bytes_written"] == 2 * 70 * 2
     assert c["cmds_done"] == 3 and c["errors"] == 0
 
@@ -260,3 +297,16 @@ def test_overflow_takes_an_index(rng):
     assert s.model.drop(Fence()).cause == "OVERFLOW"
     assert s.model.run(Fence()).index == 2
     assert s.model.counters["cmds_done"] == 2
+
+
+@pytest.mark.parametrize("mul_stages,add_stages", [(0, 0), (3, 3), (2, 1)])
+def test_min_cycles_follow_the_pipeline_depth(mul_stages, add_stages):
+    model = AccelModel(4, 4, bytearray(64), mul_stages=mul_stages, add_stages=add_stages)
+    g, latency = add_stages + 1, 3 + mul_stages + add_stages
+    for mode, n in (("verify", 70), ("draft", 300)):
+        cmd = Matmul(mode, n, 32, 0, 0, 0)
+        assert model.min_cycles(cmd) == pe_array.cycles(mode, n, 32, 4, 4, interleave=g,
+                                                        latency=latency)
+    # 5 verify tiles run as 8 at G = 4: (K - 1) G + L + (groups - 1) G max(K, P) + G P.
+    if add_stages == 3:
+        assert model.min_cycles(Matmul("verify", 70, 32, 0, 0, 0)) == 31 * 4 + 9 + 4 * 32 + 64

@@ -210,9 +210,11 @@ def test_actbuf_flags_rresp_error_reads_every_burst_and_next_load_is_clean(rng):
     np.testing.assert_array_equal(run.reads[0], model.read(40, 1))
 
 
-@pytest.mark.parametrize("rows,cols,k,tiles", [(2, 2, 30, 3), (4, 4, 17, 4), (2, 2, 1, 5)])
-def test_actbuf_streams_one_beat_per_cycle_without_backpressure(rows, cols, k, tiles, rng):
-    dut = ActBuffer(rows=rows, cols=cols, k_max=64)
+@pytest.mark.parametrize("rows,cols,k,tiles,interleave", [
+    (2, 2, 30, 3, 1), (4, 4, 17, 4, 1), (2, 2, 1, 5, 1), (4, 4, 17, 8, 4), (2, 2, 1, 4, 4)])
+def test_actbuf_streams_one_beat_per_cycle_without_backpressure(rows, cols, k, tiles,
+                                                                interleave, rng):
+    dut = ActBuffer(rows=rows, cols=cols, k_max=64, interleave=interleave)
     host = _host(rng, 1 << 12)
     ops = [("load", 4, k, 0, 0x100), ("read", k, tiles), ("read", k, tiles)]
     run = _simulate(dut, host, ops, rng=rng)
@@ -223,7 +225,8 @@ def test_actbuf_streams_one_beat_per_cycle_without_backpressure(rows, cols, k, t
     model = Model(rows * cols, 64)
     model.load(host, *ops[0][1:])
     for got in run.reads:
-        np.testing.assert_array_equal(got, model.read(k, tiles))
+        want = model.read(k, tiles).reshape(tiles // interleave, interleave, k, 4)
+        np.testing.assert_array_equal(got, want.transpose(0, 2, 1, 3).reshape(-1, 4))
 
 
 def test_actbuf_read_of_zero_beats_completes_at_once(rng):
@@ -276,11 +279,12 @@ def test_actbuf_read_offered_with_a_load_waits_for_the_load(rng):
     np.testing.assert_array_equal(np.array(beats, dtype=np.uint16), model.read(20, 2))
 
 
-def test_act_streamer_hides_the_read_latency_under_random_backpressure(rng):
-    p, k_max = 4, 40
-    dut = ActStreamer(pes=p, k_max=k_max, tiles_width=4)
+@pytest.mark.parametrize("interleave", [1, 2, 4])
+def test_act_streamer_hides_the_read_latency_under_random_backpressure(rng, interleave):
+    p, k_max, g = 4, 40, interleave
+    dut = ActStreamer(pes=p, k_max=k_max, tiles_width=4, interleave=g)
     lines = rng.integers(0, 1 << 16, (4, 10 * p), dtype=np.uint32).astype(np.uint16)
-    reads = [(37, 3), (5, 2), (40, 1)]
+    reads = [(37, 3 * g), (5, 2 * g), (40, g)]
     got = []
 
     def line(t, a):
@@ -309,5 +313,7 @@ def test_act_streamer_hides_the_read_latency_under_random_backpressure(rng):
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    for (k, tiles), g in zip(reads, got):
-        np.testing.assert_array_equal(g, np.tile(lines[:, :k].T, (tiles, 1)))
+    for (k, tiles), got_ in zip(reads, got):
+        # Groups of G tiles, k-major: each k's beat G times in a row.
+        np.testing.assert_array_equal(
+            got_, np.tile(np.repeat(lines[:, :k].T, g, axis=0), (tiles // g, 1)))

@@ -163,6 +163,7 @@ def test_verilog_list_describes_every_design_in_one_line(capsys):
     ("[cache]\nexpert_bytes = 100\n", "expert_cache", r"\[cache\]: expert_bytes \(100\) must be a multiple"),
     ("[accel]\nrows = 3\n", "accel", r"\[accel\]: rows \* cols must be a power of two"),
     ("[accel]\npolicy = \"mru\"\n", "accel", r"\[accel\]: policy must be one of"),
+    ("[accel]\nadd_stages = 2\n", "accel", r"\[accel\]\.add_stages must be 0, 1 or 3"),
 ])
 def test_a_value_the_hardware_rejects_is_one_line_naming_the_table(tmp_path, monkeypatch, capsys,
                                                                    text, design, match):

@@ -243,3 +243,15 @@ def test_fpga_target_uses_the_measured_fmax_and_the_pipelined_array_timing():
     assert perf.Accelerator().clock_source.startswith("assumed")
     with pytest.raises(ValueError, match="pipeline depth"):
         perf.Accelerator(add_stages=4)
+
+
+def test_batch_features_time_a_matmul_at_the_pipeline_depth():
+    from golden import accel, pe_array
+    from golden.perf import batch_features
+
+    cmd = accel.Matmul("verify", 70, 64, 0, 0, 0)       # 5 verify tiles on 16 PEs
+    for ms, ad in ((0, 0), (3, 3)):
+        base, _ = batch_features([cmd], rows=4, cols=4, latency=0, line_cycles=0.0,
+                                 expert_lines=0, mul_stages=ms, add_stages=ad)
+        assert base == pe_array.cycles("verify", 70, 64, 4, 4, interleave=ad + 1,
+                                       latency=3 + ms + ad)

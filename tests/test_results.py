@@ -47,13 +47,14 @@ class Cmd:
         return out.size * out.itemsize
 
 
-def make_cmd(rng, mode, fp16, n, tokens, out_addr, stride, rows, cols, k=8) -> Cmd:
+def make_cmd(rng, mode, fp16, n, tokens, out_addr, stride, rows, cols, k=8,
+             interleave=1) -> Cmd:
     w = encode(random_layer(rng, n, k, edges=True))
     shape = (k,) if mode == "draft" else (tokens, k)
     acts = rng.normal(size=shape).astype(np.float16)
     pick = rng.random(shape) < 0.05
     acts[pick] = FP16_EDGES[rng.integers(0, FP16_EDGES.size, int(pick.sum()))].view(np.float16)
-    beats = pe_array.result_beats(mode, w, acts, rows, cols)
+    beats = pe_array.result_beats(mode, w, acts, rows, cols, interleave)
     values = pe_array.matmul(mode, w, acts).view(np.uint32).reshape(-1, n)
     if mode == "draft":
         tokens = int(rng.integers(1, 5))       # ignored by the writer
@@ -151,7 +152,7 @@ def _check_memory(got, want):
                              f"got {got[diff[0]]:#04x}, want {want[diff[0]]:#04x}")
 
 
-def _layout(rng, cmds_spec, w, rows, cols):
+def _layout(rng, cmds_spec, w, rows, cols, interleave=1):
     """Place commands' outputs one after another, some starting near a 4 KiB boundary."""
     cmds, addr = [], 0x400
     for mode, fp16, n, tokens in cmds_spec:
@@ -160,7 +161,8 @@ def _layout(rng, cmds_spec, w, rows, cols):
         stride = span + w * int(rng.integers(0, 4))
         if rng.random() < 0.5:
             addr = (addr // 4096 + 1) * 4096 - w * int(rng.integers(1, 6))
-        cmds.append(make_cmd(rng, mode, fp16, n, tokens, addr, stride, rows, cols))
+        cmds.append(make_cmd(rng, mode, fp16, n, tokens, addr, stride, rows, cols,
+                             interleave=interleave))
         addr += 4 * stride + w * int(rng.integers(1, 8))
     assert addr < MEM
     return cmds
@@ -224,12 +226,16 @@ def test_tile_buffer_lines_are_the_runs_of_the_tile(draft, fp16, rng):
 
 # --- golden results into host memory -------------------------------------------------
 
-@pytest.mark.parametrize("rows,cols,max_burst", [(2, 2, 16), (4, 4, 3)])
+@pytest.mark.parametrize("rows,cols,max_burst,interleave", [(2, 2, 16, 1), (4, 4, 3, 1),
+                                                           (2, 2, 16, 4), (4, 4, 3, 2)])
 @pytest.mark.parametrize("mode", ["verify", "draft"])
 def test_result_writer_writes_golden_results_token_major_and_nothing_else(
-        rows, cols, max_burst, mode, rng):
+        rows, cols, max_burst, interleave, mode, rng):
+    # With an interleave G the padding tiles' beats (up to a multiple of G) follow the real
+    # tiles' and are dropped.
     p, w = rows * cols, 2 * rows * cols
-    dut = ResultWriter(rows=rows, cols=cols, n_max=256, max_burst=max_burst)
+    dut = ResultWriter(rows=rows, cols=cols, n_max=256, max_burst=max_burst,
+                       interleave=interleave)
     unit = 4 * p if mode == "draft" else p
     spec = []
     for fp16 in (False, True):
@@ -238,7 +244,7 @@ def test_result_writer_writes_golden_results_token_major_and_nothing_else(
             if tokens == 4:
                 n = 2 * unit + int(rng.integers(1, unit))     # not a multiple of P / 4P
             spec.append((mode, fp16, n, tokens))
-    cmds = _layout(rng, spec, w, rows, cols)
+    cmds = _layout(rng, spec, w, rows, cols, interleave)
     mem = _pattern(rng)
     want = bytearray(mem)
     total = sum(c.expect(want) for c in cmds)
@@ -304,9 +310,11 @@ def test_result_writer_takes_every_tile_as_the_array_emits_it(rows, cols, slack,
     _check_memory(mem, want)
 
 
-def test_result_writer_never_blocks_the_pe_array_for_k_of_p_plus_8(rng):
+@pytest.mark.parametrize("add_stages", [0, 3])
+def test_result_writer_never_blocks_the_pe_array_for_k_of_p_plus_8(rng, add_stages):
     # The real PEArray feeding the writer back to back, K = P + 8, a slave that never
-    # pauses: the array's blocked_cycles counter stays 0 in both modes and formats.
+    # pauses: the array's blocked_cycles counter stays 0 in both modes and formats, also
+    # with pipelined PEs (4 interleaved tiles, padding tiles dropped).
     from amaranth.hdl import Elaboratable, Module
     from amaranth.lib import wiring
 
@@ -317,8 +325,8 @@ def test_result_writer_never_blocks_the_pe_array_for_k_of_p_plus_8(rng):
     rows = cols = 2
     p, w = rows * cols, 2 * rows * cols
     k = p + 8
-    array = PEArray(rows, cols)
-    writer = ResultWriter(rows=rows, cols=cols, n_max=64)
+    array = PEArray(rows, cols, mul_stages=add_stages, add_stages=add_stages)
+    writer = ResultWriter(rows=rows, cols=cols, n_max=64, interleave=add_stages + 1)
 
     class Top(Elaboratable):
         def elaborate(self, platform):
@@ -332,7 +340,8 @@ def test_result_writer_never_blocks_the_pe_array_for_k_of_p_plus_8(rng):
                                          ("verify", True, 3 * p), ("draft", False, 9 * p)]):
         enc = encode(random_layer(rng, n, k, edges=True))
         acts = rng.normal(size=(k,) if mode == "draft" else (4, k)).astype(np.float16)
-        jobs.append(make_job(mode, enc, acts, rows, cols))
+        jobs.append(make_job(mode, enc, acts, rows, cols, mul_stages=add_stages,
+                             add_stages=add_stages))
         values = pe_array.matmul(mode, enc, acts).view(np.uint32).reshape(-1, n)
         cmds.append(Cmd(mode, fp16, n, 4, 0x1000 * (4 * i + 1) - 3 * w, 0x200, None, values))
     mem = _pattern(rng)

@@ -66,14 +66,17 @@ def golden_predictions(params, n: int, k: int) -> dict:
 
     p = params.pes
     # Region sizes depend on the shape only; any matrix of that shape gives them.
-    lay = tensor_layout(bsfp.encode(np.zeros((n, k), dtype=np.float16)), p)
+    g = params.interleave
+    lay = tensor_layout(bsfp.encode(np.zeros((n, k), dtype=np.float16)), p, g)
     t = math.ceil(n / p)
     assert len(lay.draft) == t * k // 4 * 2 * p and len(lay.residual) == 3 * len(lay.draft)
     out = {"tiles_verify": lay.tiles, "draft_region_bytes": len(lay.draft),
            "residual_region_bytes": len(lay.residual)}
     for mode in MODES:
-        cycles = pe_array.cycles(mode, n, k, params.rows, params.cols)
-        macs = pe_array.macs(mode, n, k, params.rows, params.cols)
+        cycles = pe_array.cycles(mode, n, k, params.rows, params.cols, interleave=g,
+                                 latency=pe_array.PIPELINE_LATENCY + params.mul_stages
+                                 + params.add_stages)
+        macs = pe_array.macs(mode, n, k, params.rows, params.cols, g)
         out[mode] = {
             "min_cycles": cycles,
             "macs": macs,
