@@ -567,9 +567,10 @@ class WeightStreamer(_Checked):
     cycle (each stream keeps up to ``fifo_lines`` lines in flight or buffered, which hides a
     read latency of up to about ``fifo_lines - max_burst`` cycles). Latency: the first beat
     leaves about 6 cycles after the first line of every stream it needs has arrived: with
-    AXI read latency ``L`` and the regions aligned to ``max_burst`` lines, about ``L + 6 +
-    max_burst`` cycles after the command (verify) or ``L + 6 + 3 max_burst`` (draft: the
-    four block streams share the R channel). Regions that start just before a 4 KiB boundary
+    AXI read latency ``L`` and the regions aligned to ``max_burst`` lines, about ``L + 8 +
+    max_burst`` cycles after the command (verify) or ``L + 8 + 3 max_burst`` (draft: the
+    four block streams share the R channel); the first burst is asked for 3 cycles after the
+    command is accepted (the region sizes are computed in registered steps). Regions that start just before a 4 KiB boundary
     get short first bursts, which can stall the first beats of a draft pass for up to about
     ``2 max_burst`` cycles. A new command is accepted the cycle after the last beat leaves.
 
@@ -718,18 +719,31 @@ class WeightStreamer(_Checked):
         ]
 
         # -- stream fetchers -------------------------------------------------------------
+        # The fetchers load two cycles after a command is accepted: the command is registered
+        # in the first, the region sizes (products of T and K) in the second, so that no
+        # multiplier sits between the command handshake and the fetchers' registers. The
+        # beats wait for the first burst anyway, which takes longer than these two cycles.
         max_lines = self._tiles_max * 3 * self._k_max // 4
         fetchers = []
+        cmd_q = Signal(self.cmd.payload.shape())
+        groups_q = Signal.like(groups)
+        setup = Signal(2)                                  # cycles 1 and 2 after accept
+        m.d.sync += setup.eq(Cat(accept, setup[0]))
+        with m.If(accept):
+            m.d.sync += [cmd_q.eq(cmd), groups_q.eq(groups)]
         quarter_lines = Signal(range(max_lines + 1))       # T * K/4
-        m.d.comb += quarter_lines.eq(cmd.tiles * cmd.k[2:])
         group_lines = Signal(range(max_lines + 1))         # G K/4: the lines of a group
         last_group_lines = Signal(range(max_lines + 1))    # r_last K/4
         group_bytes = Signal(aw)
-        m.d.comb += [
-            group_lines.eq(cmd.k[2:] << lg),
-            last_group_lines.eq(cmd_r_last * cmd.k[2:]),
-            group_bytes.eq(cmd.k << (shift - 2 + lg)),
-        ]
+        r_last_q = Signal(range(g + 1))
+        m.d.comb += r_last_q.eq((cmd_q.tiles - 1)[:lg] + 1 if lg else 1)
+        with m.If(setup[0]):
+            m.d.sync += [
+                quarter_lines.eq(cmd_q.tiles * cmd_q.k[2:]),
+                group_lines.eq(cmd_q.k[2:] << lg),
+                last_group_lines.eq(r_last_q * cmd_q.k[2:]),
+                group_bytes.eq(cmd_q.k << (shift - 2 + lg)),
+            ]
         for q in range(STREAMS):
             f = StreamFetcher(addr_width=aw, line_bytes=self.line_bytes,
                               max_burst=self._max_burst, max_lines=max_lines,
@@ -737,22 +751,23 @@ class WeightStreamer(_Checked):
                               credit=self._fifo_lines)
             m.submodules[f"fetch{q}"] = f
             fetchers.append(f)
-            m.d.comb += f.load.eq(accept)
-            with m.If(cmd.draft):
+            m.d.comb += f.load.eq(setup[1])
+            with m.If(cmd_q.draft):
                 # Stream q reads verify groups q, q + 4, ..; the last group may be short.
                 m.d.comb += [
-                    f.base.eq(cmd.draft_addr + group_bytes * q),
+                    f.base.eq(cmd_q.draft_addr + group_bytes * q),
                     f.stride.eq(group_bytes << 2),
                     f.seg_lines.eq(group_lines),
-                    f.last_lines.eq(Mux((groups - 1)[:2] == q, last_group_lines, group_lines)),
-                    f.segs.eq(Mux(groups > q, (groups + (3 - q)) >> 2, 0)),
+                    f.last_lines.eq(Mux((groups_q - 1)[:2] == q, last_group_lines,
+                                        group_lines)),
+                    f.segs.eq(Mux(groups_q > q, (groups_q + (3 - q)) >> 2, 0)),
                 ]
             with m.Else():
                 if q == 0:
-                    m.d.comb += [f.base.eq(cmd.draft_addr), f.seg_lines.eq(quarter_lines),
+                    m.d.comb += [f.base.eq(cmd_q.draft_addr), f.seg_lines.eq(quarter_lines),
                                  f.last_lines.eq(quarter_lines), f.segs.eq(1)]
                 elif q == 1:
-                    m.d.comb += [f.base.eq(cmd.resid_addr),
+                    m.d.comb += [f.base.eq(cmd_q.resid_addr),
                                  f.seg_lines.eq(quarter_lines * 3),
                                  f.last_lines.eq(quarter_lines * 3), f.segs.eq(1)]
 
