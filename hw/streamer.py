@@ -790,8 +790,10 @@ class WeightStreamer(_Checked):
         keys = []
         for q, f in enumerate(fetchers):
             key = Signal(key_width, name=f"key{q}")
-            weight = Mux(draft, 1, 3) if q == 0 else 1
-            m.d.comb += key.eq(Mux(f.idle, (1 << key_width) - 1, f.reserved * weight))
+            # x3 as a shift and an add: a multiplier here was the top's critical path.
+            r = f.reserved
+            cover = Mux(draft, r, r + (r << 1)) if q == 0 else r
+            m.d.comb += key.eq(Mux(f.idle, (1 << key_width) - 1, cover))
             keys.append(key)
         pair = []
         for a, b in ((0, 1), (2, 3)):
