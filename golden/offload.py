@@ -377,6 +377,19 @@ def _cache_setup(trace: Trace, cfg: OffloadConfig):
     return cache, complete
 
 
+def _take_fills_through(target, inflight, fill_of, complete, draft_units: int) -> None:
+    """Take the prefetch fills up to *target* off the in-flight queue: the cache model
+    completes its queue in order up to that slot; with a split cache, fills of the other
+    part that were ahead of it are completed here."""
+    while inflight:
+        f = inflight.popleft()
+        fill_of.pop(f.slot, None)
+        if f is target:
+            return
+        if draft_units and (f.slot < draft_units) != (target.slot < draft_units):
+            complete(f.slot)
+
+
 def _simulate_nonblocking(trace: Trace, cfg: OffloadConfig, tokens: int | None) -> OffloadResult:
     """:func:`simulate` with ``cfg.host == "nonblocking"`` (see there)."""
     cache, complete = _cache_setup(trace, cfg)
@@ -467,14 +480,7 @@ def _simulate_nonblocking(trace: Trace, cfg: OffloadConfig, tokens: int | None) 
         if res.in_flight:
             target = fill_of[res.slot]
             done = dma.finish(target)
-            while inflight:
-                f = inflight.popleft()
-                fill_of.pop(f.slot, None)
-                if f is target:
-                    break
-                if cfg.draft_units and ((f.slot < cfg.draft_units)
-                                        != (target.slot < cfg.draft_units)):
-                    complete(f.slot)
+            _take_fills_through(target, inflight, fill_of, complete, cfg.draft_units)
             waiting_until = done
         elif not res.hit:
             done = dma.demand_fill(FillRecord("demand", r.layer, r.expert, res.slot, t))
@@ -581,14 +587,7 @@ def simulate(trace: Trace, cfg: OffloadConfig, *, tokens: int | None = None) -> 
             # cache: that part's queue; fills of the other part ahead of it end first)
             target = fill_of[res.slot]
             done = dma.finish(target)
-            while inflight:
-                f = inflight.popleft()
-                fill_of.pop(f.slot, None)
-                if f is target:
-                    break
-                if cfg.draft_units and ((f.slot < cfg.draft_units)
-                                        != (target.slot < cfg.draft_units)):
-                    complete(f.slot)
+            _take_fills_through(target, inflight, fill_of, complete, cfg.draft_units)
         elif not res.hit:
             done = dma.demand_fill(FillRecord("demand", r.layer, r.expert, res.slot, t))
         else:
