@@ -20,6 +20,7 @@ products follow each other with no gap.
 
 from amaranth import *
 from amaranth.lib import data, enum, fifo, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.fp import ADD_MAX_STAGES, MUL_MAX_STAGES, Fp16Multiplier, Fp32Adder, stages_problem
@@ -111,7 +112,7 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
     s1_w = Signal(data.ArrayLayout(16, LANES))
     s1_a = Signal(data.ArrayLayout(16, LANES))
     s2_p = Signal(data.ArrayLayout(32, LANES))
-    acc = [Signal(data.ArrayLayout(32, LANES), name=f"acc{i}") for i in range(slots)]
+    acc = Signal(data.ArrayLayout(32, LANES)) if slots == 1 else None
     sums = Signal(data.ArrayLayout(32, LANES))
     out_valid = Signal()
     out_data = Signal(ResultBeat)
@@ -139,14 +140,25 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
     s2 = 1 + mul_stages                          # index of the product stage
     partial = Signal(data.ArrayLayout(32, LANES))
     if slots == 1:
-        m.d.comb += partial.eq(acc[0])
+        m.d.comb += partial.eq(acc)
     else:
-        # The partial sum is read as the product is registered, so no slot multiplexer
-        # sits before the adder; a sum written back in that same cycle is forwarded.
+        # The slots' partial sums live in a small memory with an asynchronous read port
+        # (distributed RAM on an FPGA: no slot multiplexer in logic). A partial sum is read
+        # as the product is registered, so the read sits before a register, not before the
+        # adder; a sum written back in that same cycle is forwarded.
+        m.submodules.partials = partials = Memory(shape=len(sums.as_value()), depth=slots,
+                                                  init=[])
+        read = partials.read_port(domain="comb")
+        write = partials.write_port()
         forward = valid[-1] & (slot[-1] == slot[s2 - 1])
+        m.d.comb += [
+            read.addr.eq(slot[s2 - 1]),
+            write.addr.eq(slot[-1]),
+            write.data.eq(sums),
+            write.en.eq(advance & valid[-1]),
+        ]
         with m.If(advance):
-            m.d.sync += partial.eq(Mux(first[s2 - 1], 0,
-                                       Mux(forward, sums, Array(acc)[slot[s2 - 1]])))
+            m.d.sync += partial.eq(Mux(first[s2 - 1], 0, Mux(forward, sums, read.data)))
     for lane in range(LANES):
         mul = Fp16Multiplier(stages=mul_stages)
         add = Fp32Adder(stages=add_stages, subnormals=False)
@@ -178,14 +190,9 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
         if first:
             m.d.sync += first[0].eq(in_first.bit_select(in_slot, 1))
             m.d.sync += [first[i].eq(first[i - 1]) for i in range(1, depth)]
-        with m.If(valid[-1]):
-            if slots == 1:
-                m.d.sync += acc[0].eq(Mux(last[-1], 0, sums))
-            else:
-                with m.Switch(slot[-1]):
-                    for i in range(slots):
-                        with m.Case(i):
-                            m.d.sync += acc[i].eq(sums)
+        if slots == 1:
+            with m.If(valid[-1]):
+                m.d.sync += acc.eq(Mux(last[-1], 0, sums))
     if slots == 1:
         with m.If(results.ready):
             m.d.sync += out_valid.eq(0)
