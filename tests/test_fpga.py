@@ -253,3 +253,25 @@ def test_a_design_nextpnr_does_not_finish_is_reported_without_fmax(tmp_path, mon
     assert "Max frequency" in (tmp_path / "b" / "fp16_pe.tim").read_text()
     assert r.fits and r.fmax_mhz is None and r.lut4 > 3000
     assert r.error == "placement and routing did not finish within 90 s"
+
+
+def test_a_design_near_the_device_size_keeps_the_smaller_lut_mapping(monkeypatch):
+    """Above ROUTER2_ABOVE of the device the design is mapped by ABC9 and by classic ABC;
+    the one with fewer LUT4s is placed and routed, and its Yosys report is the one on disk.
+    (The threshold is lowered to 0 so that a tiny design takes this path.)"""
+    from speqmoe import fpga
+
+    counts = []
+    real_count = fpga.synthesised_lut4
+
+    def recording(report):
+        counts.append(real_count(report))
+        return counts[-1]
+
+    monkeypatch.setattr(fpga, "ROUTER2_ABOVE", 0.0)
+    monkeypatch.setattr(fpga, "synthesised_lut4", recording)
+    r = fpga.out_of_context(_tiny(), "tiny_map", "ulx3s_85f", BUILD / "tiny_map")
+    assert len(counts) == 2 and all(counts), counts          # ABC9, then classic ABC
+    assert r.lut4 == min(counts) and r.fmax_mhz
+    assert real_count((BUILD / "tiny_map" / "tiny_map.rpt").read_text()) == r.lut4
+    assert ("abc -lut 4" in r.synth) == (counts[1] < counts[0]), r.synth
