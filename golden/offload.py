@@ -1192,7 +1192,7 @@ class SpecStudy:
     traces: dict[str, list] = field(repr=False, default_factory=dict)
     token_counts: list[int] = field(repr=False, default_factory=list)
     runs: dict[str, list] = field(repr=False, default_factory=dict)
-    draft_dense: str = "draft"
+    draft_dense: str = "full"
 
 
 SPECULATIVE = ("speq", "spec_mobile")
@@ -1274,8 +1274,10 @@ def study_spec_mobile(model, source: str, *, n_prompts: int = 4, prompt_len: int
     speculatively (greedy verification; their top-1 agreement is the share of their emitted
     tokens equal to the text). ``spec`` holds extra arguments of
     :func:`golden.spec_mobile.generate` (``adaptive``, ``draft``, ``draft_router``,
-    ``draft_dense``) for both speculative methods; with ``draft_dense="full"`` a draft pass's
-    dense parts and head cost a full pass's (:attr:`OffloadConfig.draft_dense_ratio`).
+    ``draft_dense``) for both speculative methods; with ``draft_dense="full"`` (the default of
+    :func:`golden.spec_mobile.generate`: attention and LM head of the drafts at full FP16) a
+    draft pass's dense parts and head cost a full pass's
+    (:attr:`OffloadConfig.draft_dense_ratio`).
     ``split`` (default) gives the speculative methods the split plane
     cache (:func:`split_config`), ``overlap`` builds their traces with the draft's prefetches
     (:func:`golden.spec_mobile.build_trace`: ``True`` or ``"jit"``) and MoBiLE's with its own
@@ -1290,10 +1292,11 @@ def study_spec_mobile(model, source: str, *, n_prompts: int = 4, prompt_len: int
 
     say = progress or (lambda message: None)
     spec = dict(spec or {})
+    spec.setdefault("draft_dense", spec_mobile.DEFAULT_DRAFT_DENSE)
     mc = model.config
     slots = max(mc.top_k, int(round(cache_fraction * mc.n_layers * mc.n_experts)))
     cfg = tiny_config(mc, slots, plane_cache=True, host=host,
-                      **(_dense_kw(spec.get("draft_dense", "draft")) | kw))
+                      **(_dense_kw(spec["draft_dense"]) | kw))
     dec = MobileDecoder(model, MobileConfig(tau=tau))
     traces: dict[str, list] = {m: [] for m in SPEC_METHODS}
     counts: list[int] = []
@@ -1337,7 +1340,7 @@ def study_spec_mobile(model, source: str, *, n_prompts: int = 4, prompt_len: int
     st = {name: s.as_dict() for name, s in stats.items()}
     return SpecStudy(source, cfg, gamma, float(tau), sum(counts), methods, st, split=split,
                      overlap=overlap, traces=traces, token_counts=counts, runs=runs,
-                     draft_dense=spec.get("draft_dense", "draft"))
+                     draft_dense=spec["draft_dense"])
 
 
 def spec_cache_sweep(study: SpecStudy, slots=None) -> list[dict]:
@@ -1397,11 +1400,11 @@ def synthetic_spec_steps(rankings: np.ndarray, little_k: int, gamma: int, alpha:
 def study_spec_shape(shape: MoeShape, *, tokens: int = 64, gamma: int = 3, alpha: float,
                      mobile_agreement: float, routing: SyntheticRouting = SyntheticRouting(),
                      cache_fraction: float = 0.25, split: bool = True,
-                     host: str = "nonblocking", draft_dense: str = "draft", **kw) -> dict:
+                     host: str = "nonblocking", draft_dense: str = "full", **kw) -> dict:
     """The four-way comparison on a published shape with SYNTHETIC routing; the combination's
     acceptance ``alpha`` (i.i.d.) and MoBiLE's agreement come from the tiny LM (measured
-    there, assumed here). ``draft_dense="full"``: the drafts' dense parts and head cost a
-    full pass's (:func:`study_spec_mobile`)."""
+    there, assumed here). ``draft_dense="full"`` (default, as in :func:`study_spec_mobile`):
+    the drafts' dense parts and head cost a full pass's; ``"draft"``: ``draft_ratio`` of it."""
     from golden.spec_mobile import build_trace as spec_trace
 
     dense_kw = _dense_kw(draft_dense)

@@ -1,8 +1,9 @@
 """speqmoe spec-mobile: SPEQ x MoBiLE, lossless speculative decoding of an offloaded MoE.
 
-Decodes --prompt with the combination (draft = BSFP draft planes of the little expert set,
-verify = full precision, all k experts, gamma + 1 tokens at once; greedy verification, checked
-against plain greedy decoding of the full model), then compares four methods on the same
+Decodes --prompt with the combination (draft = BSFP draft planes of the little expert set and
+the router, attention and LM head at full FP16 unless --draft-dense draft; verify = full
+precision, all k experts, gamma + 1 tokens at once; greedy verification, checked against
+plain greedy decoding of the full model), then compares four methods on the same
 held-out text and the same link with the offloading time model (golden.offload): on-demand
 LRU at full precision, MoBiLE, SPEQ on the offloaded model without little experts, and the
 combination: time per token, link bytes per token, top-1 agreement with the full model. The
@@ -31,9 +32,9 @@ def add_parser(sub):
                    help="scale of the draft lut values (default: chosen on training text)")
     p.add_argument("--draft-router", choices=("draft", "full"), default="draft",
                    help="router weights of the draft pass (default draft)")
-    p.add_argument("--draft-dense", choices=("draft", "full"), default="draft",
-                   help="attention and LM head weights of the draft pass: their BSFP draft "
-                        "(default) or full FP16 (resident anyway; the experts stay drafts)")
+    p.add_argument("--draft-dense", choices=("full", "draft"), default="full",
+                   help="attention and LM head weights of the draft pass: full FP16 (default; "
+                        "resident on the device, the experts stay drafts) or their BSFP draft")
     p.add_argument("--prompts", type=int, default=4,
                    help="held-out prompts of the four-way comparison (default 4; 0 skips it)")
     p.add_argument("--cache-fraction", type=float, default=0.25,
@@ -124,6 +125,8 @@ def _run(args) -> int:
     except (ValueError, FileNotFoundError) as exc:
         raise UserError(str(exc)) from None
     stats = res.stats.as_dict() | {"adaptive_stops": res.adaptive_stops, "lut_scale": scale,
+                                   "draft_router": args.draft_router,
+                                   "draft_dense": args.draft_dense,
                                    "seconds": round(seconds, 3)}
     if args.json:
         out = {"text": res.text, "bytes_hex": res.bytes.hex(), "identical_to_plain_greedy": same,
