@@ -117,6 +117,12 @@ class OffloadConfig:
     draft_ratio: float = 0.25
     draft_units: int = 0
     host: str = "blocking"
+    draft_dense_ratio: float | None = None
+
+    # ``draft_dense_ratio``: the dense part and head of a draft pass over those of a full
+    # one-token pass; ``None`` is ``draft_ratio`` (the draft runs them on their draft planes),
+    # 1.0 when the draft runs them at full precision (``draft_dense="full"`` of
+    # :func:`golden.spec_mobile.generate`; its router, still a draft, is charged at full too).
 
     # ``host``: "blocking" (module docstring, step 2: the next request only after a demand's
     # response, a verify group's requests after the previous group's compute) or
@@ -138,6 +144,9 @@ class OffloadConfig:
                 raise ValueError(f"{name} must be >= 0, not {getattr(self, name)!r}")
         if not 0 < self.draft_ratio <= 1:
             raise ValueError(f"draft_ratio must be in (0, 1], not {self.draft_ratio!r}")
+        if self.draft_dense_ratio is not None and not 0 < self.draft_dense_ratio <= 1:
+            raise ValueError(f"draft_dense_ratio must be in (0, 1] or None, "
+                             f"not {self.draft_dense_ratio!r}")
         if self.draft_units and not (self.plane_cache
                                      and 0 < self.draft_units < self.slots * PLANE_UNITS):
             raise ValueError(f"draft_units needs plane_cache and must be in 1.."
@@ -157,16 +166,22 @@ class OffloadConfig:
         units = PLANE_UNITS if self.plane_cache else 1
         return self.expert_bytes / units / self.link_bytes_per_s + self.link_latency_s
 
+    @property
+    def dense_draft_ratio(self) -> float:
+        """The dense part and head of a draft pass over a full pass's (``draft_dense_ratio``,
+        else ``draft_ratio``)."""
+        return self.draft_ratio if self.draft_dense_ratio is None else self.draft_dense_ratio
+
     def _scale(self, mode: str, tokens: int) -> float:
         if mode == "draft":
             if tokens != 1:
                 raise ValueError(f"a draft pass runs one token, not {tokens}")
-            return self.draft_ratio
+            return self.dense_draft_ratio
         return float(-(-tokens // 4))
 
     def layer_time_s(self, mode: str = "full", tokens: int = 1) -> float:
         """The dense part of a layer pass: ``dense_s`` (without the overhead) times
-        ``draft_ratio`` in draft mode or ``ceil(tokens / 4)`` in full mode, plus
+        :attr:`dense_draft_ratio` in draft mode or ``ceil(tokens / 4)`` in full mode, plus
         ``layer_overhead_s`` once."""
         return (self.dense_s - self.layer_overhead_s) * self._scale(mode, tokens) \
             + self.layer_overhead_s
@@ -1129,7 +1144,8 @@ SPEC_ASSUMED = [
     "a verify pass over g+1 tokens computes each expert of the union of their routes once "
     "per ceil((g+1)/4) weight passes (4 PE lanes), at most k experts pinned at a time",
     "a draft pass costs draft_ratio of a full pass's compute (tiny LM: the accelerator's "
-    "cycle model; published shapes: 0.25, memory-bound)",
+    "cycle model; published shapes: 0.25, memory-bound); its dense parts and head the same, "
+    "or a full pass's when the draft runs them at full precision",
     "no prefetch from a prediction in any method (like for like); fills run to completion in "
     "DMA order",
     "every prompt starts with a cold cache; prefill is not timed",
@@ -1176,6 +1192,7 @@ class SpecStudy:
     traces: dict[str, list] = field(repr=False, default_factory=dict)
     token_counts: list[int] = field(repr=False, default_factory=list)
     runs: dict[str, list] = field(repr=False, default_factory=dict)
+    draft_dense: str = "full"
 
 
 SPECULATIVE = ("speq", "spec_mobile")
@@ -1233,6 +1250,17 @@ def _time_methods(traces: dict[str, list], token_counts: list[int], cfg: Offload
     return out
 
 
+def _dense_kw(draft_dense: str) -> dict:
+    """:class:`OffloadConfig` arguments for the draft's ``draft_dense`` option: a draft that
+    runs its dense parts at full precision pays a full pass's dense compute."""
+    from golden.spec_mobile import DRAFT_DENSE
+
+    if draft_dense not in DRAFT_DENSE:
+        raise ValueError(f"draft_dense must be one of {', '.join(DRAFT_DENSE)}, "
+                         f"not {draft_dense!r}")
+    return {"draft_dense_ratio": 1.0} if draft_dense == "full" else {}
+
+
 def study_spec_mobile(model, source: str, *, n_prompts: int = 4, prompt_len: int = 32,
                       new_tokens: int = 96, gamma: int = 3, tau: float = DEFAULT_TAU,
                       cache_fraction: float = 0.25, spec: dict | None = None, progress=None,
@@ -1245,8 +1273,12 @@ def study_spec_mobile(model, source: str, *, n_prompts: int = 4, prompt_len: int
     forced over it (its top-1 agreement is measured on it), SPEQ and the combination decode it
     speculatively (greedy verification; their top-1 agreement is the share of their emitted
     tokens equal to the text). ``spec`` holds extra arguments of
-    :func:`golden.spec_mobile.generate` (``adaptive``, ``draft``, ``draft_router``) for both
-    speculative methods. ``split`` (default) gives the speculative methods the split plane
+    :func:`golden.spec_mobile.generate` (``adaptive``, ``draft``, ``draft_router``,
+    ``draft_dense``) for both speculative methods; with ``draft_dense="full"`` (the default of
+    :func:`golden.spec_mobile.generate`: attention and LM head of the drafts at full FP16) a
+    draft pass's dense parts and head cost a full pass's
+    (:attr:`OffloadConfig.draft_dense_ratio`).
+    ``split`` (default) gives the speculative methods the split plane
     cache (:func:`split_config`), ``overlap`` builds their traces with the draft's prefetches
     (:func:`golden.spec_mobile.build_trace`: ``True`` or ``"jit"``) and MoBiLE's with its own
     prefetches (the ranking after the little set, the next layer's guess); LRU has nothing to
@@ -1260,9 +1292,11 @@ def study_spec_mobile(model, source: str, *, n_prompts: int = 4, prompt_len: int
 
     say = progress or (lambda message: None)
     spec = dict(spec or {})
+    spec.setdefault("draft_dense", spec_mobile.DEFAULT_DRAFT_DENSE)
     mc = model.config
     slots = max(mc.top_k, int(round(cache_fraction * mc.n_layers * mc.n_experts)))
-    cfg = tiny_config(mc, slots, plane_cache=True, host=host, **kw)
+    cfg = tiny_config(mc, slots, plane_cache=True, host=host,
+                      **(_dense_kw(spec["draft_dense"]) | kw))
     dec = MobileDecoder(model, MobileConfig(tau=tau))
     traces: dict[str, list] = {m: [] for m in SPEC_METHODS}
     counts: list[int] = []
@@ -1305,7 +1339,8 @@ def study_spec_mobile(model, source: str, *, n_prompts: int = 4, prompt_len: int
                             split_k=mc.top_k if split else None)
     st = {name: s.as_dict() for name, s in stats.items()}
     return SpecStudy(source, cfg, gamma, float(tau), sum(counts), methods, st, split=split,
-                     overlap=overlap, traces=traces, token_counts=counts, runs=runs)
+                     overlap=overlap, traces=traces, token_counts=counts, runs=runs,
+                     draft_dense=spec["draft_dense"])
 
 
 def spec_cache_sweep(study: SpecStudy, slots=None) -> list[dict]:
@@ -1365,12 +1400,14 @@ def synthetic_spec_steps(rankings: np.ndarray, little_k: int, gamma: int, alpha:
 def study_spec_shape(shape: MoeShape, *, tokens: int = 64, gamma: int = 3, alpha: float,
                      mobile_agreement: float, routing: SyntheticRouting = SyntheticRouting(),
                      cache_fraction: float = 0.25, split: bool = True,
-                     host: str = "nonblocking", **kw) -> dict:
+                     host: str = "nonblocking", draft_dense: str = "full", **kw) -> dict:
     """The four-way comparison on a published shape with SYNTHETIC routing; the combination's
     acceptance ``alpha`` (i.i.d.) and MoBiLE's agreement come from the tiny LM (measured
-    there, assumed here)."""
+    there, assumed here). ``draft_dense="full"`` (default, as in :func:`study_spec_mobile`):
+    the drafts' dense parts and head cost a full pass's; ``"draft"``: ``draft_ratio`` of it."""
     from golden.spec_mobile import build_trace as spec_trace
 
+    dense_kw = _dense_kw(draft_dense)
     little_k = little_k_for(shape.top_k)
     ranks = routing.rankings(shape.moe_layers, shape.n_experts, shape.top_k, tokens)
     big, _, mobile = synthetic_steps(ranks, routing.fallbacks(tokens), little_k)
@@ -1383,7 +1420,8 @@ def study_spec_shape(shape: MoeShape, *, tokens: int = 64, gamma: int = 3, alpha
                                      next_layer=False, **meta)],
               "speq": [spec_trace(full, shape.moe_layers, shape.n_experts, **meta)],
               "spec_mobile": [spec_trace(comb, shape.moe_layers, shape.n_experts, **meta)]}
-    cfg = shape_config(shape, cache_fraction, plane_cache=True, host=host, **kw)
+    cfg = shape_config(shape, cache_fraction, plane_cache=True, host=host,
+                       **(dense_kw | kw))
     agreement = {"lru_big": 1.0, "mobile": mobile_agreement, "speq": 1.0, "spec_mobile": 1.0}
     return {"name": shape.name, "routing": "SYNTHETIC", "alpha_assumed": alpha,
             "slots": cfg.slots, "offload_config": asdict(cfg),
@@ -1403,7 +1441,9 @@ def spec_report_lines(study: SpecStudy, shapes: dict[str, dict] | None = None) -
            + (f"; speculative methods: {study.methods['spec_mobile']['draft_units']} for "
               f"draft planes, the rest for residuals" if study.split else "")
            + f"), link {c.link_bytes_per_s / 1e9:g} GB/s; compute: {c.compute}; "
-           f"draft pass {c.draft_ratio:.2f} of a full pass's compute",
+           f"draft pass {c.draft_ratio:.2f} of a full pass's compute"
+           + (f" (dense parts and head {c.dense_draft_ratio:.2f})"
+              if c.draft_dense_ratio is not None else ""),
            f"  {'method':42s} {'us/token':>9s} {'KB/token':>9s} {'top-1 agr':>9s} "
            f"{'speedup':>8s}"]
     for name in SPEC_METHODS:
@@ -1413,7 +1453,8 @@ def spec_report_lines(study: SpecStudy, shapes: dict[str, dict] | None = None) -
                    f"{d['speedup_vs_lru']:7.2f}x")
     out.append(f"  SPEQ x MoBiLE: acceptance {s['token_acceptance']:.3f} per checked draft "
                f"token, {s['tokens_per_step']:.2f} tokens per verify pass, "
-               f"{s['generated'] / max(s['draft_passes'], 1):.2f} tokens per draft pass")
+               f"{s['generated'] / max(s['draft_passes'], 1):.2f} tokens per draft pass; "
+               f"dense parts of the draft: {study.draft_dense}")
     out.append(f"  {c.host} host, " + (
         f"prefetch from predictions ({'just in time' if study.overlap == 'jit' else 'a step ahead'}"
         f" for the speculative methods, MoBiLE's own for MoBiLE, none for LRU)"
@@ -1442,7 +1483,7 @@ def spec_study_json(study: SpecStudy, shapes: dict[str, dict] | None = None) -> 
     return {"source": study.source, "routing": study.routing, "gamma": study.gamma,
             "tau": study.tau, "tokens": study.tokens, "offload_config": asdict(study.config),
             "split_plane_cache": study.split, "host": study.config.host,
-            "prefetch_from_predictions": study.overlap,
+            "prefetch_from_predictions": study.overlap, "draft_dense": study.draft_dense,
             "methods": study.methods, "speculative_stats": study.speq_stats,
             "labels": SPEC_LABELS, "assumed": spec_assumed(study.config.host, study.overlap),
             "shapes": shapes or {}}

@@ -1,7 +1,8 @@
 """SPEQ x MoBiLE: lossless speculative decoding of an offloaded MoE (docs/spec_mobile.md).
 
-The *draft* of a token is the tiny LM with the BSFP-4 draft of every matmul weight (as in
-:mod:`golden.speq`) **and** MoBiLE's little expert set (:mod:`golden.mobile`: the first
+The *draft* of a token is the tiny LM with the BSFP-4 draft weights (:mod:`golden.speq`) of its
+routers and routed experts, its attention projections and LM head at full FP16 (resident on
+the device; ``draft_dense``), **and** MoBiLE's little expert set (:mod:`golden.mobile`: the first
 ``little_k`` = k/2 experts of the router's ranking, their probabilities renormalised), so a draft
 pass reads only the draft planes of ``little_k`` experts per layer: a quarter of their bytes. The
 *verify* pass is the full model (both planes, all k experts) over the ``g + 1`` tokens
@@ -18,6 +19,17 @@ Router of the draft pass (``draft_router``)
     0.842 with the draft router, 0.831 with the full one (all k experts: 0.858 and 0.859).
     The draft router is both cheaper (a quarter of the router's bytes) and no worse, so it is
     the default: a draft whose router and experts are both drafts stays self-consistent.
+Dense parts of the draft pass (``draft_dense``)
+    ``"full"`` (default, :data:`DEFAULT_DRAFT_DENSE`): the attention projections and the LM
+    head use their full FP16 weights, only the routed experts (and the router, see
+    ``draft_router``) their BSFP drafts; ``"draft"``: every matmul uses its draft, as in
+    :mod:`golden.speq` (the previous default). The accelerator runs a matrix in verify mode or
+    draft mode per command, so nothing in the hardware changes. In the offloaded setting the
+    dense weights are resident in device memory at full precision, so this costs no link
+    bytes, only the draft pass's reads of them (4 times their draft plane). Measured on the
+    shipped tiny LM (little set, adaptive 0.7, lut scale chosen for each draft): acceptance
+    per checked draft token 0.914 against 0.878 with drafts of the dense parts
+    (docs/spec_mobile.md, "Choices, as measured").
 Draft experts (``draft_experts``)
     ``"little"`` (default): the little set; ``"all"``: all k experts (SPEQ on the offloaded
     model without little experts, the third method of the offload comparison).
@@ -48,6 +60,8 @@ from golden.speq import (VERIFY_MODES, SpeqStats, _probs, _sample, draft_weights
 from golden.trace import Trace, TraceBuilder
 
 DRAFT_ROUTERS = ("full", "draft")
+DRAFT_DENSE = ("draft", "full")
+DEFAULT_DRAFT_DENSE = "full"    # the dense weights are resident: see docs/spec_mobile.md
 DEFAULT_ADAPTIVE = 0.7      # measured: see docs/spec_mobile.md
 DRAFT_EXPERTS = ("little", "all")
 
@@ -75,6 +89,8 @@ class SpecMobileResult:
     steps: list[StepRecord] = field(default_factory=list, repr=False)
     little_k: int = 0
     top_k: int = 0
+    draft_router: str = "draft"
+    draft_dense: str = DEFAULT_DRAFT_DENSE
 
     @property
     def bytes(self) -> bytes:
@@ -116,33 +132,53 @@ class _Recorder:
         return p
 
 
+def is_router(name: str) -> bool:
+    """A router matrix (``layers.<l>.router``)."""
+    return name.endswith(".router")
+
+
+def is_dense(name: str) -> bool:
+    """A dense part that ``draft_dense="full"`` runs at full precision in the draft pass: an
+    attention projection or the LM head (not a router, not a routed expert)."""
+    return ".attn." in name or name == "head"
+
+
+def full_in_draft(name: str, router: str = "draft", dense: str = "draft") -> bool:
+    """Whether the draft pass runs matrix ``name`` on its full FP16 weights."""
+    return (router == "full" and is_router(name)) or (dense == "full" and is_dense(name))
+
+
 def draft_hook(model: MoeLM, linear: LinearHook | None = None, *, router: str = "draft",
-               weights: dict[str, np.ndarray] | None = None) -> LinearHook:
+               weights: dict[str, np.ndarray] | None = None,
+               dense: str = "draft") -> LinearHook:
     """The draft pass's linear hook: ``linear`` (default float32 BLAS) on the draft weights
     (``weights``, default :func:`golden.speq.draft_weights`); the router matmuls use the full
-    weights when ``router == "full"``."""
+    weights when ``router == "full"``, the attention projections and the LM head when
+    ``dense == "full"`` (:func:`full_in_draft`)."""
     if router not in DRAFT_ROUTERS:
         raise ValueError(f"draft_router must be one of {', '.join(DRAFT_ROUTERS)}, not {router!r}")
+    if dense not in DRAFT_DENSE:
+        raise ValueError(f"draft_dense must be one of {', '.join(DRAFT_DENSE)}, not {dense!r}")
     w16 = weights if weights is not None else draft_weights(model)
     missing = [n for n in model.linear_names() if n not in w16]
     if missing:
         raise ValueError(f"draft weights lack {len(missing)} matrices, e.g. {missing[0]}")
-    full_router = router == "full"
+    full = {n for n in model.linear_names() if full_in_draft(n, router, dense)}
     if linear is None:
-        w32 = {n: (model._w32[n] if full_router and n.endswith(".router")
-                   else np.asarray(w16[n], np.float32)) for n in model.linear_names()}
+        w32 = {n: (model._w32[n] if n in full else np.asarray(w16[n], np.float32))
+               for n in model.linear_names()}
 
         def hook(name, w, x):
             return w32[name] @ x
     else:
         def hook(name, w, x):
-            if full_router and name.endswith(".router"):
+            if name in full:
                 return linear(name, w, x)
             return linear(name, w16[name], x)
     return hook
 
 
-def _check(gamma, verify, temperature, adaptive, draft_router, draft_experts):
+def _check(gamma, verify, temperature, adaptive, draft_router, draft_experts, draft_dense):
     if isinstance(gamma, bool) or not isinstance(gamma, (int, np.integer)) or gamma < 1:
         raise ValueError(f"gamma must be an integer >= 1, not {gamma!r}")
     if verify not in VERIFY_MODES:
@@ -157,6 +193,9 @@ def _check(gamma, verify, temperature, adaptive, draft_router, draft_experts):
     if draft_experts not in DRAFT_EXPERTS:
         raise ValueError(f"draft_experts must be one of {', '.join(DRAFT_EXPERTS)}, "
                          f"not {draft_experts!r}")
+    if draft_dense not in DRAFT_DENSE:
+        raise ValueError(f"draft_dense must be one of {', '.join(DRAFT_DENSE)}, "
+                         f"not {draft_dense!r}")
 
 
 def generate(model: MoeLM, prompt: bytes, max_new_tokens: int, gamma: int = 3,
@@ -164,7 +203,8 @@ def generate(model: MoeLM, prompt: bytes, max_new_tokens: int, gamma: int = 3,
              linear: LinearHook | None = None, *, temperature: float = 1.0,
              little_k: int | None = None, draft_router: str = "draft",
              draft_experts: str = "little", adaptive: float | None = None,
-             draft: dict[str, np.ndarray] | None = None) -> SpecMobileResult:
+             draft: dict[str, np.ndarray] | None = None,
+             draft_dense: str = DEFAULT_DRAFT_DENSE) -> SpecMobileResult:
     """Speculative decoding with a little-expert BSFP draft and a full verify (module docstring).
 
     Parameters
@@ -180,18 +220,19 @@ def generate(model: MoeLM, prompt: bytes, max_new_tokens: int, gamma: int = 3,
         Linear hook of the full model; the draft applies it to its draft weights.
     little_k : int, optional
         Draft expert count (default k/2, :func:`golden.mobile.little_k_for`).
-    draft_router, draft_experts, adaptive, draft
+    draft_router, draft_experts, adaptive, draft, draft_dense
         See the module docstring.
     """
-    _check(gamma, verify, temperature, adaptive, draft_router, draft_experts)
+    _check(gamma, verify, temperature, adaptive, draft_router, draft_experts, draft_dense)
     cfg = model.config
     k = int(cfg.top_k)
     kl = k if draft_experts == "all" else little_k_for(k, little_k)
     prompt = check_prompt(model, prompt, max_new_tokens)
     rng = np.random.default_rng(seed)
-    dlin = draft_hook(model, linear, router=draft_router, weights=draft)
+    dlin = draft_hook(model, linear, router=draft_router, weights=draft, dense=draft_dense)
     stats = SpeqStats(gamma=int(gamma), verify=verify)
-    result = SpecMobileResult(prompt, np.zeros(0, np.int64), stats, [], kl, k)
+    result = SpecMobileResult(prompt, np.zeros(0, np.int64), stats, [], kl, k,
+                              draft_router=draft_router, draft_dense=draft_dense)
     if max_new_tokens == 0:
         return result
     little = _Recorder(kl, True if kl < k else bool(cfg.renormalize_gates), predict_k=k)
@@ -250,6 +291,44 @@ def generate(model: MoeLM, prompt: bytes, max_new_tokens: int, gamma: int = 3,
     stats.generated = len(out)
     result.tokens = np.array(out, dtype=np.int64)
     return result
+
+
+def weight_traffic(result: SpecMobileResult, config) -> dict:
+    """Weight bytes a run reads on chip (device memory and expert slots; not link bytes), from
+    :func:`golden.pe_array.weight_bytes`: a draft pass reads the draft plane of every matrix
+    it runs in draft mode (the little set's experts, and the dense parts unless
+    ``draft_dense="full"`` / ``draft_router="full"`` run them in verify mode: both planes, 4
+    times the bytes); a verify pass of ``t`` tokens reads both planes of every dense matrix
+    and of every expert of its union, ``ceil(t / 4)`` times (4 PE lanes). Returns
+    ``draft_bytes``, ``verify_bytes`` and the generated ``tokens``."""
+    from golden.model import param_shapes
+    from golden.pe_array import weight_bytes
+
+    shapes = param_shapes(config)
+    layer0 = [n for n in shapes if n.startswith("layers.0.") and len(shapes[n]) == 2]
+    dense = [n for n in layer0 if ".experts." not in n]
+    expert = [n for n in layer0 if ".experts.0." in n]
+    n_layers = int(config.n_layers)
+
+    def mode(name: str) -> str:
+        return ("verify" if full_in_draft(name, result.draft_router, result.draft_dense)
+                else "draft")
+
+    draft_dense = (n_layers * sum(weight_bytes(mode(n), *shapes[n]) for n in dense)
+                   + weight_bytes(mode("head"), *shapes["head"]))
+    verify_dense = (n_layers * sum(weight_bytes("verify", *shapes[n]) for n in dense)
+                    + weight_bytes("verify", *shapes["head"]))
+    draft_expert = sum(weight_bytes("draft", *shapes[n]) for n in expert)
+    verify_expert = sum(weight_bytes("verify", *shapes[n]) for n in expert)
+    dbytes = vbytes = 0
+    for s in result.steps:
+        for p in s.drafts:
+            dbytes += draft_dense + draft_expert * sum(len(ls.experts) for ls in p.layers)
+        union = sum(len({e for p in s.verify for e in p.layers[layer].experts})
+                    for layer in range(n_layers))
+        vbytes += -(-len(s.verify) // 4) * (verify_dense + verify_expert * union)
+    return {"draft_bytes": int(dbytes), "verify_bytes": int(vbytes),
+            "tokens": int(result.stats.generated)}
 
 
 def build_trace(result: SpecMobileResult, n_layers: int, n_experts: int, *,
@@ -432,3 +511,31 @@ def choose_lut_scale(model: MoeLM, scales=LUT_SCALES, *, n_prompts: int = 8,
         found[float(s)] = total.token_acceptance
     best = max(found, key=lambda s: (found[s], -abs(s - 1.0)))
     return best, found
+
+
+def measure_draft(model: MoeLM, *, n_prompts: int = 16, prompt_len: int = 64,
+                  new_tokens: int = 96, gamma: int = 3, **kw) -> dict:
+    """Greedy statistics of a draft on held-out prompts (:func:`golden.speq.heldout_prompts`),
+    the protocol of docs/spec_mobile.md ("Choices, as measured"); ``kw`` go to
+    :func:`generate`. Returns acceptance per checked draft token, tokens per draft pass and per
+    verify pass, and weight reads per token (:func:`weight_traffic`): ``draft_kb_per_token``
+    (draft passes), ``weight_kb_per_token`` (draft and verify passes) and their inverses
+    ``tokens_per_mb_draft`` and ``tokens_per_mb``."""
+    from golden.speq import heldout_prompts
+
+    total = None
+    dbytes = vbytes = 0
+    for prompt in heldout_prompts(n_prompts, prompt_len):
+        r = generate(model, prompt, new_tokens, gamma=gamma, **kw)
+        total = r.stats if total is None else total.merge(r.stats)
+        t = weight_traffic(r, model.config)
+        dbytes += t["draft_bytes"]
+        vbytes += t["verify_bytes"]
+    n = total.generated
+    return {"acceptance": total.token_acceptance,
+            "tokens_per_draft_pass": n / max(total.draft_passes, 1),
+            "tokens_per_verify_pass": total.tokens_per_step,
+            "draft_kb_per_token": dbytes / n / 1e3,
+            "weight_kb_per_token": (dbytes + vbytes) / n / 1e3,
+            "tokens_per_mb_draft": n / dbytes * 1e6 if dbytes else float("nan"),
+            "tokens_per_mb": n / (dbytes + vbytes) * 1e6, "stats": total.as_dict()}

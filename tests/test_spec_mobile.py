@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -15,10 +17,13 @@ from test_speq import CHI2_999, PROMPTS, _peaked_small_vocab_model, chi_square
 @pytest.mark.parametrize("gamma", [1, 2, 3, 4])
 @pytest.mark.parametrize("router", ["draft", "full"])
 def test_greedy_equals_plain_greedy_on_every_prompt(small, gamma, router):
+    # dense parts on their drafts: with them at full precision the small random model's draft
+    # is rarely rejected (the default draft is checked on the shipped model below)
     accepted = rejected = 0
     for prompt in PROMPTS:
         ref = gm.generate(small, prompt, 40)
-        res = spec_mobile.generate(small, prompt, 40, gamma=gamma, draft_router=router)
+        res = spec_mobile.generate(small, prompt, 40, gamma=gamma, draft_router=router,
+                                   draft_dense="draft")
         assert res.bytes == ref, (prompt, gamma, router)
         accepted += res.stats.accepted
         rejected += res.stats.rejected
@@ -31,7 +36,7 @@ def test_greedy_equals_plain_greedy_on_the_shipped_model_with_every_draft_option
     for prompt in (b"The ", b"Return the "):
         ref = gm.generate(model, prompt, 32)
         for kw in ({}, {"draft_router": "full"}, {"draft_experts": "all"}, {"adaptive": 0.6},
-                   {"draft": luts}, {"gamma": 5}):
+                   {"draft": luts}, {"gamma": 5}, {"draft_dense": "draft", "draft": luts}):
             assert spec_mobile.generate(model, prompt, 32, **kw).bytes == ref, (prompt, kw)
 
 
@@ -56,6 +61,56 @@ def test_draft_pass_uses_the_little_set_and_draft_weights(small):
                             ("full", "head", d["head"])):
         hook = spec_mobile.draft_hook(small, router=router)
         np.testing.assert_array_equal(hook(name, None, x), w.astype(np.float32) @ x)
+
+
+def test_full_dense_draft_runs_attention_and_head_at_full_precision_only(small):
+    d = speq.draft_weights(small)
+    full = spec_mobile.draft_hook(small, dense="full")
+    seen = []
+
+    def linear(name, w, x):
+        seen.append((name, w))
+        return np.asarray(w, np.float32) @ x
+
+    via = spec_mobile.draft_hook(small, linear, dense="full")
+    for name in ("layers.0.attn.wq", "layers.1.attn.wo", "head", "layers.0.router",
+                 "layers.1.experts.3.w_down"):
+        dense = ".attn." in name or name == "head"
+        w = small.params[name] if dense else d[name]
+        x = np.linspace(-1, 1, w.shape[1]).astype(np.float32)
+        assert not np.array_equal(w, d[name] if dense else small.params[name]), name
+        np.testing.assert_array_equal(full(name, small.params[name], x),
+                                      w.astype(np.float32) @ x)
+        via(name, small.params[name], x)
+        assert seen[-1][1] is (small.params[name] if dense else d[name]), name
+    res = spec_mobile.generate(small, PROMPTS[0], 24, draft_dense="full")
+    assert res.bytes == gm.generate(small, PROMPTS[0], 24) and res.draft_dense == "full"
+
+
+def test_weight_traffic_charges_full_dense_parts_four_times_their_draft_plane(small):
+    from golden.pe_array import weight_bytes
+
+    cfg = small.config
+    res = spec_mobile.generate(small, PROMPTS[2], 24, gamma=3, draft_dense="draft")
+    base = spec_mobile.weight_traffic(res, cfg)
+    res.draft_dense = "full"
+    full = spec_mobile.weight_traffic(res, cfg)
+    d = cfg.d_model
+    extra = (cfg.n_layers * 4 * (weight_bytes("verify", d, d) - weight_bytes("draft", d, d))
+             + weight_bytes("verify", cfg.vocab, d) - weight_bytes("draft", cfg.vocab, d))
+    assert weight_bytes("verify", d, d) == 4 * weight_bytes("draft", d, d)
+    assert full["draft_bytes"] - base["draft_bytes"] == res.stats.draft_passes * extra
+    assert full["verify_bytes"] == base["verify_bytes"] and full["tokens"] == 24
+    # a verify of <= 4 tokens reads every dense matrix and each expert of its union once
+    s = res.steps[0]
+    union = sum(len({e for p in s.verify for e in p.layers[l].experts})
+                for l in range(cfg.n_layers))
+    one = spec_mobile.SpecMobileResult(b"", res.tokens, res.stats, [s], res.little_k, cfg.top_k)
+    dense = sum(weight_bytes("verify", *small.params[n].shape) for n in small.linear_names()
+                if ".experts." not in n)
+    expert = sum(weight_bytes("verify", *small.params[f"layers.0.experts.0.{w}"].shape)
+                 for w in ("w_gate", "w_up", "w_down"))
+    assert spec_mobile.weight_traffic(one, cfg)["verify_bytes"] == dense + union * expert
 
 
 def test_adaptive_draft_length_stops_early_and_stays_exact(small):
@@ -97,6 +152,7 @@ def test_rejection_sampling_is_lossless_in_distribution(seed):
 @pytest.mark.parametrize("kwargs,match", [
     ({"gamma": 0}, "gamma"), ({"verify": "beam"}, "verify"), ({"adaptive": 1.5}, "adaptive"),
     ({"draft_router": "x"}, "draft_router"), ({"draft_experts": "some"}, "draft_experts"),
+    ({"draft_dense": "half"}, "draft_dense must be one of draft, full"),
     ({"little_k": 2}, "little_k"), ({"prompt": b""}, "empty"),
     ({"draft": {"head": np.zeros((1, 1), np.float16)}}, "draft weights lack"),
 ])
@@ -230,6 +286,33 @@ def test_nonblocking_host_fills_a_verify_group_while_the_previous_one_computes()
     assert blocking.misses == 4 and nb.compute_s == pytest.approx(blocking.compute_s)
 
 
+def test_full_dense_draft_pays_a_full_pass_of_dense_compute_in_the_time_model():
+    cfg = OffloadConfig(expert_bytes=4000, dense_bytes_per_layer=2000, slots=8,
+                        plane_cache=True, pass_overhead_s=1e-6, layer_overhead_s=1e-7)
+    full = replace(cfg, draft_dense_ratio=1.0)
+    assert cfg.layer_time_s("draft") < cfg.layer_time_s("full") == full.layer_time_s("draft")
+    assert full.head_time_s("draft") == full.head_time_s("full") == 1e-6
+    assert full.expert_time_for("draft", 1) == cfg.expert_time_for("draft", 1)
+    b = TraceBuilder(2, 4, top_k=2)
+    for layer in range(2):
+        b.layer(0, layer, "draft", 1)
+        ids = [b.demand(0, layer, e, plane="draft") for e in (0, 1)]
+        b.compute(0, layer, 2)
+        for rid in ids:
+            b.release(0, rid)
+    for host in ("blocking", "nonblocking"):
+        r0 = simulate(b.trace, replace(cfg, host=host))
+        r1 = simulate(b.trace, replace(full, host=host))
+        extra = 2 * 0.75 * (cfg.dense_s - cfg.layer_overhead_s) + 0.75 * 1e-6
+        assert r1.dense_s - r0.dense_s == pytest.approx(extra)
+        assert r1.bytes_transferred == r0.bytes_transferred
+    with pytest.raises(ValueError, match="draft_dense_ratio"):
+        replace(cfg, draft_dense_ratio=0.0)
+    with pytest.raises(ValueError, match="draft_dense must be one of draft, full"):
+        offload.study_spec_shape(offload.SHAPES[next(iter(offload.SHAPES))], alpha=0.9,
+                                 mobile_agreement=0.9, draft_dense="half")
+
+
 def test_nonblocking_host_serves_a_hit_under_a_waiting_miss():
     b = TraceBuilder(1, 4)
     for step, experts in ((0, (0,)), (1, (1, 0))):
@@ -289,6 +372,9 @@ def test_four_way_study_is_lossless_for_the_speculative_methods(seed):
     st = offload.study_spec_mobile(model, "random test model", n_prompts=2, prompt_len=8,
                                    new_tokens=16)
     m = st.methods
+    # by default the drafts run attention and head at full precision, and pay for it
+    assert st.draft_dense == "full" == st.runs["spec_mobile"][0].draft_dense
+    assert st.config.dense_draft_ratio == 1.0
     assert set(m) == set(offload.SPEC_METHODS) and m["lru_big"]["speedup_vs_lru"] == 1.0
     for name in ("lru_big", "speq", "spec_mobile"):
         assert m[name]["top1_agreement"] == 1.0
@@ -316,6 +402,7 @@ def test_command_json_is_one_object_and_bad_input_is_one_line(capsys):
     assert main(["spec-mobile", "--prompt", "The ", "--max-new-tokens", "8", "--prompts", "0",
                  "--lut-scale", "1.0", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
+    assert out["stats"]["draft_dense"] == "full"
     ref = gm.generate(gm.load_default(), b"The ", 8)
     assert out["identical_to_plain_greedy"] is True and bytes.fromhex(out["bytes_hex"]) == ref
     assert main(["spec-mobile", "--prompt", "x", "--adaptive", "2"]) == 2

@@ -26,8 +26,10 @@ a plane cache of the same bytes for all (split for SPEQ and the combination: dra
 the residual planes of one verify group, streamed): ``specmoe_speedup_vs_lru`` (the combination over
 on-demand LRU), ``specmoe_top1_agreement`` (measured share of its emitted bytes equal to the
 full model's), ``specmoe_link_bytes_per_token_<method>`` for ``lru_big``, ``mobile``, ``speq``
-and ``spec_mobile``; the draft uses the lut scale chosen on training text and adaptive length
-0.7. The host of the time model is the non-blocking one for all four methods (requests out as
+and ``spec_mobile``; the drafts run their attention projections and LM head at full FP16
+(resident on the device; router and experts on their draft planes, ``draft_dense="full"``),
+with the lut scale chosen on training text for that draft (``specmoe_lut_scale``) and adaptive
+length 0.7. The host of the time model is the non-blocking one for all four methods (requests out as
 soon as a layer's router has run, hits under a waiting miss, per-expert release; no prefetch
 from predictions), docs/spec_mobile.md. ``specmoe_speedup_bound_no_prediction`` and
 ``specmoe_speedup_bound_ideal`` are LRU's modelled time over the combination's lower bounds
@@ -67,9 +69,10 @@ def _spec(ctx, model, source) -> dict:
     from golden.model import blas_threads
 
     with blas_threads(1):
-        scale, _ = spec_mobile.choose_lut_scale(model, adaptive=spec_mobile.DEFAULT_ADAPTIVE)
         spec = dict(adaptive=spec_mobile.DEFAULT_ADAPTIVE,
-                    draft=spec_mobile.scaled_luts(model, scale))
+                    draft_dense=spec_mobile.DEFAULT_DRAFT_DENSE)
+        scale, _ = spec_mobile.choose_lut_scale(model, **spec)
+        spec["draft"] = spec_mobile.scaled_luts(model, scale)
         study = offload.study_spec_mobile(model, source, spec=spec, progress=ctx.progress,
                                           **offload.spec_lengths(model.config))
     for line in offload.spec_report_lines(study):

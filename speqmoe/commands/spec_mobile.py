@@ -1,8 +1,9 @@
 """speqmoe spec-mobile: SPEQ x MoBiLE, lossless speculative decoding of an offloaded MoE.
 
-Decodes --prompt with the combination (draft = BSFP draft planes of the little expert set,
-verify = full precision, all k experts, gamma + 1 tokens at once; greedy verification, checked
-against plain greedy decoding of the full model), then compares four methods on the same
+Decodes --prompt with the combination (draft = BSFP draft planes of the little expert set and
+the router, attention and LM head at full FP16 unless --draft-dense draft; verify = full
+precision, all k experts, gamma + 1 tokens at once; greedy verification, checked against
+plain greedy decoding of the full model), then compares four methods on the same
 held-out text and the same link with the offloading time model (golden.offload): on-demand
 LRU at full precision, MoBiLE, SPEQ on the offloaded model without little experts, and the
 combination: time per token, link bytes per token, top-1 agreement with the full model. The
@@ -31,6 +32,9 @@ def add_parser(sub):
                    help="scale of the draft lut values (default: chosen on training text)")
     p.add_argument("--draft-router", choices=("draft", "full"), default="draft",
                    help="router weights of the draft pass (default draft)")
+    p.add_argument("--draft-dense", choices=("full", "draft"), default="full",
+                   help="attention and LM head weights of the draft pass: full FP16 (default; "
+                        "resident on the device, the experts stay drafts) or their BSFP draft")
     p.add_argument("--prompts", type=int, default=4,
                    help="held-out prompts of the four-way comparison (default 4; 0 skips it)")
     p.add_argument("--cache-fraction", type=float, default=0.25,
@@ -87,11 +91,13 @@ def _run(args) -> int:
         if args.lut_scale is None:
             progress("choosing the draft lut scale on training text ...")
             scale, _ = spec_mobile.choose_lut_scale(model, adaptive=adaptive,
-                                                    draft_router=args.draft_router)
+                                                    draft_router=args.draft_router,
+                                                    draft_dense=args.draft_dense)
         else:
             scale = args.lut_scale
         draft = spec_mobile.scaled_luts(model, scale)
-        spec = dict(adaptive=adaptive, draft=draft, draft_router=args.draft_router)
+        spec = dict(adaptive=adaptive, draft=draft, draft_router=args.draft_router,
+                    draft_dense=args.draft_dense)
         prompt = args.prompt.encode("utf-8")
         start = time.perf_counter()
         res = spec_mobile.generate(model, prompt, args.max_new_tokens, gamma=args.gamma, **spec)
@@ -115,10 +121,12 @@ def _run(args) -> int:
                         shape, gamma=args.gamma, alpha=s["token_acceptance"],
                         mobile_agreement=study.methods["mobile"]["top1_agreement"],
                         cache_fraction=args.cache_fraction, host=args.host,
-                        link_bytes_per_s=args.link_gbs * 1e9)
+                        link_bytes_per_s=args.link_gbs * 1e9, draft_dense=args.draft_dense)
     except (ValueError, FileNotFoundError) as exc:
         raise UserError(str(exc)) from None
     stats = res.stats.as_dict() | {"adaptive_stops": res.adaptive_stops, "lut_scale": scale,
+                                   "draft_router": args.draft_router,
+                                   "draft_dense": args.draft_dense,
                                    "seconds": round(seconds, 3)}
     if args.json:
         out = {"text": res.text, "bytes_hex": res.bytes.hex(), "identical_to_plain_greedy": same,
@@ -131,7 +139,8 @@ def _run(args) -> int:
         print("---")
         s = res.stats
         print(f"SPEQ x MoBiLE, gamma {s.gamma} (adaptive {args.adaptive:g}, lut scale {scale:g}, "
-              f"{args.draft_router} router in the draft): {s.generated} bytes in "
+              f"{args.draft_router} router, {args.draft_dense} dense parts in the draft): "
+              f"{s.generated} bytes in "
               f"{s.verify_passes} verify and {s.draft_passes} draft passes; acceptance "
               f"{s.token_acceptance:.3f} per checked draft token; identical to plain greedy "
               f"decoding: {'yes' if same else 'NO'}")

@@ -182,8 +182,9 @@ def _spec_markdown(ctx, model, source) -> list[str]:
 
     with blas_threads(1):
         a = spec_mobile.DEFAULT_ADAPTIVE
-        scale = 1.0 if ctx.quick else spec_mobile.choose_lut_scale(model, adaptive=a)[0]
-        spec = dict(adaptive=a, draft=spec_mobile.scaled_luts(model, scale))
+        spec = dict(adaptive=a, draft_dense=spec_mobile.DEFAULT_DRAFT_DENSE)
+        scale = 1.0 if ctx.quick else spec_mobile.choose_lut_scale(model, **spec)[0]
+        spec["draft"] = spec_mobile.scaled_luts(model, scale)
         study = offload.study_spec_mobile(model, source, n_prompts=2 if ctx.quick else 4,
                                           spec=spec, progress=ctx.progress,
                                           **offload.spec_lengths(model.config))
@@ -197,7 +198,8 @@ def _spec_markdown(ctx, model, source) -> list[str]:
     md = ["", "### SPEQ x MoBiLE: lossless speculative decoding of the offloaded MoE", "",
           f"The same text for every method ({study.tokens} greedy bytes of the full model after "
           f"held-out prompts), gamma {study.gamma}, adaptive draft length {a:g}, draft lut "
-          f"scale {scale:g}; top-1 agreement and routing *measured*, time and link bytes "
+          f"scale {scale:g}, attention and LM head of the drafts "
+          f"{'at full FP16' if study.draft_dense == 'full' else 'on their draft planes'}; top-1 agreement and routing *measured*, time and link bytes "
           f"*modelled* (offloading time model, {study.config.slots} expert slots of cache as "
           "quarter-expert plane units, split for the speculative methods: draft planes and "
           "the residuals of one verify group; link "
