@@ -304,15 +304,16 @@ class Fp32Adder(_Staged):
         carry, lead0 = total[27] & ~sub, capped[26]
         right = Cat(total[0] | total[1], total[2:28])
         left = Cat(Const(0, 1), total[0:26])
+        shifted = _wire(m, "shifted", Mux(carry, right, Mux(lead0, total[0:27], left)))
+        # The rounding increment is decided before the cut, so that after it the rounding
+        # carry chain starts straight from registers.
         v = cuts.cut(
-            3, shifted=Mux(carry, right, Mux(lead0, total[0:27], left)),
+            3, shifted=shifted[3:27], round_up=shifted[2] & (shifted[0:2].any() | shifted[3]),
             exp_m1=Mux(carry, exp_x, Mux(lead0, exp_x - 1, exp_x - 2))[0:8],
             use_rounded=carry | lead0 | capped[25], at_254=carry & (exp_x == 254),
             total=total[0:27], lz=leading_zeros(m, capped, "lz"), exp_x=exp_x,
             sign=v["sign"] & ~(sub & ~total[0:27].any()), nan=v["nan"], inf=v["inf"])
-        shifted = v["shifted"]
-        sig, guard, rest = shifted[3:27], shifted[2], shifted[0:2].any()
-        round_up = guard & (rest | sig[0])
+        sig, round_up = v["shifted"], v["round_up"]
         rounded = _wire(m, "rounded", (Cat(sig[0:23], v["exp_m1"]) + Cat(round_up, Const(0, 22), sig[23]))[0:31])
         # A rounding carry from exponent - 1 = 254 wraps the packed sum past all ones.
         overflow = rounded[23:31].all() | v["at_254"]
