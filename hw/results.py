@@ -269,7 +269,10 @@ class ResultWriter(wiring.Component):
             tile_end.eq(run_end & (aw_tok == n_tok - 1)),
             issue.eq(aw_active & (~awvalid | axi.awready) & bq.w_rdy),
             bq.w_en.eq(issue),
-            bq_w.start.eq(aw_tok * full_lines + aw_line),
+            # aw_tok * full_lines, full_lines being 1, 2, 4 or 8: a shift, not a multiplier
+            # (it mapped to a MULT18X18D on the top's critical path).
+            bq_w.start.eq(Mux(c_draft, Mux(c_fp16, aw_tok << 2, aw_tok << 3),
+                              Mux(c_fp16, aw_tok, aw_tok << 1)) + aw_line),
             bq_w.run_line.eq(aw_line),
             bq_w.len.eq(blen),
             bq_w.last.eq(tile_end),
