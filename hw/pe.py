@@ -93,7 +93,7 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
     each product to its dot product's partial sum. With ``add_stages = A`` the
     accumulation loop is ``A + 1`` cycles long, so the beats interleave ``A + 1``
     independent dot products: accepted beat ``n`` belongs to slot ``n mod (A + 1)``, each
-    slot has its own partial-sum register per lane, read when its product is registered
+    slot has its own partial sum per lane (a memory of one word per slot), read when its product is registered
     (a sum written back in that cycle is forwarded; the first beat of a dot product reads
     +0.0 instead) and written when the sum leaves the adder. The next beat of a slot enters
     the adder at least ``A + 1`` cycles later, after the write, so every slot accumulates

@@ -228,19 +228,21 @@ class ResultWriter(wiring.Component):
 
         # Geometry of the current tile (stable while it is collected and written).
         tile_rows = Signal(range(4 * p + 1))
-        valid_rows = Signal(range(4 * p + 1))
-        valid_bytes = Signal(range(16 * p + 1))
         run_lines = Signal(range(MAX_LINES + 1))
         full_lines = Signal(range(MAX_LINES + 1))
         rem = Signal(range(w))
         m.d.comb += [
             tile_rows.eq(Mux(c_draft, 4 * p, p)),
-            valid_rows.eq(Mux(rows_left < tile_rows, rows_left, tile_rows)),
-            valid_bytes.eq(Mux(c_fp16, valid_rows << 1, valid_rows << 2)),
-            run_lines.eq((valid_bytes + w - 1) >> shift),
-            rem.eq(valid_bytes[:shift]),
             full_lines.eq(Mux(c_draft, Mux(c_fp16, 4, 8), Mux(c_fp16, 1, 2))),
         ]
+
+        def geometry(rows, draft, fp16):
+            """Registers loaded with a tile's lines per token run and the bytes of its
+            partial last line, from the rows it starts with (registered so that the AW
+            path starts at flip-flops, not at this arithmetic)."""
+            valid_rows = Mux(rows < Mux(draft, 4 * p, p), rows, Mux(draft, 4 * p, p))
+            valid_bytes = Mux(fp16, valid_rows << 1, valid_rows << 2)
+            return [run_lines.eq((valid_bytes + w - 1) >> shift), rem.eq(valid_bytes[:shift])]
         next_base = tile_base + (full_lines << shift)
 
         # -- AW: the bursts of each run of the tile ------------------------------------
@@ -340,6 +342,7 @@ class ResultWriter(wiring.Component):
                 with m.If(bq_r.last):
                     m.d.sync += draining.eq(0)
                     with m.If(rows_left > tile_rows):
+                        m.d.sync += geometry(rows_left - tile_rows, c_draft, c_fp16)
                         m.d.sync += [
                             rows_left.eq(rows_left - tile_rows), filling.eq(1),
                             tile_base.eq(next_base), tok_base.eq(next_base),
@@ -367,6 +370,7 @@ class ResultWriter(wiring.Component):
                            (cmd.n + p - 1) >> lg_p)
                 m.d.sync += drop_left.eq((-real)[:lg] << lg_p)
             m.d.sync += [real_done.eq(0)]
+            m.d.sync += geometry(cmd.n, cmd.draft, cmd.fp16)
             m.d.sync += [
                 active.eq(1), c_draft.eq(cmd.draft), c_fp16.eq(cmd.fp16), n_tok.eq(tokens),
                 stride.eq(cmd.out_stride & align), rows_left.eq(cmd.n), err.eq(0),
