@@ -1208,13 +1208,18 @@ def spec_lengths(model_config, prompt_len: int = 32, new_tokens: int = 96) -> di
     return {"prompt_len": prompt_len, "new_tokens": new_tokens}
 
 
-def split_config(cfg: OffloadConfig, top_k: int) -> OffloadConfig:
+def split_config(cfg: OffloadConfig, top_k: int, experts: int | None = None) -> OffloadConfig:
     """The cache of the speculative methods (docs/spec_mobile.md, "Split plane cache"): the
-    same bytes as ``cfg``, split into a draft-plane part and a residual part of ``3 * top_k``
-    units (the residual planes of one verify group of k experts, so residuals are streamed:
-    fetched for a group, kept while it computes, the first evicted). Unchanged when the cache
-    is too small for that split."""
+    same bytes as ``cfg``, split into a draft-plane part and a residual part of at least
+    ``3 * top_k`` units (the residual planes of one verify group of k experts, so residuals
+    are streamed: fetched for a group, kept while it computes, the first evicted). With
+    ``experts`` (the model's routed experts, layers x experts) the draft part holds at most
+    one draft plane of each, and the rest of the bytes go to residuals: a cache with room for
+    every draft plane keeps residuals too. Unchanged when the cache is too small for that
+    split."""
     draft = cfg.slots * PLANE_UNITS - (PLANE_UNITS - 1) * top_k
+    if experts is not None:
+        draft = min(draft, experts)
     return replace(cfg, plane_cache=True, draft_units=draft) if draft > 0 else cfg
 
 
@@ -1225,7 +1230,8 @@ def _time_methods(traces: dict[str, list], token_counts: list[int], cfg: Offload
     out = {}
     n = sum(token_counts)
     for name, ts in traces.items():
-        c = split_config(cfg, split_k) if split_k and name in SPECULATIVE else cfg
+        experts = ts[0].n_layers * ts[0].n_experts if ts else None
+        c = split_config(cfg, split_k, experts) if split_k and name in SPECULATIVE else cfg
         rs = [simulate(t, c, tokens=k) for t, k in zip(ts, token_counts)]
         time_s = sum(r.time_s for r in rs)
         hits, misses = sum(r.hits for r in rs), sum(r.misses for r in rs)

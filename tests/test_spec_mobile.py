@@ -260,6 +260,9 @@ def test_split_plane_cache_keeps_draft_planes_while_residuals_stream():
             OffloadConfig(**bad)
     assert offload.split_config(OffloadConfig(**base), 2).draft_units == 2
     assert offload.split_config(OffloadConfig(**base), 3).draft_units == 0   # too small
+    # room for every draft plane: the draft part holds one per expert, residuals get the rest
+    assert offload.split_config(OffloadConfig(**base), 1, experts=3).draft_units == 3
+    assert offload.split_config(OffloadConfig(**base), 1, experts=9).draft_units == 5
 
 
 NB = dict(expert_bytes=100, dense_bytes_per_layer=0, slots=2, link_bytes_per_s=100.0,
