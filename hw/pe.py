@@ -118,7 +118,7 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
     out_data = Signal(ResultBeat)
     in_slot = Signal(range(slots))
 
-    advance = Signal()
+    advance = Signal(init=1)
     done = valid[-1] & last[-1]                  # a finished dot product leaves the adder
     if slots == 1:
         m.d.comb += advance.eq(~(done & out_valid & ~results.ready))
@@ -209,8 +209,15 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
             results.valid.eq(q.r_rdy),
             results.payload.eq(q.r_data),
             q.r_en.eq(results.ready),
-            advance.eq(~(done & ~q.w_rdy)),
         ]
+        # The pipeline holds while a finished dot product meets a full FIFO: advance is
+        # ~(done & level == slots). Every pipeline register loads on it, so it is a register
+        # itself, computed from the next cycle's done and level (the same value, a cycle
+        # earlier), and its large net starts at a flip-flop instead of after logic.
+        level_next = Signal(range(slots + 1))
+        m.d.comb += level_next.eq(q.level + (advance & done) - (q.r_en & q.r_rdy))
+        done_next = Mux(advance, valid[-2] & last[-2], done)
+        m.d.sync += advance.eq(~(done_next & (level_next == slots)))
 
 
 class _PE(Pipelined, wiring.Component):
