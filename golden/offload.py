@@ -1259,11 +1259,9 @@ def _time_methods(traces: dict[str, list], token_counts: list[int], cfg: Offload
 def _dense_kw(draft_dense: str) -> dict:
     """:class:`OffloadConfig` arguments for the draft's ``draft_dense`` option: a draft that
     runs its dense parts at full precision pays a full pass's dense compute."""
-    from golden.spec_mobile import DRAFT_DENSE
+    from golden.spec_mobile import DRAFT_DENSE, check_choice
 
-    if draft_dense not in DRAFT_DENSE:
-        raise ValueError(f"draft_dense must be one of {', '.join(DRAFT_DENSE)}, "
-                         f"not {draft_dense!r}")
+    check_choice("draft_dense", draft_dense, DRAFT_DENSE)
     return {"draft_dense_ratio": 1.0} if draft_dense == "full" else {}
 
 

@@ -132,6 +132,12 @@ class _Recorder:
         return p
 
 
+def check_choice(name: str, value, allowed) -> None:
+    """Raise the ValueError of an option ``name`` whose ``value`` is not in ``allowed``."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+
+
 def is_router(name: str) -> bool:
     """A router matrix (``layers.<l>.router``)."""
     return name.endswith(".router")
@@ -155,10 +161,8 @@ def draft_hook(model: MoeLM, linear: LinearHook | None = None, *, router: str = 
     (``weights``, default :func:`golden.speq.draft_weights`); the router matmuls use the full
     weights when ``router == "full"``, the attention projections and the LM head when
     ``dense == "full"`` (:func:`full_in_draft`)."""
-    if router not in DRAFT_ROUTERS:
-        raise ValueError(f"draft_router must be one of {', '.join(DRAFT_ROUTERS)}, not {router!r}")
-    if dense not in DRAFT_DENSE:
-        raise ValueError(f"draft_dense must be one of {', '.join(DRAFT_DENSE)}, not {dense!r}")
+    check_choice("draft_router", router, DRAFT_ROUTERS)
+    check_choice("draft_dense", dense, DRAFT_DENSE)
     w16 = weights if weights is not None else draft_weights(model)
     missing = [n for n in model.linear_names() if n not in w16]
     if missing:
@@ -181,21 +185,14 @@ def draft_hook(model: MoeLM, linear: LinearHook | None = None, *, router: str = 
 def _check(gamma, verify, temperature, adaptive, draft_router, draft_experts, draft_dense):
     if isinstance(gamma, bool) or not isinstance(gamma, (int, np.integer)) or gamma < 1:
         raise ValueError(f"gamma must be an integer >= 1, not {gamma!r}")
-    if verify not in VERIFY_MODES:
-        raise ValueError(f"verify must be one of {', '.join(VERIFY_MODES)}, not {verify!r}")
+    check_choice("verify", verify, VERIFY_MODES)
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, not {temperature!r}")
     if adaptive is not None and not 0.0 <= adaptive <= 1.0:
         raise ValueError(f"adaptive must be a probability in [0, 1] or None, not {adaptive!r}")
-    if draft_router not in DRAFT_ROUTERS:
-        raise ValueError(f"draft_router must be one of {', '.join(DRAFT_ROUTERS)}, "
-                         f"not {draft_router!r}")
-    if draft_experts not in DRAFT_EXPERTS:
-        raise ValueError(f"draft_experts must be one of {', '.join(DRAFT_EXPERTS)}, "
-                         f"not {draft_experts!r}")
-    if draft_dense not in DRAFT_DENSE:
-        raise ValueError(f"draft_dense must be one of {', '.join(DRAFT_DENSE)}, "
-                         f"not {draft_dense!r}")
+    check_choice("draft_router", draft_router, DRAFT_ROUTERS)
+    check_choice("draft_experts", draft_experts, DRAFT_EXPERTS)
+    check_choice("draft_dense", draft_dense, DRAFT_DENSE)
 
 
 def generate(model: MoeLM, prompt: bytes, max_new_tokens: int, gamma: int = 3,
@@ -314,10 +311,12 @@ def weight_traffic(result: SpecMobileResult, config) -> dict:
         return ("verify" if full_in_draft(name, result.draft_router, result.draft_dense)
                 else "draft")
 
-    draft_dense = (n_layers * sum(weight_bytes(mode(n), *shapes[n]) for n in dense)
-                   + weight_bytes(mode("head"), *shapes["head"]))
-    verify_dense = (n_layers * sum(weight_bytes("verify", *shapes[n]) for n in dense)
-                    + weight_bytes("verify", *shapes["head"]))
+    def dense_bytes(mode_of) -> int:
+        return (n_layers * sum(weight_bytes(mode_of(n), *shapes[n]) for n in dense)
+                + weight_bytes(mode_of("head"), *shapes["head"]))
+
+    draft_dense = dense_bytes(mode)
+    verify_dense = dense_bytes(lambda name: "verify")
     draft_expert = sum(weight_bytes("draft", *shapes[n]) for n in expert)
     verify_expert = sum(weight_bytes("verify", *shapes[n]) for n in expert)
     dbytes = vbytes = 0

@@ -240,7 +240,8 @@ class ResultWriter(wiring.Component):
             """Registers loaded with a tile's lines per token run and the bytes of its
             partial last line, from the rows it starts with (registered so that the AW
             path starts at flip-flops, not at this arithmetic)."""
-            valid_rows = Mux(rows < Mux(draft, 4 * p, p), rows, Mux(draft, 4 * p, p))
+            tile = Mux(draft, 4 * p, p)
+            valid_rows = Mux(rows < tile, rows, tile)
             valid_bytes = Mux(fp16, valid_rows << 1, valid_rows << 2)
             return [run_lines.eq((valid_bytes + w - 1) >> shift), rem.eq(valid_bytes[:shift])]
         next_base = tile_base + (full_lines << shift)
@@ -342,9 +343,10 @@ class ResultWriter(wiring.Component):
                 with m.If(bq_r.last):
                     m.d.sync += draining.eq(0)
                     with m.If(rows_left > tile_rows):
-                        m.d.sync += geometry(rows_left - tile_rows, c_draft, c_fp16)
+                        rows_next = rows_left - tile_rows
+                        m.d.sync += geometry(rows_next, c_draft, c_fp16)
                         m.d.sync += [
-                            rows_left.eq(rows_left - tile_rows), filling.eq(1),
+                            rows_left.eq(rows_next), filling.eq(1),
                             tile_base.eq(next_base), tok_base.eq(next_base),
                             aw_addr.eq(next_base), aw_active.eq(1), aw_tok.eq(0), aw_line.eq(0),
                         ]

