@@ -282,22 +282,27 @@ class Fp32Adder(_Staged):
         sig_b, exp_b, inf_b, nan_b = unpack(b, "b")
         sub = a[31] ^ b[31]
         swap = _wire(m, "swap", b[0:31] > a[0:31])
+        # The alignment distance saturates at 31: a shift of 27 or more already moves every
+        # bit of the 27-bit aligned value into the sticky bit, so the shifter needs no
+        # separate stage that zeroes it for the distance's high bits.
+        d = _wire(m, "d", Mux(swap, exp_b - exp_a, exp_a - exp_b)[0:8])
         v = cuts.cut(
             1, sig_x=Mux(swap, sig_b, sig_a), sig_y=Mux(swap, sig_a, sig_b),
-            exp_x=Mux(swap, exp_b, exp_a), d=Mux(swap, exp_b - exp_a, exp_a - exp_b)[0:8],
+            exp_x=Mux(swap, exp_b, exp_a), d=d[0:5] | d[5:8].any().replicate(5),
             sub=sub, sign=Mux(swap, b[31], a[31]),
             nan=nan_a | nan_b | (inf_a & inf_b & sub), inf=inf_a | inf_b)
-        exp_x = v["exp_x"]
+        exp_x, sub = v["exp_x"], v["sub"]
         aligned, sticky = shift_right_sticky(m, Cat(Const(0, 3), v["sig_y"]), v["d"], "align")
         # Without subnormals the limit is a constant 0 (its registers and ORs vanish in
-        # synthesis), so both variants share one datapath description.
+        # synthesis), so both variants share one datapath description. A subtraction's
+        # addend is inverted before the cut (x - y = x + ~y + 1), in the shifter's last LUTs.
         v = cuts.cut(
-            2, sig_x=v["sig_x"], addend=Cat(aligned[0] | sticky, aligned[1:]), exp_x=exp_x,
+            2, sig_x=v["sig_x"], addend=Cat(aligned[0] | sticky, aligned[1:]) ^ sub.replicate(27),
+            exp_x=exp_x,
             limit=Cat(*(exp_x == 27 - i for i in range(27))) if self._subnormals else Const(0, 27),
-            sub=v["sub"], sign=v["sign"], nan=v["nan"], inf=v["inf"])
+            sub=sub, sign=v["sign"], nan=v["nan"], inf=v["inf"])
         sub, exp_x = v["sub"], v["exp_x"]
-        total = _wire(m, "total", _add(Cat(Const(0, 3), v["sig_x"]), v["addend"] ^ sub.replicate(27),
-                                       sub)[0:28])
+        total = _wire(m, "total", _add(Cat(Const(0, 3), v["sig_x"]), v["addend"], sub)[0:28])
         capped = _wire(m, "capped", total[0:27] | v["limit"])
         # The rounded cases: a carry (one bit right), no leading zero, one leading zero;
         # exponent - 1 is exp_x, exp_x - 1 or exp_x - 2 (0 where the shift is capped).
@@ -317,7 +322,9 @@ class Fp32Adder(_Staged):
         rounded = _wire(m, "rounded", (Cat(sig[0:23], v["exp_m1"]) + Cat(round_up, Const(0, 22), sig[23]))[0:31])
         # A rounding carry from exponent - 1 = 254 wraps the packed sum past all ones.
         overflow = rounded[23:31].all() | v["at_254"]
-        norm = _wire(m, "norm", (v["total"] << v["lz"])[0:27])
+        # Only exact sums use norm, and their two lowest bits are zero (both operands'
+        # are: the alignment moved y by at most one bit).
+        norm = _wire(m, "norm", (Cat(Const(0, 2), v["total"][2:27]) << v["lz"])[0:27])
         exact = Cat(norm[3:26], Mux(norm[26], v["exp_x"] - v["lz"], 0)[0:8])
         use_rounded = v["use_rounded"]
         sign = v["sign"]
