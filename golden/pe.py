@@ -62,7 +62,8 @@ def lane_operands(mode: str, words, acts, base=None, lut=None) -> tuple[np.ndarr
     """The (weight, activation) FP16 pairs each lane multiplies, shaped ``(4, K)``.
 
     ``mode`` is ``"verify"``, ``"draft"`` or ``"fp16"`` (the plain PE); ``words`` has shape
-    ``(K,)`` and ``acts`` ``(K, 4)`` (in draft mode only ``acts[:, 0]`` is used).
+    ``(K,)`` and ``acts`` ``(K, 4)``; lane ``j`` multiplies ``acts[:, j]`` in every mode (a draft
+    pass repeats its token's activation in all four, as :class:`hw.array.PEArray` does).
     """
     words = _u16(words, "words")
     acts = _u16(acts, "acts")
@@ -76,7 +77,7 @@ def lane_operands(mode: str, words, acts, base=None, lut=None) -> tuple[np.ndarr
     if mode == "verify":
         return np.broadcast_to(decode_verify(words, base), (LANES, words.size)), acts.T
     if mode == "draft":
-        return decode_draft(words, lut).T, np.broadcast_to(acts[:, 0], (LANES, words.size))
+        return decode_draft(words, lut).T, acts.T
     raise ValueError(f"mode must be one of {MODES + ('fp16',)}, not {mode!r}")
 
 

@@ -236,7 +236,7 @@ def stream_results(mode: str, words: np.ndarray, acts: np.ndarray, base, lut,
     activation beats ``acts`` (uint16 ``(K, 4)``, the same for every tile) and the tables.
 
     Returns uint32 ``(tiles * P, 4)``: beat ``t * P + p`` is PE ``p``'s lanes after tile ``t``
-    (:func:`golden.pe.lane_operands`: draft lanes use activation 0).
+    (draft: every lane uses activation 0, which the array repeats for its PEs' lanes).
     """
     from golden.pe import check_tables, decode_draft, decode_verify
 

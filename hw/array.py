@@ -10,7 +10,8 @@ lanes and the result registers are the two buffers). What the words mean is set 
 configuration (see :mod:`golden.pe_array` for the mapping of a layer onto the array):
 
 * **draft**: each word is a draft-plane word, 4 nibbles for 4 output rows; lane ``j``
-  multiplies its nibble's ``lut`` value by activation 0.
+  multiplies its nibble's ``lut`` value by activation 0 (the array gives every PE lane
+  activation 0 in this mode, one multiplexer for all PEs).
 * **verify**: each word is a full BSFP word of one output row; lane ``j`` multiplies it by
   activation ``j`` (token ``j``).
 """
@@ -176,6 +177,11 @@ class PEArray(Pipelined, wiring.Component):
             self.acts.ready.eq(can_take & self.weights.valid),
             take_all.eq(self.results.ready & (drain == n - 1)),
         ]
+        # A draft pass multiplies every lane by the token's activation (element 0); the
+        # PEs' lanes take element j in both modes, so the array repeats element 0 for them.
+        acts = Signal(data.ArrayLayout(16, LANES))
+        m.d.comb += acts.eq(Mux(cfg.mode == PeMode.DRAFT, self.acts.payload[0].replicate(LANES),
+                                self.acts.payload))
         for p, pe in enumerate(pes):
             m.d.comb += [
                 pe.mode.eq(cfg.mode),
@@ -185,7 +191,7 @@ class PEArray(Pipelined, wiring.Component):
                 pe.weights.payload.word.eq(self.weights.payload.words[p]),
                 pe.weights.payload.last.eq(self.weights.payload.last),
                 pe.acts.valid.eq(1),
-                pe.acts.payload.eq(self.acts.payload),
+                pe.acts.payload.eq(acts),
                 pe.results.ready.eq(take_all),
             ]
 

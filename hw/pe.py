@@ -9,7 +9,10 @@ cycle a PE consumes one 16-bit weight word and one activation beat:
   tokens of one output row).
 * :class:`ReconfigurablePE`, **draft** mode: the word holds four draft nibbles ``s|D``
   (lane ``j`` takes bits ``4j+3..4j``), each decoded through the 8-entry ``lut`` and
-  multiplied by activation 0 of the beat (one token, four output rows).
+  multiplied by activation ``j`` of the beat. A draft pass is one token and four output
+  rows, so its activation beat repeats the token's activation in all four elements; the
+  PE array does that once for all its PEs, so that no lane needs a multiplexer between
+  activation ``j`` and activation 0.
 * :class:`Fp16PE`: the word is a plain FP16 weight, multiplied by the four activations;
   the baseline for area.
 
@@ -253,7 +256,9 @@ class ReconfigurablePE(_PE):
     -------
     weights : In(stream.Signature(WeightBeat))
     acts : In(stream.Signature(ArrayLayout(16, 4)))
-        Verify mode: one FP16 activation per token. Draft mode: element 0 only.
+        Lane ``j`` multiplies element ``j`` in both modes. Verify mode: one FP16 activation
+        per token. Draft mode: the token's activation in every element (:class:`hw.array.PEArray`
+        repeats element 0).
     results : Out(stream.Signature(ArrayLayout(32, 4)))
         binary32 dot products, lane ``j`` in element ``j``.
     mode : In(PeMode)
@@ -278,20 +283,17 @@ class ReconfigurablePE(_PE):
         verify_w = Signal(16)
         m.d.comb += verify_w.eq(Cat(mant, (self.base[code] + x)[:5], sign))
         lane_weights = []
-        lane_acts = []
         for lane in range(LANES):
             nibble = word[4 * lane:4 * lane + 4]
-            draft_w = Cat(self.lut[nibble[:3]], nibble[3])
             w = Signal(16, name=f"w{lane}")
-            a = Signal(16, name=f"a{lane}")
             with m.If(self.mode == PeMode.DRAFT):
-                m.d.comb += [w.eq(draft_w), a.eq(self.acts.payload[0])]
+                m.d.comb += w.eq(Cat(self.lut[nibble[:3]], nibble[3]))
             with m.Else():
-                m.d.comb += [w.eq(verify_w), a.eq(self.acts.payload[lane])]
+                m.d.comb += w.eq(verify_w)
             lane_weights.append(w)
-            lane_acts.append(a)
         _pipeline(m, weights=self.weights, acts=self.acts, results=self.results,
-                  lane_weights=lane_weights, lane_acts=lane_acts,
+                  lane_weights=lane_weights,
+                  lane_acts=[self.acts.payload[lane] for lane in range(LANES)],
                   mul_stages=self._mul_stages, add_stages=self._add_stages)
         return m
 
