@@ -466,7 +466,7 @@ class Accelerator(wiring.Component):
         m.d.comb += bad_tables.eq(Cat(*conds).any())
 
         # -- sequencer ---------------------------------------------------------------------
-        sent = Signal(3)            # MATMUL: streamer, activations, writer commands accepted
+        sent = Signal(4)            # MATMUL: streamer, activations, writer, array config accepted
         in_compute = Signal()
         beats_left = Signal(32)
 
@@ -585,12 +585,13 @@ class Accelerator(wiring.Component):
                     writer.cmd.payload.tokens.eq(Mux(cmd.draft, 1, acts_tokens)),
                     writer.cmd.payload.out_addr.eq(cmd.out_addr),
                     writer.cmd.payload.out_stride.eq(cmd.out_stride),
-                    array.config.valid.eq(1),
+                    array.config.valid.eq(~sent[3]),
                     array.config.payload.mode.eq(Mux(cmd.draft, PeMode.DRAFT, PeMode.VERIFY)),
                     array.config.payload.base.eq(tab_base),
                     array.config.payload.lut.eq(tab_lut),
                 ]
-                now = Cat(streamer.cmd.ready, actbuf.read.ready, writer.cmd.ready) | sent
+                now = Cat(streamer.cmd.ready, actbuf.read.ready, writer.cmd.ready,
+                          array.config.ready) | sent
                 m.d.sync += sent.eq(now)
                 with m.If(now.all()):
                     m.next = "MM_RUN"

@@ -20,8 +20,8 @@ from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.pe import (LANES, RECONFIGURABLE_PE_MEMBERS, PeMode, Pipelined, ReconfigurablePE,
-                   depth_problem)
+from hw.pe import (LANES, LUT_ENTRIES, RECONFIGURABLE_PE_MEMBERS, LutWrite, PeMode, Pipelined,
+                   ReconfigurablePE, depth_problem)
 
 __all__ = ["ConfigBeat", "ResultBeat", "PEArray"]
 
@@ -56,8 +56,15 @@ class PEArray(Pipelined, wiring.Component):
     back with no stall. With ``add_stages > 0`` the beats interleave :attr:`interleave`
     tiles (:func:`golden.pe_array.weight_stream`).
 
-    A configuration beat (always accepted) applies to every weight beat accepted after
-    the cycle of its handshake; beats already accepted finish with the old configuration.
+    A configuration beat applies to every weight beat accepted after the cycle of its
+    handshake; beats already accepted finish with the old configuration. Its ``mode`` and
+    ``base`` take effect at once. The PEs hold ``lut`` in per-lane memories written one
+    entry per cycle (:class:`hw.pe.ReconfigurablePE`), so a beat whose ``lut`` differs
+    from the one loaded makes the array write the new table: for :attr:`LUT_LOAD_CYCLES`
+    cycles after the handshake it accepts no weight beat and no configuration beat
+    (``config.ready`` low; counted in ``lut_cycles``), while earlier tiles go on through
+    the pipeline and drain. A beat with the loaded ``lut`` (the same tensor's tables, or a
+    mode change) costs no cycle. After reset the loaded table is all +0.0.
 
     Parameters
     ----------
@@ -79,15 +86,20 @@ class PEArray(Pipelined, wiring.Component):
     acts : In(stream.Signature(ArrayLayout(16, 4)))
         Broadcast to every PE: verify mode one FP16 activation per token, draft mode element 0.
     results : Out(stream.Signature(ResultBeat))
-    busy_cycles, starved_cycles, blocked_cycles : Out(32)
+    busy_cycles, starved_cycles, blocked_cycles, lut_cycles : Out(32)
         Cycles in which a beat was accepted; in which the array could accept one but none
         was offered (idle included); in which the array could not accept because a finished
-        tile's results were not yet taken.
+        tile's results were not yet taken; in which it was writing a new ``lut``. Every
+        cycle is counted in exactly one of them.
     macs : Out(48)
         MACs done, ``4 * rows * cols`` per accepted beat.
     stall_in, stall_out : Out(1)
         This cycle is one counted in ``starved_cycles`` (resp. ``blocked_cycles``).
     """
+
+    #: Cycles after a configuration beat with a new ``lut`` in which the array accepts no
+    #: beat: one to register each write, then one per entry.
+    LUT_LOAD_CYCLES = LUT_ENTRIES + 1
 
     def __init__(self, rows: int, cols: int, *, pe_module: str | None = None,
                  mul_stages: int = 0, add_stages: int = 0):
@@ -115,6 +127,7 @@ class PEArray(Pipelined, wiring.Component):
             "busy_cycles": Out(32),
             "starved_cycles": Out(32),
             "blocked_cycles": Out(32),
+            "lut_cycles": Out(32),
             "macs": Out(48),
             "stall_in": Out(1),
             "stall_out": Out(1),
@@ -136,9 +149,23 @@ class PEArray(Pipelined, wiring.Component):
         m = Module()
         n = self.pes
         cfg = Signal(ConfigBeat)
-        m.d.comb += self.config.ready.eq(1)
-        with m.If(self.config.valid):
+        # A new lut is written into every PE's lane memories, one entry per cycle from
+        # ``cfg.lut``; the write is registered so that its large net starts at flip-flops.
+        loading = Signal()
+        entry = Signal(range(LUT_ENTRIES))
+        lut_write = Signal(LutWrite)
+        busy = Signal()
+        m.d.comb += [busy.eq(loading | lut_write.en), self.config.ready.eq(~busy)]
+        with m.If(self.config.valid & ~busy):
             m.d.sync += cfg.eq(self.config.payload)
+            with m.If(self.config.payload.lut.as_value() != cfg.lut.as_value()):
+                m.d.sync += [loading.eq(1), entry.eq(0)]
+        with m.If(loading):
+            m.d.sync += entry.eq(entry + 1)
+            with m.If(entry == LUT_ENTRIES - 1):
+                m.d.sync += loading.eq(0)
+        m.d.sync += [lut_write.en.eq(loading), lut_write.addr.eq(entry),
+                     lut_write.data.eq(cfg.lut[entry])]
 
         # Every PE sees the same beats and the same result handshake, so all PEs hold the
         # same pipeline state: one PE's ready is every PE's ready. Each PE is offered the
@@ -165,13 +192,15 @@ class PEArray(Pipelined, wiring.Component):
                     o_results__payload=pe.results.payload.as_value(),
                     i_results__ready=pe.results.ready,
                     i_mode=pe.mode.as_value(), i_base=pe.base.as_value(),
-                    i_lut=pe.lut.as_value())
+                    i_lut_write=pe.lut_write.as_value())
+        advance = Signal()
         can_take = Signal()
         fire = Signal()
         drain = Signal(range(n))
         take_all = Signal()
         m.d.comb += [
-            can_take.eq(pes[0].weights.ready),
+            advance.eq(pes[0].weights.ready),
+            can_take.eq(advance & ~busy),
             fire.eq(can_take & self.weights.valid & self.acts.valid),
             self.weights.ready.eq(can_take & self.acts.valid),
             self.acts.ready.eq(can_take & self.weights.valid),
@@ -186,8 +215,8 @@ class PEArray(Pipelined, wiring.Component):
             m.d.comb += [
                 pe.mode.eq(cfg.mode),
                 pe.base.eq(cfg.base),
-                pe.lut.eq(cfg.lut),
-                pe.weights.valid.eq(self.weights.valid & self.acts.valid),
+                pe.lut_write.eq(lut_write),
+                pe.weights.valid.eq(self.weights.valid & self.acts.valid & ~busy),
                 pe.weights.payload.word.eq(self.weights.payload.words[p]),
                 pe.weights.payload.last.eq(self.weights.payload.last),
                 pe.acts.valid.eq(1),
@@ -207,8 +236,10 @@ class PEArray(Pipelined, wiring.Component):
         with m.If(fire):
             m.d.sync += [self.busy_cycles.eq(self.busy_cycles + 1),
                          self.macs.eq(self.macs + LANES * n)]
-        m.d.comb += [self.stall_out.eq(~can_take),
+        m.d.comb += [self.stall_out.eq(~busy & ~advance),
                      self.stall_in.eq(can_take & ~(self.weights.valid & self.acts.valid))]
+        with m.If(busy):
+            m.d.sync += self.lut_cycles.eq(self.lut_cycles + 1)
         with m.If(self.stall_out):
             m.d.sync += self.blocked_cycles.eq(self.blocked_cycles + 1)
         with m.If(self.stall_in):

@@ -28,10 +28,12 @@ from amaranth.lib.wiring import In, Out
 
 from hw.fp import ADD_MAX_STAGES, MUL_MAX_STAGES, Fp16Multiplier, Fp32Adder, stages_problem
 
-__all__ = ["LANES", "BASE_LATENCY", "RECONFIGURABLE_PE_MEMBERS", "Pipelined", "depth_problem", "PeMode", "WeightBeat", "ReconfigurablePE", "Fp16PE"]
+__all__ = ["LANES", "BASE_LATENCY", "LUT_ENTRIES", "RECONFIGURABLE_PE_MEMBERS", "Pipelined", "depth_problem",
+           "PeMode", "WeightBeat", "LutWrite", "ReconfigurablePE", "Fp16PE"]
 
 LANES = 4
 BASE_LATENCY = 3          # operand, product and result registers
+LUT_ENTRIES = 8           # draft codes D
 
 
 class PeMode(enum.Enum, shape=1):
@@ -45,6 +47,13 @@ class WeightBeat(data.Struct):
     last: 1
 
 
+class LutWrite(data.Struct):
+    """A write of one ``lut`` entry: the 15-bit FP16 magnitude of draft code ``addr``."""
+    en: 1
+    addr: 3
+    data: 15
+
+
 ActsBeat = data.ArrayLayout(16, LANES)
 ResultBeat = data.ArrayLayout(32, LANES)
 PE_MEMBERS = {
@@ -53,7 +62,7 @@ PE_MEMBERS = {
     "results": Out(stream.Signature(ResultBeat)),
 }
 RECONFIGURABLE_PE_MEMBERS = dict(PE_MEMBERS, mode=In(PeMode), base=In(data.ArrayLayout(5, 8)),
-                                 lut=In(data.ArrayLayout(15, 8)))
+                                 lut_write=In(LutWrite))
 
 
 def depth_problem(mul_stages, add_stages) -> str | None:
@@ -246,11 +255,17 @@ class ReconfigurablePE(_PE):
     reset); each slot's dot products are accumulated sequentially in increasing k, and
     results leave in the order their last beats were accepted.
 
-    ``mode``, ``base`` and ``lut`` are sampled when a beat is accepted, so they may change
-    between dot products without draining the pipeline. ``base[d]`` is the 5-bit first
-    biased exponent of window ``d``; ``lut[d]`` the 15-bit FP16 magnitude of draft code
-    ``d``. The exponent add ``base[D] + x`` wraps modulo 32; a valid BSFP encoding never
-    wraps (docs/bsfp.md).
+    ``mode`` and ``base`` are sampled when a beat is accepted, so they may change between
+    dot products without draining the pipeline. ``base[d]`` is the 5-bit first biased
+    exponent of window ``d``. The exponent add ``base[D] + x`` wraps modulo 32; a valid
+    BSFP encoding never wraps (docs/bsfp.md).
+
+    ``lut[d]``, the 15-bit FP16 magnitude of draft code ``d``, is held in a small memory
+    in each lane (distributed RAM on an FPGA: a runtime-written lookup table in place of
+    an 8:1 multiplexer of 15 bits per lane), written one entry per cycle through
+    ``lut_write``. A write in cycle ``t`` is seen by the beats accepted after ``t``; beats
+    accepted earlier have decoded their weights already, so a new table may be written
+    while earlier dot products finish. The entries are +0.0 after reset.
 
     Members
     -------
@@ -263,7 +278,7 @@ class ReconfigurablePE(_PE):
         binary32 dot products, lane ``j`` in element ``j``.
     mode : In(PeMode)
     base : In(ArrayLayout(5, 8))
-    lut : In(ArrayLayout(15, 8))
+    lut_write : In(LutWrite)
 
     Parameters
     ----------
@@ -282,12 +297,20 @@ class ReconfigurablePE(_PE):
         sign, code, x, mant = word[15], word[12:15], word[10:12], word[0:10]
         verify_w = Signal(16)
         m.d.comb += verify_w.eq(Cat(mant, (self.base[code] + x)[:5], sign))
+        # One lut memory, one asynchronous read port per lane (synthesis gives each read
+        # port its own copy of the 8 x 15 bits).
+        m.submodules.lut = lut = Memory(shape=15, depth=LUT_ENTRIES, init=[])
+        write = lut.write_port()
+        m.d.comb += [write.en.eq(self.lut_write.en), write.addr.eq(self.lut_write.addr),
+                     write.data.eq(self.lut_write.data)]
         lane_weights = []
         for lane in range(LANES):
             nibble = word[4 * lane:4 * lane + 4]
+            read = lut.read_port(domain="comb")
+            m.d.comb += read.addr.eq(nibble[:3])
             w = Signal(16, name=f"w{lane}")
             with m.If(self.mode == PeMode.DRAFT):
-                m.d.comb += w.eq(Cat(self.lut[nibble[:3]], nibble[3]))
+                m.d.comb += w.eq(Cat(read.data, nibble[3]))
             with m.Else():
                 m.d.comb += w.eq(verify_w)
             lane_weights.append(w)

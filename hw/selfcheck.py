@@ -145,7 +145,8 @@ class SelfCheck(wiring.Component):
         m.d.comb += sending.eq((stage < len(passes)) & configured & offer)
         with m.If((stage < len(passes)) & ~configured):
             m.d.comb += array.config.valid.eq(1)
-            m.d.sync += configured.eq(1)
+            with m.If(array.config.ready):
+                m.d.sync += configured.eq(1)
         m.d.comb += [
             array.weights.valid.eq(sending),
             array.weights.payload.as_value().eq(wport.data),

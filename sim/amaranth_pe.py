@@ -39,12 +39,18 @@ def simulate_pe(kind: str, batches, *, stall: float = 0.2, backpressure: float =
     counters = {"cycles": 0}
 
     async def testbench(ctx):
+        table = [0] * 8           # the PE's lut (all +0.0 after reset)
+        writes = []               # lut entries still to write before the batch's beats
+
         def load(b):
             if kind == "reconfigurable":
                 ctx.set(dut.mode, PeMode.DRAFT if b.mode == "draft" else PeMode.VERIFY)
                 for d in range(8):
                     ctx.set(dut.base[d], int(b.base[d]))
-                    ctx.set(dut.lut[d], int(b.lut[d]))
+                    # Only a draft batch reads the lut.
+                    if b.mode == "draft" and table[d] != int(b.lut[d]):
+                        table[d] = int(b.lut[d])
+                        writes.append((d, table[d]))
 
         loaded = 0
         load(batches[0])
@@ -58,11 +64,22 @@ def simulate_pe(kind: str, batches, *, stall: float = 0.2, backpressure: float =
                 if nb != loaded and beats[ai].batch == nb:
                     load(batches[nb])
                     loaded = nb
-            if not w_on and wi < len(beats) and beats[wi].batch == loaded and rng.random() >= stall:
+            # A new lut is written one entry per cycle before the batch's beats are offered
+            # (a write is seen by the beats accepted after its cycle).
+            writing = bool(writes)
+            if kind == "reconfigurable":
+                ctx.set(dut.lut_write.en, writing)
+                if writing:
+                    addr, value = writes.pop(0)
+                    ctx.set(dut.lut_write.addr, addr)
+                    ctx.set(dut.lut_write.data, value)
+            if (not writing and not w_on and wi < len(beats) and beats[wi].batch == loaded
+                    and rng.random() >= stall):
                 w_on = True
                 ctx.set(dut.weights.payload.word, beats[wi].word)
                 ctx.set(dut.weights.payload.last, beats[wi].last)
-            if not a_on and ai < len(beats) and beats[ai].batch == loaded and rng.random() >= stall:
+            if (not writing and not a_on and ai < len(beats) and beats[ai].batch == loaded
+                    and rng.random() >= stall):
                 a_on = True
                 for j, a in enumerate(beats[ai].acts):
                     ctx.set(dut.acts.payload[j], a)

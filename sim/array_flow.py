@@ -24,6 +24,10 @@ import numpy as np
 
 from golden import pe_array
 from golden.bsfp import encode
+from hw.array import PEArray
+
+#: The array's cycle counters; every cycle is counted in exactly one.
+ARRAY_COUNTERS = ("busy_cycles", "starved_cycles", "blocked_cycles", "lut_cycles")
 
 JOB_KEYS = ("base", "lut", "words", "last", "acts", "expected")
 
@@ -178,18 +182,23 @@ class FlowModel:
     full (one result register, whose last beat may be taken in that same cycle; or with
     ``slots > 1`` a FIFO of that many results), nothing advances and no beat is accepted.
     A tile's results enter the buffers when its last beat leaves the last stage and leave
-    one PE per taken result beat. From this the model counts what the array's counters must
-    read: ``busy_cycles`` (a beat accepted), ``blocked_cycles`` (the array cannot accept),
-    ``starved_cycles`` (it could, but no weight and activation beat pair was offered).
+    one PE per taken result beat. A configuration beat with a new ``lut`` (:meth:`load`)
+    blocks the next :attr:`hw.array.PEArray.LUT_LOAD_CYCLES` cycles while the table is
+    written; the pipeline and the result drain go on meanwhile. From this the model counts
+    what the array's counters must read: ``lut_cycles`` (a lut being written),
+    ``blocked_cycles`` (else the array cannot accept), ``busy_cycles`` (a beat accepted),
+    ``starved_cycles`` (it could accept, but no weight and activation beat pair was
+    offered).
     """
 
     def __init__(self, pes: int, stages: int = 2, slots: int = 1):
         self.pes = pes
         self.slots = slots
+        self.loading = 0                        # cycles left of a lut write
         self.pipe = [(False, False)] * stages   # (valid, last) of each pipeline stage
         self.level = 0                          # finished tiles whose results wait
         self.drain = 0                          # next PE to send
-        self.counters = {"busy_cycles": 0, "starved_cycles": 0, "blocked_cycles": 0}
+        self.counters = dict.fromkeys(ARRAY_COUNTERS, 0)
 
     def step(self, w_on: bool, a_on: bool, last: bool, ready: bool) -> tuple[bool, bool]:
         """One cycle with these offers; return ``(can_take, results_valid)`` for it."""
@@ -197,12 +206,17 @@ class FlowModel:
         take_all = valid and ready and self.drain == self.pes - 1
         done = self.pipe[-1][0] and self.pipe[-1][1]
         if self.slots == 1:
-            can_take = not (done and valid and not take_all)
+            advance = not (done and valid and not take_all)
         else:
-            can_take = not (done and self.level == self.slots)
+            advance = not (done and self.level == self.slots)
+        loading = self.loading > 0
+        self.loading = max(0, self.loading - 1)
+        can_take = advance and not loading
         fire = can_take and w_on and a_on
         c = self.counters
-        if not can_take:
+        if loading:
+            c["lut_cycles"] += 1
+        elif not can_take:
             c["blocked_cycles"] += 1
         elif fire:
             c["busy_cycles"] += 1
@@ -210,10 +224,14 @@ class FlowModel:
             c["starved_cycles"] += 1
         if valid and ready:
             self.drain = 0 if self.drain == self.pes - 1 else self.drain + 1
-        self.level += int(can_take and done) - int(take_all)
-        if can_take:
+        self.level += int(advance and done) - int(take_all)
+        if advance:
             self.pipe = [(fire, fire and last)] + self.pipe[:-1]
         return can_take, valid
+
+    def load(self, cycles: int) -> None:
+        """A configuration beat with a new ``lut`` was accepted this cycle."""
+        self.loading = cycles
 
 
 class ArrayDriver:
@@ -238,6 +256,7 @@ class ArrayDriver:
         self.job_w = 0            # job whose beats are streaming (or whose config is due)
         self.wi = self.ai = 0     # next beat index within job_w
         self.configured = -1      # last job whose config was loaded
+        self.lut = (0,) * 8       # the table the array holds (all +0.0 after reset)
         self.w_on = self.a_on = False
         self.results = [[] for _ in jobs]
         self.stats = [JobStats() for _ in jobs]
@@ -274,7 +293,8 @@ class ArrayDriver:
         return cfg, w, a, ready
 
     def update(self, cfg, w_fire: bool, a_fire: bool, result) -> None:
-        """Record one cycle's handshakes (``result``: the 4 lanes taken, or ``None``)."""
+        """Record one cycle's handshakes (``cfg``: the job whose configuration beat was
+        accepted, or ``None``; ``result``: the 4 lanes taken, or ``None``)."""
         last = self.w_on and bool(self.jobs[self.job_w].last[self.wi])
         can_take, valid = self.model.step(self.w_on, self.a_on, last, self._ready)
         want_fire = can_take and self.w_on and self.a_on
@@ -288,6 +308,10 @@ class ArrayDriver:
                                  f"the flow model says {valid}")
         if cfg is not None:
             self.configured = cfg
+            lut = tuple(int(x) for x in self.jobs[cfg].lut)
+            if lut != self.lut:
+                self.model.load(PEArray.LUT_LOAD_CYCLES)
+                self.lut = lut
         if w_fire and a_fire and self.stats[self.job_w].first_beat < 0:
             self.stats[self.job_w].first_beat = self.cycle
         if w_fire:
@@ -356,12 +380,13 @@ def simulate_array(rows: int, cols: int, jobs: list[ArrayJob], *, stall: float =
             ctx.set(dut.results.ready, ready)
             w_fire = w is not None and ctx.get(dut.weights.ready)
             a_fire = a is not None and ctx.get(dut.acts.ready)
+            c_fire = cfg is not None and ctx.get(dut.config.ready)
             result = None
             if ready and ctx.get(dut.results.valid):
                 result = [ctx.get(dut.results.payload.data[j]) for j in range(4)]
             await ctx.tick()
-            drv.update(cfg, w_fire, a_fire, result)
-        for name in ("busy_cycles", "starved_cycles", "blocked_cycles", "macs"):
+            drv.update(cfg if c_fire else None, w_fire, a_fire, result)
+        for name in ARRAY_COUNTERS + ("macs",):
             counters[name] = ctx.get(getattr(dut, name))
 
     sim = Simulator(dut)

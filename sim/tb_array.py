@@ -34,9 +34,9 @@ from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
 from golden.seed import base_seed, derived_seed
-from sim.array_flow import ArrayDriver, ArrayRun, load_jobs, mismatches
+from sim.array_flow import ARRAY_COUNTERS, ArrayDriver, ArrayRun, load_jobs, mismatches
 
-COUNTERS = ("busy_cycles", "starved_cycles", "blocked_cycles", "macs")
+COUNTERS = ARRAY_COUNTERS + ("macs",)
 
 
 def _pack(values, width: int) -> int:
@@ -101,6 +101,8 @@ async def array_matches_golden(dut):
             before = read_counters()
         w_fire = w is not None and bool(dut.weights__ready.value)
         a_fire = a is not None and bool(dut.acts__ready.value)
+        if cfg is not None and not dut.config__ready.value:
+            cfg = None
         result = None
         if ready and dut.results__valid.value:
             v = int(dut.results__payload.value)

@@ -69,10 +69,17 @@ async def pe_matches_golden(dut):
     n_beats = len(beats)
     reconfigurable = kind == "reconfigurable"
 
+    table = [0] * 8           # the PE's lut (all +0.0 after reset)
+    writes = []               # lut entries still to write before the batch's beats
+
     def load_tables(b):
         dut.mode.value = _MODE_CODE[b.mode]
         dut.base.value = _pack(b.base, 5)
-        dut.lut.value = _pack(b.lut, 15)
+        for d in range(8):
+            # Only a draft batch reads the lut.
+            if b.mode == "draft" and table[d] != int(b.lut[d]):
+                table[d] = int(b.lut[d])
+                writes.append((d, table[d]))
 
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     dut.rst.value = 1
@@ -80,6 +87,7 @@ async def pe_matches_golden(dut):
     dut.acts__valid.value = 0
     dut.results__ready.value = 0
     if reconfigurable:
+        dut.lut_write.value = 0
         load_tables(batches[0])
     for _ in range(3):
         await RisingEdge(dut.clk)
@@ -104,10 +112,21 @@ async def pe_matches_golden(dut):
                 if reconfigurable:
                     load_tables(batches[nb])
                 table_of = nb
-        if not w_on and wi < n_beats and batch_of_beat[wi] == table_of and rng.random() >= stall:
+        # A new lut is written one entry per cycle (LutWrite: en, addr, data from bit 0)
+        # before the batch's beats are offered.
+        writing = bool(writes)
+        if reconfigurable:
+            if writing:
+                addr, value = writes.pop(0)
+                dut.lut_write.value = 1 | (addr << 1) | (value << 4)
+            else:
+                dut.lut_write.value = 0
+        if (not writing and not w_on and wi < n_beats and batch_of_beat[wi] == table_of
+                and rng.random() >= stall):
             w_on = True
             dut.weights__payload.value = w_beats[wi]
-        if not a_on and ai < n_beats and batch_of_beat[ai] == table_of and rng.random() >= stall:
+        if (not writing and not a_on and ai < n_beats and batch_of_beat[ai] == table_of
+                and rng.random() >= stall):
             a_on = True
             dut.acts__payload.value = a_beats[ai]
         dut.weights__valid.value = int(w_on)

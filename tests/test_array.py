@@ -9,7 +9,7 @@ import pytest
 from amaranth.hdl import Fragment
 
 from golden.seed import base_seed, derived_seed
-from sim.array_flow import (mismatches, random_job, run_array_cocotb, simulate_array,
+from sim.array_flow import (ARRAY_COUNTERS, mismatches, random_job, run_array_cocotb, simulate_array,
                             standard_jobs)
 from sim.runner import simulator_missing
 
@@ -17,14 +17,15 @@ ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build" / "tests"
 
 
-STALL_COUNTERS = ("busy_cycles", "starved_cycles", "blocked_cycles")
+STALL_COUNTERS = ARRAY_COUNTERS
 
 
 def no_stall_counters(jobs) -> dict | None:
     """The counters of a run with no injected stall, one job at a time (``overlap=False``).
 
     Per job (``P`` PEs, ``nt`` tiles of ``K`` beats): one cycle loads the configuration
-    (starved); then :func:`golden.pe_array.cycles` ``= K + 2 + (nt - 1) * max(K, P) + P``
+    (starved), and :attr:`hw.array.PEArray.LUT_LOAD_CYCLES` more write its ``lut`` if it
+    differs from the previous job's (``lut_cycles``); then :func:`golden.pe_array.cycles` ``= K + 2 + (nt - 1) * max(K, P) + P``
     cycles from the first beat to the last result: ``nt * K`` beats accepted (busy); at each
     of the ``nt - 1`` tile boundaries with ``K < P`` the finished tile waits ``P - K``
     cycles for the previous one to drain (blocked); the last 2 + P cycles empty the
@@ -35,6 +36,7 @@ def no_stall_counters(jobs) -> dict | None:
     still checks those counters.
     """
     out = dict.fromkeys(STALL_COUNTERS, 0)
+    out["lut_cycles"] = lut_load_cycles(jobs)
     for j in jobs:
         p, nt = j.words.shape[1], j.beats // j.k
         if j.interleave == 1:
@@ -49,6 +51,19 @@ def no_stall_counters(jobs) -> dict | None:
     return out
 
 
+def lut_load_cycles(jobs, loaded=(0,) * 8) -> int:
+    """Cycles the array spends writing a new ``lut`` for *jobs* run in order (the table
+    after reset, or of the job before them, is *loaded*)."""
+    from hw.array import PEArray
+
+    n = 0
+    for j in jobs:
+        lut = tuple(int(x) for x in j.lut)
+        n += PEArray.LUT_LOAD_CYCLES * (lut != tuple(loaded))
+        loaded = lut
+    return n
+
+
 def _check(run, jobs, *, timing: bool):
     bad = mismatches(run, jobs)
     assert not bad, "; ".join(bad)
@@ -56,7 +71,7 @@ def _check(run, jobs, *, timing: bool):
         got = [s.cycles for s in run.stats]
         want = [j.cycles for j in jobs]
         assert got == want, f"cycles: rtl {got}, golden {want}"
-        assert run.cycles == sum(j.cycles + 1 for j in jobs)
+        assert run.cycles == sum(j.cycles + 1 for j in jobs) + lut_load_cycles(jobs)
         want = no_stall_counters(jobs)
         if want is not None:
             assert {k: run.counters[k] for k in STALL_COUNTERS} == want
@@ -84,8 +99,7 @@ def test_array_interface_scales_with_the_number_of_pes():
     a = PEArray(2, 3)
     assert (a.rows, a.cols, a.pes, a.latency) == (2, 3, 6, 3)
     members = a.signature.members
-    assert {"config", "weights", "acts", "results", "busy_cycles", "starved_cycles",
-            "blocked_cycles", "macs"} <= set(members)
+    assert {"config", "weights", "acts", "results", "macs", *ARRAY_COUNTERS} <= set(members)
     assert members["weights"].signature.members["payload"].shape.size == 16 * 6 + 1
     Fragment.get(a, None)   # elaborates: 6 PEs, each with its own result register
 

@@ -82,7 +82,7 @@ def test_pes_construct_with_defaults_and_state_latency():
         pe = cls()
         assert (pe.latency, pe.interleave) == (3, 1)
         assert set(pe.signature.members) >= {"weights", "acts", "results"}
-    assert {"mode", "base", "lut"} <= set(ReconfigurablePE().signature.members)
+    assert {"mode", "base", "lut_write"} <= set(ReconfigurablePE().signature.members)
 
 
 # --- Amaranth simulator ------------------------------------------------------------------

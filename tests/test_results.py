@@ -364,7 +364,7 @@ def test_result_writer_never_blocks_the_pe_array_for_k_of_p_plus_8(rng, add_stag
             ctx.set(writer.cmd.valid, 1)
             slave.drive(ctx)
             slave.sample(ctx)
-            assert ctx.get(writer.cmd.ready)
+            assert ctx.get(writer.cmd.ready) and ctx.get(array.config.ready)
             await ctx.tick()
             ctx.set(array.config.valid, 0)
             ctx.set(writer.cmd.valid, 0)

@@ -6,10 +6,12 @@
   accepted to the last result taken). The goal is at least 0.95 in both modes.
 * ``array_draft_bytes_ratio``: weight bytes the array took in the draft pass over those of
   the verify pass (16-bit words accepted x PEs x 2 bytes, from the RTL busy counter); 0.25.
-* ``array_busy_cycles_<mode>``, ``array_starved_cycles_<mode>``, ``array_blocked_cycles_<mode>``:
+* ``array_busy_cycles_<mode>``, ``array_starved_cycles_<mode>``, ``array_blocked_cycles_<mode>``,
+  ``array_lut_cycles_<mode>``:
   the array's own counters over that run (every cycle the testbench drove, the configuration
   beat and the last tile's drain included): a beat accepted; the array could take one but
-  none was offered; a finished tile's results were not taken yet.
+  none was offered; a finished tile's results were not taken yet; a new draft lut was
+  being written.
 * ``array_sim_cycles_per_s_verilator``: clock cycles per second of wall time of that run,
   cocotb testbench included, with the model compiled at ``-O0`` as in the tests (see
   :func:`sim.array_flow.run_array_cocotb`).
@@ -29,7 +31,7 @@ ROWS = COLS = 4
 N, K = 256, 1024
 SYNTH_DESIGNS = ("pe_array_2x2", "pe_array_4x4")
 # The array's cycle counters (hw.array.PEArray), one cause each.
-COUNTER_CAUSES = ("busy_cycles", "starved_cycles", "blocked_cycles")
+COUNTER_CAUSES = ("busy_cycles", "starved_cycles", "blocked_cycles", "lut_cycles")
 
 
 def measure_passes(rows: int, cols: int, n: int, k: int, build: Path, seed: int, *,

@@ -82,7 +82,7 @@ def _pe(name, simulator, build, cfg, sequences, waves) -> Outcome:
 
 
 def _array(name, simulator, build, cfg, sequences, waves) -> Outcome:
-    from sim.array_flow import mismatches, run_array_cocotb, standard_jobs
+    from sim.array_flow import ARRAY_COUNTERS, mismatches, run_array_cocotb, standard_jobs
 
     rows, cols = (cfg.array.rows, cfg.array.cols) if name == "pe_array" else \
         tuple(int(x) for x in name.rsplit("_", 1)[1].split("x"))
@@ -94,8 +94,7 @@ def _array(name, simulator, build, cfg, sequences, waves) -> Outcome:
                            backpressure=0.2, overlap=True, flat=simulator == "icarus",
                            waves=waves, **depth)
     bad = mismatches(run, jobs)
-    counters = ("busy_cycles", "starved_cycles", "blocked_cycles")
-    if not bad and {k: run.counters[k] for k in counters} != run.model_counters:
+    if not bad and {k: run.counters[k] for k in ARRAY_COUNTERS} != run.model_counters:
         bad = [f"counters {run.counters}, flow model {run.model_counters}"]
     if not bad and run.counters["macs"] != sum(j.macs for j in jobs):
         bad = [f"macs {run.counters['macs']}, golden {sum(j.macs for j in jobs)}"]

@@ -11,7 +11,8 @@ QUICK_N, QUICK_K = 64, 128
 STALL, BACKPRESSURE = 0.1, 0.1
 CAUSES = (("busy_cycles", "busy: a beat accepted", "#2e8b57"),
           ("starved_cycles", "starved: could accept, no beat offered", "#e0a030"),
-          ("blocked_cycles", "blocked: results not taken yet", "#c0392b"))
+          ("blocked_cycles", "blocked: results not taken yet", "#c0392b"),
+          ("lut_cycles", "writing a new draft lut", "#7f7f7f"))
 
 
 def _plot_utilisation(runs: dict, path, title: str) -> None:
@@ -111,7 +112,8 @@ def run(ctx):
     md += [
         "",
         "**Utilisation and stalls by cause** (measured: the array's own counters "
-        "`busy_cycles`, `starved_cycles`, `blocked_cycles`, read by the cocotb testbench over "
+        "`busy_cycles`, `starved_cycles`, `blocked_cycles`, `lut_cycles`, read by the cocotb "
+        "testbench over "
         "every cycle it drove, from the configuration beat to the last result; modelled: the "
         "testbench's flow model `sim.array_flow.FlowModel`, which predicts from the stimulus "
         "when the array accepts beats). The first two runs are the passes above; the last two "
@@ -119,10 +121,12 @@ def run(ctx):
         f"(activation) beat on offer, the next one is held back with probability {STALL}, "
         f"and results are refused in {BACKPRESSURE:.0%} of the cycles. *Starved* counts every cycle the array could take "
         "a beat but none was there: the configuration beat, idle offers and the last tile's "
-        "drain; *blocked* the cycles a finished tile's results waited to be taken.",
+        "drain; *blocked* the cycles a finished tile's results waited to be taken; *lut* the "
+        "cycles the array wrote a new draft lut into its PEs (after a configuration beat with "
+        "a new table).",
         "",
-        "| run | cycles | busy | starved | blocked | counters = flow model |",
-        "|---|---|---|---|---|---|",
+        "| run | cycles | busy | starved | blocked | lut | counters = flow model |",
+        "|---|---|---|---|---|---|---|",
         *cause_rows,
         "",
         f"![array utilisation by cause]({plot.name})",
