@@ -172,7 +172,10 @@ class ExpertCacheController(wiring.Component):
 
     Interfaces
     ----------
-    req : In(stream) ``{layer, expert, kind, id}``, ``kind`` 0 demand, 1 prefetch.
+    req : In(stream) ``{layer, expert, kind, id}``, ``kind`` 0 demand, 1 prefetch. A
+        request is accepted at the earliest in the second cycle it is offered (its lookup
+        is registered), and not in a cycle after a state change (a fill completing, a
+        release, an accepted request).
     resp : Out(stream) ``{id, slot, hit, error}``, one per demand.
     release : In(stream) ``{slot}``.
     base_addr : In(addr_width), host address of expert (0, 0). It must be aligned to the
@@ -385,6 +388,20 @@ class ExpertCacheController(wiring.Component):
                 m.d.comb += [hit_st.eq(st[i]), hit_pins.eq(pins[i])]
             with m.If(take_slot == i):
                 m.d.comb += [take_st.eq(st[i]), take_tag.eq(tag[i])]
+        # The lookup of the offered request (its tag, the tag compare, the hit slot and its
+        # state) is registered too, and used when the same request was offered in the
+        # previous cycle (``seen``) and the state did not change (``fresh``): a request
+        # waits one cycle before it can be accepted, and no path runs from the requester's
+        # registers through the tag compare to its handshake and back.
+        seen = Signal()
+        lk_idx = Signal.like(idx)
+        lk_any = Signal()
+        lk_slot = Signal.like(hit_slot)
+        lk_st = Signal(2)
+        lk_pins = Signal.like(pins[0])
+        m.d.sync += [seen.eq(self.req.valid & ~self.req.ready), lk_idx.eq(idx),
+                     lk_any.eq(match.any()), lk_slot.eq(hit_slot), lk_st.eq(hit_st),
+                     lk_pins.eq(hit_pins)]
 
         # -- fills: demand register, prefetch queue, DMA order ---------------------------
         d_valid = Signal()
@@ -460,14 +477,14 @@ class ExpertCacheController(wiring.Component):
         m.d.comb += [self.alloc.valid.eq(0), resp_free.eq(~self.resp.valid & ~w_done)]
 
         def allocate(s_sig):
-            m.d.comb += [self.alloc.valid.eq(1), self.alloc.slot.eq(s_sig), self.alloc.tag.eq(idx),
+            m.d.comb += [self.alloc.valid.eq(1), self.alloc.slot.eq(s_sig), self.alloc.tag.eq(lk_idx),
                          self.alloc.evict.eq(take_st == _VALID), self.alloc.victim.eq(take_tag)]
             with m.If(take_st == _VALID):
                 inc("evictions")
             inc("bytes_read", self._expert_bytes)
 
             def one(i):
-                m.d.sync += [st[i].eq(_FILLING), tag[i].eq(idx), pins[i].eq(0), pf[i].eq(0)]
+                m.d.sync += [st[i].eq(_FILLING), tag[i].eq(lk_idx), pins[i].eq(0), pf[i].eq(0)]
             per_slot(s_sig, one)
             touch("lru", s_sig)
             touch("fifo", s_sig)
@@ -520,31 +537,31 @@ class ExpertCacheController(wiring.Component):
                     m.d.sync += pins[i].eq(pins[i] - 1)
                     inc("releases")
             per_slot(rs, rel)
-        with m.Elif(~fresh):
+        with m.Elif(~fresh | ~seen):
             pass
         with m.Elif(self.req.valid & (req.kind == 0)):
-            with m.If(match.any() & (hit_st == _VALID)):
-                with m.If(hit_pins == self._max_pins):
+            with m.If(lk_any & (lk_st == _VALID)):
+                with m.If(lk_pins == self._max_pins):
                     m.d.comb += self.blocked.eq(1)
                 with m.Elif(resp_free):
                     m.d.comb += self.req.ready.eq(1)
                     inc("demands")
                     inc("hits")
-                    per_slot(hit_slot, pin_hit)
-                    touch("lru", hit_slot)
+                    per_slot(lk_slot, pin_hit)
+                    touch("lru", lk_slot)
                     m.d.sync += [self.resp.valid.eq(1),
                                  self.resp.payload.id.eq(req.id),
-                                 self.resp.payload.slot.eq(hit_slot),
+                                 self.resp.payload.slot.eq(lk_slot),
                                  self.resp.payload.hit.eq(1),
                                  self.resp.payload.error.eq(0)]
             with m.Elif(w_valid):
                 pass                    # a second miss waits for the first one's response
-            with m.Elif(match.any()):
+            with m.Elif(lk_any):
                 m.d.comb += self.req.ready.eq(1)
                 inc("demands")
                 inc("hits")
                 inc("hits_in_flight")
-                m.d.sync += [w_valid.eq(1), wait_slot.eq(hit_slot), r_id.eq(req.id),
+                m.d.sync += [w_valid.eq(1), wait_slot.eq(lk_slot), r_id.eq(req.id),
                              r_hit.eq(1)]
             with m.Elif(take_any):
                 m.d.comb += self.req.ready.eq(1)
@@ -558,7 +575,7 @@ class ExpertCacheController(wiring.Component):
         with m.Elif(self.req.valid):
             m.d.comb += self.req.ready.eq(1)
             inc("prefetches")
-            with m.If(match.any() | (pf_inflight >= self._queue_depth) | ~take_any):
+            with m.If(lk_any | (pf_inflight >= self._queue_depth) | ~take_any):
                 inc("prefetches_dropped")
             with m.Else():
                 inc("prefetches_issued")

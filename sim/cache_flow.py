@@ -528,7 +528,8 @@ async def run_events(drv: CacheDriver, n_requests: int, *, bad_experts=(), p_req
 
     The acceptance rule the harness predicts (hw.expert_cache, "request logic"): one
     slot-state event per cycle; a completing fill (``fill_done``) excludes the rest, else an
-    offered release is accepted, else, if the previous cycle had no event, the request: a
+    offered release is accepted, else, if the previous cycle had no event and the same
+    request was already offered in it (the lookup is registered), the request: a
     prefetch always; a demand if :meth:`ExpertCacheModel.demand_wait_reason` is ``None``
     and, for a hit on a valid slot, the response register is free (empty, no waited
     response pending). Every cycle a demand is offered and not accepted is a stall cycle.
@@ -542,6 +543,7 @@ async def run_events(drv: CacheDriver, n_requests: int, *, bad_experts=(), p_req
     await drv.wait_idle()
     await drv.cycle()
     fresh = True
+    seen = False          # the request on offer was offered (and not accepted) last cycle
     reg = None            # the response the RTL's register holds this cycle
     w_done = None         # a waited demand's response not yet in the register
     held: list[list[int]] = []        # [slot, release cycle]
@@ -618,7 +620,7 @@ async def run_events(drv: CacheDriver, n_requests: int, *, bad_experts=(), p_req
             dirty = True
         elif rel is not None:
             exp_rel = True
-        elif fresh and req is not None:
+        elif fresh and seen and req is not None:
             if req[0] == "prefetch":
                 exp_req = True
             else:
@@ -670,6 +672,7 @@ async def run_events(drv: CacheDriver, n_requests: int, *, bad_experts=(), p_req
                 held.append([reg["slot"], drv.cycles + int(rng.integers(*hold))])
         reg = reg_next
         fresh = not (done or exp_rel or exp_req)
+        seen = req is not None
         model.check_invariants()
     await drv.cycle()
     got_c, want_c = drv.counters(), model.counters.as_dict()

@@ -302,9 +302,11 @@ def test_hit_under_miss_directed(seed):
         def offer(layer, expert, rid):
             return dict(req__valid=1, resp__ready=1, req__payload=pack(
                 drv.req_layout, layer=layer, expert=expert, kind=0, id=rid))
-        before = drv.counters()["demand_stall_cycles"]
-        await drv.cycle(**offer(1, 3, 2))                     # miss: its fill takes 64 beats
+        await drv.cycle(**offer(1, 3, 2))                     # miss: its fill takes 64 beats,
+        assert not drv.ports.get("req__ready")                # its lookup is registered first
+        await drv.cycle(**offer(1, 3, 2))
         assert drv.ports.get("req__ready")
+        before = drv.counters()["demand_stall_cycles"]
         order, stalls, cycles = [], 0, 0
         queue = [(0, 1, 3), (1, 4, 4)]                        # a hit, then a second miss
         while len(order) < 3:
