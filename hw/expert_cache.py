@@ -175,7 +175,8 @@ class ExpertCacheController(wiring.Component):
     req : In(stream) ``{layer, expert, kind, id}``, ``kind`` 0 demand, 1 prefetch. A
         request is accepted at the earliest in the second cycle it is offered (its lookup
         is registered), and not in a cycle after a state change (a fill completing, a
-        release, an accepted request).
+        release, an accepted request). A request not accepted must keep its payload while
+        it stays offered (it may be withdrawn).
     resp : Out(stream) ``{id, slot, hit, error}``, one per demand.
     release : In(stream) ``{slot}``.
     base_addr : In(addr_width), host address of expert (0, 0). It must be aligned to the

@@ -262,6 +262,10 @@ class FormalExpertCache(_Harness):
     ``alloc`` pulses and failed fills on ``fill_done``), the tag of each outstanding demand id, and counts of
     handshakes.
 
+    Assumed of the requester (the stream rule the controller's registered lookup relies on):
+    a request offered and not accepted keeps its payload while it stays offered; it may be
+    withdrawn.
+
     Proven:
 
     * ``victim``: an allocation never takes a pinned slot; it evicts (``alloc.evict``)
@@ -314,6 +318,11 @@ class FormalExpertCache(_Harness):
 
         req = dut.req.payload
         req_fire = dut.req.valid & dut.req.ready
+        held = Signal()
+        held_payload = Signal.like(req.as_value())
+        m.d.sync += [held.eq(dut.req.valid & ~dut.req.ready), held_payload.eq(req.as_value())]
+        with m.If(held & dut.req.valid):
+            m.d.comb += Assume(req.as_value() == held_payload)
         req_tag = Signal(range(n_tags))
         m.d.comb += req_tag.eq(req.layer * p["n_experts"] + req.expert)
         demand_fire = req_fire & (req.kind == 0)
