@@ -118,8 +118,9 @@ class TileBuffer(wiring.Component):
 class ResultWriter(wiring.Component):
     """Writes the PE array's result tiles to host memory, token-major, over AXI4.
 
-    Per tile: the ``P`` result beats are taken at one per cycle into a :class:`TileBuffer`
-    (``results.ready`` high), then the tile's runs are written, one W beat per cycle while
+    Per tile: the ``P`` result beats are taken at one per cycle, through one register
+    stage, into a :class:`TileBuffer` (``results.ready`` high while that register is empty
+    or its beat moves on), then the tile's runs are written, one W beat per cycle while
     ``wready`` is high, and the next tile is taken. The AW bursts of a tile (INCR, at most
     ``max_burst`` beats, never crossing 4 KiB, ``awid`` 0) are issued while its beats are
     still being collected, so with a slave that never pauses a tile occupies the writer for
@@ -296,6 +297,15 @@ class ResultWriter(wiring.Component):
                     m.d.sync += aw_active.eq(0)
 
         # -- results -> tile buffer ----------------------------------------------------
+        # A result beat first enters one register (a pipeline slice, loaded whenever it is
+        # empty or its beat moves on), so that the array's drain multiplexer and the FP16
+        # rounding in front of the tile buffer are in different cycles.
+        r_valid = Signal()
+        r_data = Signal(data.ArrayLayout(32, LANES))
+        r_ready = Signal()
+        m.d.comb += self.results.ready.eq(~r_valid | r_ready)
+        with m.If(self.results.ready):
+            m.d.sync += [r_valid.eq(self.results.valid), r_data.eq(self.results.payload.data)]
         m.submodules.buffer = buf = TileBuffer(pes=p)
         take = Signal()
         # Padding tiles after the last real one: their beats are taken and dropped.
@@ -304,15 +314,15 @@ class ResultWriter(wiring.Component):
         real_done = Signal()            # every real tile's beats taken
         dropping = Signal()
         m.d.comb += dropping.eq(real_done & (drop_left != 0))
-        with m.If(dropping & self.results.valid):
+        with m.If(dropping & r_valid):
             m.d.sync += drop_left.eq(drop_left - 1)
-        with m.If(self.results.valid & filling & (beat_cnt == p - 1) & (rows_left <= tile_rows)):
+        with m.If(r_valid & filling & (beat_cnt == p - 1) & (rows_left <= tile_rows)):
             m.d.sync += real_done.eq(1)
         m.d.comb += [
-            self.results.ready.eq(filling | dropping),
-            take.eq(self.results.valid & filling),
+            r_ready.eq(filling | dropping),
+            take.eq(r_valid & filling),
             buf.shift.eq(take),
-            buf.beat.eq(self.results.payload.data),
+            buf.beat.eq(r_data),
             buf.draft.eq(c_draft),
             buf.fp16.eq(c_fp16),
         ]
