@@ -463,7 +463,9 @@ class Accelerator(wiring.Component):
             conds.append(tables.lut[d][10:15] == 31)
             for e in range(d + 1, 8):
                 conds.append((tables.base[d] <= tbl_hi[e]) & (tables.base[e] <= tbl_hi[d]))
-        m.d.comb += bad_tables.eq(Cat(*conds).any())
+        # The window checks (28 overlap compares) depend on the command alone: registered
+        # every cycle, they are computed in DECODE and read in CHECK, off the FSM's paths.
+        m.d.sync += bad_tables.eq(Cat(*conds).any())
 
         # -- sequencer ---------------------------------------------------------------------
         sent = Signal(4)            # MATMUL: streamer, activations, writer, array config accepted

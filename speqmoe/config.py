@@ -99,7 +99,7 @@ class PeConfig:
 
     ``add_stages`` registers inside the binary32 adder make the PE interleave
     ``add_stages + 1`` dot products (docs/fpga.md, "Pipelining"). The default, 3 and 3, is
-    the fastest depth of the ``make fpga`` sweep (the PE: 105.4 MHz on the ULX3S'
+    the fastest depth of the ``make fpga`` sweep (the PE: 110.8 MHz on the ULX3S'
     LFE5U-85F; 2 and 3: 94.2 MHz, measured before the PE's pipeline enable was registered).
     """
     mul_stages: int = 3
