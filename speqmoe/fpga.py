@@ -55,16 +55,18 @@ SYNTH_OPTS = "-nowidelut"
 # GetSize(conn.second)", when reintegrating the mapped netlist) on some netlists with
 # -nowidelut, the 2x2 array's among them. Such a design is synthesised again with the LUTs
 # mapped by classic ABC (`abc -lut 4`; on the PE: 6% fewer LUT4, 6% lower Fmax), and its
-# result says so ("synth"). A design above ROUTER2_ABOVE of the device after ABC9 is also
+# result says so ("synth"). A design above AREA_MAPPING_ABOVE of the device after ABC9 is also
 # mapped by classic ABC and keeps the mapping with fewer LUT4s: the 4x4 array of PEs at 3/3
 # needs 72,575 LUT4 that way (ABC9: 74,521), and routability is what limits it.
 ABC9_CRASH = "GetSize(conn.first) == GetSize(conn.second)"
-# On the 4x4 array (93% of the LFE5U-85F's LUT4s) nextpnr's default router (router1) had
-# routed 35k of 324k arcs after 210 s, ripping up as much as it routed; router2 cut the
-# overused wires from 115k to 22k in 10 iterations (neither finished). Designs whose
-# synthesised LUT4s (logic, carry and RAM, as nextpnr counts them) exceed this share of the
-# device use router2.
-ROUTER2_ABOVE = 0.75
+AREA_MAPPING_ABOVE = 0.75
+# On the 4x4 array at 93% of the LFE5U-85F's LUT4s nextpnr's default router (router1) had
+# routed 35k of 324k arcs after 210 s, ripping up as much as it routed, while router2 cut the
+# overused wires from 115k to 22k (neither finished). At 79% (66,291 LUT4) router1 routed it
+# in 39 minutes, and router2 turned back up at 475 overused wires. Designs whose synthesised
+# LUT4s (logic, carry and RAM, as nextpnr counts them) exceed this share of the device use
+# router2.
+ROUTER2_ABOVE = 0.90
 FALLBACK_SYNTH = "abc -lut 4"
 # Elaboration and the platform's build plan run one at a time; the tools run in parallel.
 _PREPARE = threading.Lock()
@@ -321,7 +323,7 @@ def place_and_route(top: Elaboratable, name: str, board_name: str, build_dir: Pa
         raise RuntimeError(f"yosys failed on {name}; see {build_dir / f'{name}.rpt'}")
     args = _nextpnr_args(build_dir, name, textcfg=bitstream)
     lut4 = synthesised_lut4((build_dir / f"{name}.rpt").read_text())
-    if FALLBACK_SYNTH not in synth and lut4 and lut4 > ROUTER2_ABOVE * device_lut4(platform):
+    if FALLBACK_SYNTH not in synth and lut4 and lut4 > AREA_MAPPING_ABOVE * device_lut4(platform):
         lut4, synth = _smaller_mapping(build_dir, name, lut4, timeout)
     router = "router2" if lut4 and lut4 > ROUTER2_ABOVE * device_lut4(platform) else "router1"
     if router == "router2":
@@ -377,7 +379,7 @@ def _smaller_mapping(build_dir: Path, name: str, lut4: int, timeout: float) -> t
     classic = synthesised_lut4((build_dir / f"{name}.rpt").read_text()) if not proc.returncode else None
     if classic is not None and classic < lut4:
         return classic, (f"synth_ecp5 {SYNTH_OPTS}, LUTs mapped by {FALLBACK_SYNTH} "
-                         f"({classic} LUT4 against ABC9's {lut4}: above {ROUTER2_ABOVE:.0%} of "
+                         f"({classic} LUT4 against ABC9's {lut4}: above {AREA_MAPPING_ABOVE:.0%} of "
                          f"the device, the smaller mapping is kept)")
     script.write_text(original)
     for suffix, content in kept.items():

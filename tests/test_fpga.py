@@ -257,7 +257,7 @@ def test_a_design_nextpnr_does_not_finish_is_reported_without_fmax(tmp_path, mon
 
 @pytest.mark.parametrize("classic_extra", [0, 10**6], ids=["as-mapped", "classic-larger"])
 def test_a_design_near_the_device_size_keeps_the_smaller_lut_mapping(monkeypatch, classic_extra):
-    """Above ROUTER2_ABOVE of the device the design is mapped by ABC9 and by classic ABC;
+    """Above AREA_MAPPING_ABOVE of the device the design is mapped by ABC9 and by classic ABC;
     the one with fewer LUT4s is placed and routed, and its Yosys report is the one on disk.
     (The threshold is lowered to 0 so that a tiny design takes this path; ``classic-larger``
     adds LUT4s to classic ABC's count, so ABC9's netlist and report must be put back.)"""
@@ -271,7 +271,7 @@ def test_a_design_near_the_device_size_keeps_the_smaller_lut_mapping(monkeypatch
         return counts[-1]
 
     name = f"tiny_map{classic_extra}"
-    monkeypatch.setattr(fpga, "ROUTER2_ABOVE", 0.0)
+    monkeypatch.setattr(fpga, "AREA_MAPPING_ABOVE", 0.0)
     monkeypatch.setattr(fpga, "synthesised_lut4", recording)
     r = fpga.out_of_context(_tiny(), name, "ulx3s_85f", BUILD / name)
     assert len(counts) == 2 and all(counts), counts          # ABC9, then classic ABC

@@ -39,9 +39,10 @@ def add_parser(sub):
                    help="clock constraint of the out-of-context builds (default 150; the "
                         "bitstream keeps the board's clock)")
     p.add_argument("--list-boards", action="store_true", help="name the ECP5 boards and exit")
-    p.add_argument("--max-minutes", type=float, default=30,
+    p.add_argument("--max-minutes", type=float, default=75,
                    help="per design, stop nextpnr after this long and report the design's "
-                        "utilisation without an Fmax (default 30)")
+                        "utilisation without an Fmax (default 75: the 4x4 array takes about "
+                        "an hour)")
     p.add_argument("--json", action="store_true",
                    help="print the summary as one JSON object instead of the table "
                         "(progress goes to stderr)")
@@ -67,7 +68,7 @@ def selfcheck_top(rows: int, cols: int, seed: int, cfg=None):
 
 
 def run_fpga(cfg, out: Path, *, board: str, designs, sweep: bool, bitstream: bool, seed: int,
-             jobs: int = 1, target_mhz: float | None = None, max_minutes: float = 30,
+             jobs: int = 1, target_mhz: float | None = None, max_minutes: float = 75,
              progress=print) -> dict:
     """Build the designs (and the sweep and the bitstream), *jobs* at a time; return the summary."""
     from concurrent.futures import ThreadPoolExecutor
