@@ -13,7 +13,7 @@ import numpy as np
 from amaranth.sim import Simulator
 
 from hw.pe import Fp16PE, PeMode, ReconfigurablePE
-from sim.pe_stimulus import beats_of
+from sim.pe_stimulus import beats_of, lut_writes
 
 
 def simulate_pe(kind: str, batches, *, stall: float = 0.2, backpressure: float = 0.2,
@@ -47,10 +47,7 @@ def simulate_pe(kind: str, batches, *, stall: float = 0.2, backpressure: float =
                 ctx.set(dut.mode, PeMode.DRAFT if b.mode == "draft" else PeMode.VERIFY)
                 for d in range(8):
                     ctx.set(dut.base[d], int(b.base[d]))
-                    # Only a draft batch reads the lut.
-                    if b.mode == "draft" and table[d] != int(b.lut[d]):
-                        table[d] = int(b.lut[d])
-                        writes.append((d, table[d]))
+                writes.extend(lut_writes(table, b))
 
         loaded = 0
         load(batches[0])

@@ -74,6 +74,19 @@ class Beat:
     acts: tuple
 
 
+def lut_writes(table: list, batch: "Batch") -> list[tuple[int, int]]:
+    """The ``(entry, value)`` writes that give a PE holding *table* (updated in place;
+    all +0.0 after reset) the lut of *batch*: only a draft batch reads the lut, so a verify
+    batch needs none."""
+    writes = []
+    if batch.mode == "draft":
+        for d, value in enumerate(int(x) for x in batch.lut):
+            if table[d] != value:
+                table[d] = value
+                writes.append((d, value))
+    return writes
+
+
 def beats_of(batches, interleave: int = 1) -> list[Beat]:
     """The batches' dot products as the beat sequence a testbench drives, in order.
 

@@ -32,7 +32,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
 from golden.seed import base_seed, derived_seed
-from sim.pe_stimulus import beats_of, interleaved, pe_batches
+from sim.pe_stimulus import beats_of, interleaved, lut_writes, pe_batches
 
 _MODE_CODE = {"verify": 0, "draft": 1, "fp16": 0}
 
@@ -75,11 +75,7 @@ async def pe_matches_golden(dut):
     def load_tables(b):
         dut.mode.value = _MODE_CODE[b.mode]
         dut.base.value = _pack(b.base, 5)
-        for d in range(8):
-            # Only a draft batch reads the lut.
-            if b.mode == "draft" and table[d] != int(b.lut[d]):
-                table[d] = int(b.lut[d])
-                writes.append((d, table[d]))
+        writes.extend(lut_writes(table, b))
 
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     dut.rst.value = 1

@@ -241,3 +241,58 @@ def test_array_verilog_matches_golden_on_icarus():
             random_job(rng, "verify", 4 * 4 + 4, 20, rows, cols, tokens=2)]
     _cocotb("icarus", rows, cols, jobs, f"{rows}x{cols}", flat=True)
 
+
+
+def test_array_writes_a_new_lut_in_lut_load_cycles_and_a_loaded_one_in_none():
+    """A configuration beat with a new lut: config.ready and the beat handshake stay low for
+    exactly LUT_LOAD_CYCLES cycles, counted in lut_cycles; one with the loaded lut (a mode
+    change) is taken without a cycle lost; one offered during a load waits for it."""
+    from amaranth.sim import Simulator
+
+    from hw.array import PEArray
+    from hw.pe import PeMode
+
+    dut = PEArray(1, 1)
+    seen = {}
+
+    async def bench(ctx):
+        def config(mode, lut):
+            ctx.set(dut.config.payload.mode, mode)
+            for d in range(8):
+                ctx.set(dut.config.payload.lut[d], lut[d])
+        ctx.set(dut.results.ready, 1)
+        ctx.set(dut.weights.valid, 1)
+        ctx.set(dut.acts.valid, 1)
+        ctx.set(dut.weights.payload.last, 1)
+        config(PeMode.DRAFT, [0x3C00 + d for d in range(8)])
+        ctx.set(dut.config.valid, 1)
+        assert ctx.get(dut.config.ready)                    # nothing loading yet
+        await ctx.tick()
+        config(PeMode.DRAFT, [0x4000 + d for d in range(8)])  # a second new table waits
+        blocked = 0
+        while not ctx.get(dut.config.ready):
+            assert not ctx.get(dut.weights.ready)
+            blocked += 1
+            await ctx.tick()
+        seen["first"] = blocked
+        await ctx.tick()                                    # second table accepted
+        ctx.set(dut.config.valid, 0)
+        blocked = 0
+        while not ctx.get(dut.weights.ready):
+            blocked += 1
+            await ctx.tick()
+        seen["second"] = blocked
+        config(PeMode.VERIFY, [0x4000 + d for d in range(8)])  # the loaded table: no load
+        ctx.set(dut.config.valid, 1)
+        assert ctx.get(dut.config.ready)
+        await ctx.tick()
+        ctx.set(dut.config.valid, 0)
+        seen["third"] = int(not ctx.get(dut.weights.ready) or not ctx.get(dut.config.ready))
+        seen["lut_cycles"] = ctx.get(dut.lut_cycles)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == {"first": PEArray.LUT_LOAD_CYCLES, "second": PEArray.LUT_LOAD_CYCLES,
+                    "third": 0, "lut_cycles": 2 * PEArray.LUT_LOAD_CYCLES}, seen
