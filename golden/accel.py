@@ -426,11 +426,11 @@ class AccelModel:
                  n_max: int = 1024, bad_read_ranges=(), bad_write_ranges=(),
                  mul_stages: int = 0, add_stages: int = 0):
         from golden.expert_cache import ExpertCacheModel
-        from golden.pe_array import PIPELINE_LATENCY
+        from golden.pe_array import array_latency
 
         self.interleave = interleave_of(add_stages)
         self.mul_stages, self.add_stages = int(mul_stages), int(add_stages)
-        self.latency = PIPELINE_LATENCY + self.mul_stages + self.add_stages
+        self.latency = array_latency(self.mul_stages, self.add_stages)
 
         self.pes = check_pes(rows * cols)
         self.rows, self.cols = rows, cols

@@ -34,12 +34,13 @@ activation beat of k repeats G times). Every lane then accumulates each of the G
 products in increasing k, so the results are those of ``G = 1``; they leave in tile order.
 
 Timing (:func:`cycles`): the array accepts one beat per cycle; a tile's results are ready
-``L`` cycles after its last beat (``L = 3`` plus the PE's pipeline stages) and drain at
+``L`` cycles after its last beat (:func:`array_latency`: 3, plus the PE's pipeline stages,
+plus the 2 registers of the array's result drain) and drain at
 one beat per cycle while the next tiles accumulate. The array stalls only if tiles end
 before earlier tiles' results have drained (``K < P``). With inputs always offered and
 results always taken, the last result is taken in cycle
 ``(K - 1) G + L + (groups - 1) G max(K, P) + G P - 1`` counting from the cycle in which the
-first beat is accepted as cycle 0 (``K + 2 + (tiles - 1) max(K, P) + P - 1`` for G = 1).
+first beat is accepted as cycle 0 (``K + 4 + (tiles - 1) max(K, P) + P - 1`` for G = 1).
 """
 
 from __future__ import annotations
@@ -50,13 +51,20 @@ from golden.bsfp import BsfpTensor
 from golden.fp import mac
 from golden.pe import LANES, check_tables
 
-__all__ = ["MODES", "MAX_TOKENS", "PIPELINE_LATENCY", "ArrayShape", "matmul", "tiles",
-           "weight_stream", "acts_stream", "result_beats", "assemble", "cycles", "macs",
-           "weight_bytes", "pe_tables", "stream_results"]
+__all__ = ["MODES", "MAX_TOKENS", "PIPELINE_LATENCY", "DRAIN_LATENCY", "array_latency",
+           "ArrayShape", "matmul", "tiles", "weight_stream", "acts_stream", "result_beats",
+           "assemble", "cycles", "macs", "weight_bytes", "pe_tables", "stream_results"]
 
 MODES = ("draft", "verify")
 MAX_TOKENS = LANES
 PIPELINE_LATENCY = 3      # beat accepted -> result valid, as in hw.pe
+DRAIN_LATENCY = 2         # the array's result drain registers, as in hw.array
+
+
+def array_latency(mul_stages: int = 0, add_stages: int = 0) -> int:
+    """Cycles from a tile's last beat accepted to its first result beat valid, in an array
+    of PEs with these pipeline depths (``hw.array.PEArray.latency``)."""
+    return PIPELINE_LATENCY + int(mul_stages) + int(add_stages) + DRAIN_LATENCY
 
 
 class ArrayShape:
@@ -285,14 +293,17 @@ def assemble(mode: str, beats: np.ndarray, n: int, tokens: int = 1) -> np.ndarra
 
 
 def cycles(mode: str, n: int, k: int, rows: int, cols: int, *, interleave: int = 1,
-           latency: int = PIPELINE_LATENCY) -> int:
+           latency: int | None = None) -> int:
     """Clock cycles of one pass with no stall injected: first beat accepted to last result taken.
 
     ``(K - 1) G + L + (groups - 1) G max(K, P) + G P`` (both ends counted; ``G`` the
-    interleave, ``L`` the PE latency): the accepting cycles of all groups when ``K >= P``,
-    the pipeline latency, and the drain of the last group's ``G P`` result beats. For
-    ``G = 1`` and ``L = 3`` that is ``K + 2 + (tiles - 1) max(K, P) + P``.
+    interleave, ``L`` the array's latency, :func:`array_latency` of unpipelined PEs when not
+    given): the accepting cycles of all groups when ``K >= P``, the latency, and the drain
+    of the last group's ``G P`` result beats. For ``G = 1`` and ``L = 5`` that is
+    ``K + 4 + (tiles - 1) max(K, P) + P``.
     """
+    if latency is None:
+        latency = array_latency()
     n, k = _check_dims(n, k)
     g = _check_interleave(interleave)
     nt = tiles(mode, n, k, rows, cols, g)

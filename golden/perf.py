@@ -106,8 +106,8 @@ class Accelerator:
 
     @property
     def latency(self) -> int:
-        from golden.pe_array import PIPELINE_LATENCY
-        return PIPELINE_LATENCY + self.mul_stages + self.add_stages
+        from golden.pe_array import array_latency
+        return array_latency(self.mul_stages, self.add_stages)
 
 
 @dataclass(frozen=True)
@@ -440,7 +440,7 @@ def batch_features(commands, *, rows: int, cols: int, latency: int, line_cycles:
         elif isinstance(cmd, accel.Matmul):
             pe = pe_array.cycles(cmd.mode, cmd.n, cmd.k, rows, cols,
                                  interleave=add_stages + 1,
-                                 latency=pe_array.PIPELINE_LATENCY + mul_stages + add_stages)
+                                 latency=pe_array.array_latency(mul_stages, add_stages))
             out_tokens = 1 if cmd.mode == "draft" else tokens
             f["written_lines"] += out_tokens * -(-(4 * cmd.n) // (2 * pes))
             if cmd.slot is None:

@@ -49,8 +49,8 @@ class PEArray(Pipelined, wiring.Component):
 
     Throughput: one weight beat and one activation beat per cycle, ``4 * rows * cols``
     MACs per cycle in both modes. Latency: a tile's first result beat is valid
-    :attr:`latency` cycles (3 plus the PE's pipeline stages) after its last beat is
-    accepted; its ``rows * cols`` result beats follow at one per cycle while
+    :attr:`latency` cycles (3 plus the PE's pipeline stages plus the
+    :attr:`DRAIN_STAGES` = 2 registers of the result drain) after its last beat is accepted; its ``rows * cols`` result beats follow at one per cycle while
     ``results.ready`` is high. The array stalls only when a tile ends while earlier tiles'
     results hold every result buffer, so tiles of ``K >= rows * cols`` beats run back to
     back with no stall. With ``add_stages > 0`` the beats interleave :attr:`interleave`
@@ -100,6 +100,10 @@ class PEArray(Pipelined, wiring.Component):
     #: Cycles after a configuration beat with a new ``lut`` in which the array accepts no
     #: beat: one to register each write, then one per entry.
     LUT_LOAD_CYCLES = LUT_ENTRIES + 1
+    #: Register levels of the result drain, added to the PEs' latency.
+    DRAIN_STAGES = 2
+    #: PEs whose results share the drain's first multiplexer.
+    DRAIN_GROUP = 4
 
     def __init__(self, rows: int, cols: int, *, pe_module: str | None = None,
                  mul_stages: int = 0, add_stages: int = 0):
@@ -144,6 +148,55 @@ class PEArray(Pipelined, wiring.Component):
     @property
     def pes(self) -> int:
         return self._rows * self._cols
+
+    @property
+    def latency(self) -> int:
+        """Cycles from accepting a tile's last beat to its first result beat being valid:
+        the PE's latency plus the :attr:`DRAIN_STAGES` registers of the result drain."""
+        return super().latency + self.DRAIN_STAGES
+
+    def _drain(self, m, pes):
+        """Send the PEs' results on ``results``, PE 0 first, through two register levels.
+
+        The PEs of a group of :attr:`DRAIN_GROUP` share a first multiplexer, registered
+        beside them; the second picks a group's register. So the drain counter's select
+        and the PEs' 128-bit results never cross the array in one cycle. The two levels
+        advance together whenever the output register is empty or taken; the PEs' results
+        are released (``take_all``) as the last PE's enters the first level.
+        """
+        n = len(pes)
+        size = self.DRAIN_GROUP
+        outs = [pe.results.payload.as_value() for pe in pes]
+        groups = [outs[i:i + size] for i in range(0, n, size)]
+        drain = Signal(range(n))
+        advance = Signal()
+        take_all = Signal()
+        s1_valid = Signal()
+        s1_last = Signal()
+        s1_group = Signal(range(len(groups)))
+        s1_data = [Signal(len(outs[0]), name=f"drain_group{q}") for q in range(len(groups))]
+        valid = pes[0].results.valid
+        out = self.results
+        m.d.comb += [
+            advance.eq(~out.valid | out.ready),
+            take_all.eq(advance & valid & (drain == n - 1)),
+        ]
+        with m.If(advance):
+            # The output register is the results stream's own valid and payload.
+            m.d.sync += [
+                s1_valid.eq(valid),
+                s1_last.eq(drain == n - 1),
+                s1_group.eq(drain // size),
+                out.valid.eq(s1_valid),
+                out.payload.data.eq(Array(s1_data)[s1_group]),
+                out.payload.last.eq(s1_last),
+            ]
+            for q, group in enumerate(groups):
+                m.d.sync += s1_data[q].eq(Array(group)[drain % size] if len(group) > 1
+                                          else group[0])
+            with m.If(valid):
+                m.d.sync += drain.eq(Mux(drain == n - 1, 0, drain + 1))
+        return take_all
 
     def elaborate(self, platform):
         m = Module()
@@ -196,21 +249,19 @@ class PEArray(Pipelined, wiring.Component):
         advance = Signal()
         can_take = Signal()
         fire = Signal()
-        drain = Signal(range(n))
-        take_all = Signal()
         m.d.comb += [
             advance.eq(pes[0].weights.ready),
             can_take.eq(advance & ~busy),
             fire.eq(can_take & self.weights.valid & self.acts.valid),
             self.weights.ready.eq(can_take & self.acts.valid),
             self.acts.ready.eq(can_take & self.weights.valid),
-            take_all.eq(self.results.ready & (drain == n - 1)),
         ]
         # A draft pass multiplies every lane by the token's activation (element 0); the
         # PEs' lanes take element j in both modes, so the array repeats element 0 for them.
         acts = Signal(data.ArrayLayout(16, LANES))
         m.d.comb += acts.eq(Mux(cfg.mode == PeMode.DRAFT, self.acts.payload[0].replicate(LANES),
                                 self.acts.payload))
+        take_all = self._drain(m, pes)
         for p, pe in enumerate(pes):
             m.d.comb += [
                 pe.mode.eq(cfg.mode),
@@ -223,15 +274,6 @@ class PEArray(Pipelined, wiring.Component):
                 pe.acts.payload.eq(acts),
                 pe.results.ready.eq(take_all),
             ]
-
-        outs = Array(pe.results.payload.as_value() for pe in pes)
-        m.d.comb += [
-            self.results.valid.eq(pes[0].results.valid),
-            self.results.payload.data.eq(outs[drain]),
-            self.results.payload.last.eq(drain == n - 1),
-        ]
-        with m.If(self.results.valid & self.results.ready):
-            m.d.sync += drain.eq(Mux(drain == n - 1, 0, drain + 1))
 
         with m.If(fire):
             m.d.sync += [self.busy_cycles.eq(self.busy_cycles + 1),

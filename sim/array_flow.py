@@ -62,7 +62,7 @@ def make_job(mode: str, enc, acts: np.ndarray, rows: int, cols: int, *, mul_stag
     words, last = pe_array.weight_stream(mode, enc, rows, cols, g)
     base, lut = pe_array.pe_tables(enc)
     tokens = 1 if mode == "draft" else acts.shape[0]
-    latency = pe_array.PIPELINE_LATENCY + mul_stages + add_stages
+    latency = pe_array.array_latency(mul_stages, add_stages)
     return ArrayJob(mode=mode, n=n, k=k, tokens=tokens, base=base, lut=lut, words=words,
                     last=last, acts=pe_array.acts_stream(mode, acts, n, rows, cols, g),
                     expected=pe_array.result_beats(mode, enc, acts, rows, cols, g),
@@ -181,8 +181,11 @@ class FlowModel:
     stages); when a tile's last beat reaches the last one while every result buffer is
     full (one result register, whose last beat may be taken in that same cycle; or with
     ``slots > 1`` a FIFO of that many results), nothing advances and no beat is accepted.
-    A tile's results enter the buffers when its last beat leaves the last stage and leave
-    one PE per taken result beat. A configuration beat with a new ``lut`` (:meth:`load`)
+    A tile's results enter the buffers when its last beat leaves the last stage. The
+    result drain is two registers (:attr:`hw.array.PEArray.DRAIN_STAGES`) that move together
+    whenever the output one is empty or taken: each move reads the next PE's result into the
+    first while the PEs hold one, and a tile's buffer is freed as its last PE's result is
+    read. A configuration beat with a new ``lut`` (:meth:`load`)
     blocks the next :attr:`hw.array.PEArray.LUT_LOAD_CYCLES` cycles while the table is
     written; the pipeline and the result drain go on meanwhile. From this the model counts
     what the array's counters must read: ``lut_cycles`` (a lut being written),
@@ -197,13 +200,15 @@ class FlowModel:
         self.loading = 0                        # cycles left of a lut write
         self.pipe = [(False, False)] * stages   # (valid, last) of each pipeline stage
         self.level = 0                          # finished tiles whose results wait
-        self.drain = 0                          # next PE to send
+        self.drain = 0                          # next PE to read
+        self.out = [False] * PEArray.DRAIN_STAGES   # valid of the drain registers
         self.counters = dict.fromkeys(ARRAY_COUNTERS, 0)
 
     def step(self, w_on: bool, a_on: bool, last: bool, ready: bool) -> tuple[bool, bool]:
         """One cycle with these offers; return ``(can_take, results_valid)`` for it."""
         valid = self.level > 0
-        take_all = valid and ready and self.drain == self.pes - 1
+        move = not self.out[-1] or ready
+        take_all = valid and move and self.drain == self.pes - 1
         done = self.pipe[-1][0] and self.pipe[-1][1]
         if self.slots == 1:
             advance = not (done and valid and not take_all)
@@ -222,12 +227,15 @@ class FlowModel:
             c["busy_cycles"] += 1
         else:
             c["starved_cycles"] += 1
-        if valid and ready:
-            self.drain = 0 if self.drain == self.pes - 1 else self.drain + 1
+        results_valid = self.out[-1]
+        if move:
+            if valid:
+                self.drain = 0 if self.drain == self.pes - 1 else self.drain + 1
+            self.out = [valid] + self.out[:-1]
         self.level += int(advance and done) - int(take_all)
         if advance:
             self.pipe = [(fire, fire and last)] + self.pipe[:-1]
-        return can_take, valid
+        return can_take, results_valid
 
     def load(self, cycles: int) -> None:
         """A configuration beat with a new ``lut`` was accepted this cycle."""

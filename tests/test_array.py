@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from amaranth.hdl import Fragment
 
+from golden import pe_array
 from golden.seed import base_seed, derived_seed
 from sim.array_flow import (ARRAY_COUNTERS, mismatches, random_job, run_array_cocotb, simulate_array,
                             standard_jobs)
@@ -25,11 +26,12 @@ def no_stall_counters(jobs) -> dict | None:
 
     Per job (``P`` PEs, ``nt`` tiles of ``K`` beats): one cycle loads the configuration
     (starved), and :attr:`hw.array.PEArray.LUT_LOAD_CYCLES` more write its ``lut`` if it
-    differs from the previous job's (``lut_cycles``); then :func:`golden.pe_array.cycles` ``= K + 2 + (nt - 1) * max(K, P) + P``
-    cycles from the first beat to the last result: ``nt * K`` beats accepted (busy); at each
+    differs from the previous job's (``lut_cycles``); then :func:`golden.pe_array.cycles`
+    ``= K + 4 + (nt - 1) * max(K, P) + P`` cycles from the first beat to the last result: ``nt * K`` beats accepted (busy); at each
     of the ``nt - 1`` tile boundaries with ``K < P`` the finished tile waits ``P - K``
-    cycles for the previous one to drain (blocked); the last 2 + P cycles empty the
-    pipeline and drain the last tile with nothing left to offer (starved).
+    cycles for the previous one to drain (blocked); the last 4 + P cycles empty the
+    pipeline (2 PE registers after the beat's and 2 drain registers) and drain the last
+    tile with nothing left to offer (starved).
 
     Interleaved jobs (pipelined PEs) with ``K >= P`` never block: every cycle that accepts
     no beat is starved. With ``K < P`` there is no closed form here (None); the flow model
@@ -42,7 +44,7 @@ def no_stall_counters(jobs) -> dict | None:
         if j.interleave == 1:
             out["busy_cycles"] += nt * j.k
             out["blocked_cycles"] += (nt - 1) * max(0, p - j.k)
-            out["starved_cycles"] += 1 + 2 + p
+            out["starved_cycles"] += 1 + 2 + pe_array.DRAIN_LATENCY + p
         elif j.k >= p:
             out["busy_cycles"] += j.beats
             out["starved_cycles"] += 1 + j.cycles - j.beats
@@ -97,7 +99,7 @@ def test_array_interface_scales_with_the_number_of_pes():
     from hw.array import PEArray
 
     a = PEArray(2, 3)
-    assert (a.rows, a.cols, a.pes, a.latency) == (2, 3, 6, 3)
+    assert (a.rows, a.cols, a.pes, a.latency) == (2, 3, 6, 5)
     members = a.signature.members
     assert {"config", "weights", "acts", "results", "macs", *ARRAY_COUNTERS} <= set(members)
     assert members["weights"].signature.members["payload"].shape.size == 16 * 6 + 1

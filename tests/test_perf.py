@@ -126,20 +126,21 @@ def test_bad_accelerator_parameters_are_value_errors():
 def _closed_form_cycles(rows_per_pe_word: int, n: int, k: int, pes: int) -> int:
     """First beat to last result of one pass, written out independently of golden/:
     ``ceil(ceil(N / rows_per_pe_word) / P)`` tiles of ``K`` beats; a tile shorter than the
-    ``P``-beat drain of the previous one waits for it; 3 cycles of latency (first beat and
-    last result both counted: + 2); the last tile drains ``P`` beats."""
+    ``P``-beat drain of the previous one waits for it; 5 cycles of latency (3 in the PE, 2 in
+    the array's result drain; first beat and last result both counted: + 4); the last tile
+    drains ``P`` beats."""
     tiles = -(-(-(-n // rows_per_pe_word)) // pes)
-    return k + 2 + (tiles - 1) * max(k, pes) + pes
+    return k + 4 + (tiles - 1) * max(k, pes) + pes
 
 
 # (N, K, rows, cols) -> cycles of draft (4 rows per word), verify = fp16 (1), w8 (2), w4 (4),
 # worked out by hand from the closed form above.
 LAYER_CYCLES = {
-    (8, 16, 1, 2): {"draft": 20, "verify": 68, "w8": 36, "w4": 20},          # K >= P
-    (64, 32, 2, 2): {"draft": 134, "verify": 518, "w8": 262, "w4": 134},
-    (130, 7, 4, 4): {"draft": 57, "verify": 153, "w8": 89, "w4": 57},        # K < P: waits
-    (256, 128, 16, 16): {"draft": 386, "verify": 386, "w8": 386, "w4": 386},  # one tile
-    (20, 3, 1, 4): {"draft": 13, "verify": 25, "w8": 17, "w4": 13},          # K < P
+    (8, 16, 1, 2): {"draft": 22, "verify": 70, "w8": 38, "w4": 22},          # K >= P
+    (64, 32, 2, 2): {"draft": 136, "verify": 520, "w8": 264, "w4": 136},
+    (130, 7, 4, 4): {"draft": 59, "verify": 155, "w8": 91, "w4": 59},        # K < P: waits
+    (256, 128, 16, 16): {"draft": 388, "verify": 388, "w8": 388, "w4": 388},  # one tile
+    (20, 3, 1, 4): {"draft": 15, "verify": 27, "w8": 19, "w4": 15},          # K < P
 }
 ROWS_PER_WORD = {"draft": 4, "verify": 1, "fp16": 1, "w8": 2, "w4": 4}
 
@@ -233,9 +234,9 @@ def test_fpga_target_uses_the_measured_fmax_and_the_pipelined_array_timing():
     acc = perf.Accelerator.fpga(rows=2, cols=2, fmax_mhz=102.4, mem_bw=200e6, device="LFE5U-85F",
                                 mem_source="assumed: SDRAM", mul_stages=2, add_stages=3)
     assert acc.clock_hz == pytest.approx(102.4e6) and acc.clock_source.startswith("measured")
-    assert (acc.interleave, acc.latency) == (4, 8)
+    assert (acc.interleave, acc.latency) == (4, 10)
     assert perf.layer_cycles("verify", 40, 64, acc) == pe_array.cycles(
-        "verify", 40, 64, 2, 2, interleave=4, latency=8)
+        "verify", 40, 64, 2, 2, interleave=4, latency=10)
     assert perf.layer_cycles("draft", 40, 64, acc) > perf.layer_cycles(
         "draft", 40, 64, perf.Accelerator(rows=2, cols=2))          # padding to 4 tiles
     report = perf.compare("tiny-moe", acc)
@@ -254,4 +255,4 @@ def test_batch_features_time_a_matmul_at_the_pipeline_depth():
         base, _ = batch_features([cmd], rows=4, cols=4, latency=0, line_cycles=0.0,
                                  expert_lines=0, mul_stages=ms, add_stages=ad)
         assert base == pe_array.cycles("verify", 70, 64, 4, 4, interleave=ad + 1,
-                                       latency=3 + ms + ad)
+                                       latency=5 + ms + ad)

@@ -74,8 +74,8 @@ def golden_predictions(params, n: int, k: int) -> dict:
            "residual_region_bytes": len(lay.residual)}
     for mode in MODES:
         cycles = pe_array.cycles(mode, n, k, params.rows, params.cols, interleave=g,
-                                 latency=pe_array.PIPELINE_LATENCY + params.mul_stages
-                                 + params.add_stages)
+                                 latency=pe_array.array_latency(params.mul_stages,
+                                                                params.add_stages))
         macs = pe_array.macs(mode, n, k, params.rows, params.cols, g)
         out[mode] = {
             "min_cycles": cycles,
