@@ -56,9 +56,10 @@ def figures(summary: dict) -> dict:
 
 
 def run(ctx) -> dict:
-    from speqmoe.commands.fpga import DEFAULT_DESIGNS, run_fpga
+    from speqmoe.commands.fpga import DEFAULT_DESIGNS, DEFAULT_JOBS, run_fpga
 
     cfg = Config()
     summary = run_fpga(cfg, Path("build/fpga"), board=cfg.fpga.board, designs=DEFAULT_DESIGNS,
-                       sweep=True, bitstream=True, seed=cfg.fpga.seed, progress=ctx.progress)
+                       sweep=True, bitstream=True, seed=cfg.fpga.seed, jobs=DEFAULT_JOBS,
+                       progress=ctx.progress)
     return figures(summary)

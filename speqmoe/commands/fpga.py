@@ -18,6 +18,8 @@ DEFAULT_DESIGNS = ["reconfigurable_pe", "fp16_pe", "pe_array_2x2", "pe_array_4x4
 # The PE pipeline-depth sweep: (mul_stages, add_stages).
 SWEEP = [(0, 0), (1, 1), (1, 2), (2, 2), (2, 3), (3, 3)]
 SELFCHECK_SHAPE = (2, 2)
+# Builds side by side: one per core of the 2-core machines the flow's times are measured on.
+DEFAULT_JOBS = 2
 SELFCHECK_SEED = 11
 
 
@@ -34,7 +36,8 @@ def add_parser(sub):
     p.add_argument("--no-sweep", action="store_true", help="skip the PE pipeline-depth sweep")
     p.add_argument("--no-bitstream", action="store_true", help="skip the self-checking bitstream")
     p.add_argument("--seed", type=int, default=None, help="nextpnr placement seed (default 1)")
-    p.add_argument("--jobs", type=int, default=2, help="builds run side by side (default 2)")
+    p.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
+                   help=f"builds run side by side (default {DEFAULT_JOBS})")
     p.add_argument("--target-mhz", type=float, default=None,
                    help="clock constraint of the out-of-context builds (default 150; the "
                         "bitstream keeps the board's clock)")
