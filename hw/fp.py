@@ -8,7 +8,7 @@ high, so the PE can stall them with the rest of its pipeline. NaN outputs are th
 quiet NaNs ``0x7FC00000`` (binary32) and ``0x7E00`` (binary16).
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -136,6 +136,32 @@ def shift_right_sticky(m: Module, value: Value, amount: Value, name: str = "srs"
     return value, Cat(*dropped).any()
 
 
+def ecp5_dsp(platform) -> bool:
+    """Whether designs elaborated for *platform* use the ECP5 ``MULT18X18D`` block's own
+    registers (an ECP5 board's platform; ``None``, as in simulation and generic synthesis,
+    gives plain flip-flops around a ``*``)."""
+    return getattr(platform, "family", None) == "ecp5"
+
+
+def _mult18x18d(m: Module, a: Value, b: Value, en: Value) -> Signal:
+    """``a * b`` (unsigned, at most 18 bits each) from an ECP5 ``MULT18X18D`` whose input and
+    output registers load when *en* is high: two cycles of latency, as cuts 0 and 1.
+
+    Simulations of such a design use the model ``sim/models/MULT18X18D.v``."""
+    p = Signal(36, name="dsp_p")
+    ports = {"i_CLK0": ClockSignal(), "i_CE0": en, "i_RST0": Const(0, 1),
+             "i_SIGNEDA": Const(0, 1), "i_SIGNEDB": Const(0, 1),
+             "i_SOURCEA": Const(0, 1), "i_SOURCEB": Const(0, 1)}
+    for i in range(18):
+        ports[f"i_A{i}"] = a[i] if i < len(a) else Const(0, 1)
+        ports[f"i_B{i}"] = b[i] if i < len(b) else Const(0, 1)
+    for i in range(36):
+        ports[f"o_P{i}"] = p[i]
+    m.submodules.dsp = Instance("MULT18X18D", p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0",
+                                p_REG_OUTPUT_CLK="CLK0", **ports)
+    return p
+
+
 class Fp16Multiplier(_Staged):
     """Exact binary16 x binary16 -> binary32 product.
 
@@ -152,7 +178,10 @@ class Fp16Multiplier(_Staged):
         multiplier block's output register on an FPGA); two stages also register the
         unpacked operands in front of it (its input registers), so that the block's
         inputs and outputs both come straight from flip-flops; three stages also register
-        the normalisation's leading-zero count.
+        the normalisation's leading-zero count. Elaborated for an ECP5 board
+        (:func:`ecp5_dsp`) with two or more stages, the significands' operand and product
+        registers are the ``MULT18X18D`` block's own input and output registers, so the
+        block's paths to and from the fabric are routing only.
 
     Attributes
     ----------
@@ -182,12 +211,16 @@ class Fp16Multiplier(_Staged):
 
         sig_a, exp_a, inf_a, nan_a, zero_a = unpack(self.a)
         sig_b, exp_b, inf_b, nan_b, zero_b = unpack(self.b)
-        v = cuts.cut(
-            0, sig_a=sig_a, sig_b=sig_b, exp=(exp_a + exp_b + 98)[0:8],
-            sign=self.a[15] ^ self.b[15],
-            nan=nan_a | nan_b | (inf_a & zero_b) | (inf_b & zero_a),
-            inf=inf_a | inf_b, zero=zero_a | zero_b)
-        v = cuts.cut(1, prod=(v.pop("sig_a") * v.pop("sig_b"))[0:22], **v)
+        rest = dict(exp=(exp_a + exp_b + 98)[0:8], sign=self.a[15] ^ self.b[15],
+                    nan=nan_a | nan_b | (inf_a & zero_b) | (inf_b & zero_a),
+                    inf=inf_a | inf_b, zero=zero_a | zero_b)
+        if self._stages >= 2 and ecp5_dsp(platform):
+            # Cuts 0 and 1 of the significands are the block's input and output registers.
+            v = cuts.cut(1, **cuts.cut(0, **rest))
+            v["prod"] = _mult18x18d(m, sig_a, sig_b, self.en)[0:22]
+        else:
+            v = cuts.cut(0, sig_a=sig_a, sig_b=sig_b, **rest)
+            v = cuts.cut(1, prod=(v.pop("sig_a") * v.pop("sig_b"))[0:22], **v)
         prod = _wire(m, "prod", v["prod"])
         v = cuts.cut(2, **v, shift=leading_zeros(m, prod))
         norm = (v["prod"] << v["shift"])[0:21]

@@ -31,7 +31,10 @@ from pathlib import Path
 
 from amaranth.back import rtlil
 
-__all__ = ["convert", "module_names", "plain_name", "name_ports"]
+__all__ = ["ECP5_MODELS", "convert", "module_names", "plain_name", "name_ports"]
+
+#: Verilog models of the ECP5 primitives a design elaborated for an ECP5 board instantiates.
+ECP5_MODELS = [Path(__file__).resolve().parent / "models" / "MULT18X18D.v"]
 
 
 def plain_name(rtlil_name: str) -> str:
@@ -161,7 +164,7 @@ def name_ports(rtlil_text: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def convert(component, name: str, *, pe=None) -> str:
+def convert(component, name: str, *, pe=None, platform=None) -> str:
     """Verilog of *component* as module *name*.
 
     Parameters
@@ -174,12 +177,17 @@ def convert(component, name: str, *, pe=None) -> str:
     pe : wiring.Component, optional
         The PE the design instantiates (with its pipeline depth); its Verilog becomes module
         ``<name>_pe`` in the same text.
+    platform : amaranth.build.Platform, optional
+        Elaborate for this platform. For an ECP5 board the multipliers are ``MULT18X18D``
+        instances (:func:`hw.fp.ecp5_dsp`); a simulation then needs :data:`ECP5_MODELS`.
     """
     from speqmoe.synth import yosys_executable
 
-    texts = {f"{name}.il": name_ports(rtlil.convert(component, name=name, emit_src=False))}
+    texts = {f"{name}.il": name_ports(rtlil.convert(component, name=name, emit_src=False,
+                                                   platform=platform))}
     if pe is not None:
-        texts[f"{name}_pe.il"] = name_ports(rtlil.convert(pe, name=f"{name}_pe", emit_src=False))
+        texts[f"{name}_pe.il"] = name_ports(rtlil.convert(pe, name=f"{name}_pe", emit_src=False,
+                                                          platform=platform))
     renames = [(m, plain_name(m)) for text in texts.values() for m in module_names(text)
                if m.lstrip("\\") != plain_name(m)]
     script = [f"read_rtlil {f}" for f in texts]

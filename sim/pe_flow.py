@@ -29,9 +29,10 @@ class PeSimReport:
 def run_pe_cocotb(simulator: str, kind: str, modes: str, sequences: int, build_dir: Path, *,
                   seed: int, stall: float = 0.25, backpressure: float = 0.25,
                   lengths: str = "mixed", mul_stages: int = 0, add_stages: int = 0,
-                  waves: bool | None = None) -> PeSimReport:
+                  waves: bool | None = None, platform=None) -> PeSimReport:
     """Simulate the generated PE Verilog on *simulator* against the golden model
-    (``waves``: see :func:`sim.runner.run_cocotb`)."""
+    (``waves``: see :func:`sim.runner.run_cocotb`; ``platform``: elaborate the PE for it,
+    :func:`sim.runner.write_verilog`)."""
     from hw.pe import Fp16PE, ReconfigurablePE
 
     reason = simulator_missing(simulator)
@@ -40,7 +41,8 @@ def run_pe_cocotb(simulator: str, kind: str, modes: str, sequences: int, build_d
     top = "reconfigurable_pe" if kind == "reconfigurable" else "fp16_pe"
     build_dir = Path(build_dir).resolve()
     cls = ReconfigurablePE if kind == "reconfigurable" else Fp16PE
-    v = write_verilog(cls(mul_stages=mul_stages, add_stages=add_stages), top, build_dir / f"{top}.v")
+    v = write_verilog(cls(mul_stages=mul_stages, add_stages=add_stages), top, build_dir / f"{top}.v",
+                      platform=platform)
     stats_path = build_dir / "stats.json"
     if stats_path.exists():
         stats_path.unlink()

@@ -72,12 +72,19 @@ def lint_verilog(verilog_path: Path, toplevel: str) -> tuple[bool, str]:
     return proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def write_verilog(component, name: str, path: Path, *, pe=None) -> Path:
-    """Write the Verilog of an Amaranth component (:func:`sim.netlist.convert`) to *path*."""
-    from sim.netlist import convert  # noqa: PLC0415
+def write_verilog(component, name: str, path: Path, *, pe=None, platform=None) -> Path:
+    """Write the Verilog of an Amaranth component (:func:`sim.netlist.convert`) to *path*.
 
+    Elaborated for an ECP5 *platform*, the text is followed by the models of the primitives
+    it instantiates (:data:`sim.netlist.ECP5_MODELS`), so that it simulates on its own."""
+    from hw.fp import ecp5_dsp  # noqa: PLC0415
+    from sim.netlist import ECP5_MODELS, convert  # noqa: PLC0415
+
+    text = convert(component, name, pe=pe, platform=platform)
+    if platform is not None and ecp5_dsp(platform):
+        text += "".join("\n" + model.read_text() for model in ECP5_MODELS)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(convert(component, name, pe=pe))
+    path.write_text(text)
     return path
 
 

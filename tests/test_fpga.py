@@ -64,6 +64,36 @@ def test_the_bitstreams_harness_passes_in_simulation():
     assert got["results"] == dut.total_results > 0
 
 
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_the_bitstreams_harness_as_built_for_the_board_passes_on_icarus():
+    # The same harness elaborated for the ULX3S, as the bitstream is: its multipliers are
+    # MULT18X18D blocks with their own registers, simulated with the block's model.
+    import json
+    import re
+
+    from hw.pe import LANES
+    from speqmoe.commands.fpga import selfcheck_top
+    from speqmoe.fpga import board
+    from sim.runner import run_cocotb, simulator_missing, write_verilog
+
+    reason = simulator_missing("icarus")
+    if reason:
+        pytest.skip(reason)
+    dut, _ = selfcheck_top(*SELFCHECK_SHAPE, SELFCHECK_SEED)
+    build = BUILD / "selfcheck_ecp5"
+    verilog = write_verilog(dut, "selfcheck", build / "selfcheck.v", platform=board("ulx3s_85f"))
+    rows, cols = SELFCHECK_SHAPE
+    instances = re.findall(r"^\s*MULT18X18D\s*#\(", verilog.read_text(), re.M)
+    assert len(instances) == rows * cols * LANES
+    stats = build / "stats.json"
+    stats.unlink(missing_ok=True)
+    run_cocotb(simulator="icarus", verilog_path=verilog, toplevel="selfcheck",
+               test_module="sim.tb_selfcheck", build_dir=build,
+               extra_env={"SELFCHECK_MAX_CYCLES": "20000", "SELFCHECK_STATS": str(stats)})
+    got = json.loads(stats.read_text())
+    assert got["done"] and got["passed"] and got["results"] == dut.total_results > 0, got
+
+
 def test_selfcheck_program_covers_both_modes_and_passes_unpipelined():
     rows, cols = SELFCHECK_SHAPE
     passes = program(rows, cols, SELFCHECK_SEED)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from sim.amaranth_pe import simulate_pe
 from sim.pe_stimulus import (EDGE_LUT, FULL_BASE, beats_of, edge_batches, encode_full_table,
                              interleaved, pe_batches, random_tables, random_verify_words)
 from sim.pe_flow import run_pe_cocotb
+from sim.netlist import convert
 from sim.runner import simulator_missing
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -225,6 +227,23 @@ def test_pipelined_pe_verilog_matches_golden(simulator):
     report = _cocotb_pe(simulator, "reconfigurable", "verify,draft", 1000, "reconf_deep",
                         mul_stages=3, add_stages=3)
     assert report.sequences >= 2000
+
+
+@pytest.mark.parametrize("simulator,mul_stages", [("verilator", 3), ("icarus", 2)])
+def test_pe_elaborated_for_ecp5_uses_the_dsp_registers_and_matches_golden(simulator, mul_stages):
+    # What the FPGA flow builds: each lane's significand registers inside its MULT18X18D,
+    # simulated with the block's model (sim/models/MULT18X18D.v).
+    from hw.pe import LANES, ReconfigurablePE
+    from speqmoe.fpga import board
+
+    tag = f"reconf_ecp5_m{mul_stages}"
+    report = _cocotb_pe(simulator, "reconfigurable", "verify,draft", 1000, tag,
+                        mul_stages=mul_stages, add_stages=3, platform=board("ulx3s_85f"))
+    assert report.sequences >= 2000
+    verilog = (BUILD / f"pe_{tag}" / simulator / "reconfigurable_pe.v").read_text()
+    assert len(re.findall(r"^\s*MULT18X18D\s*#\(", verilog, re.M)) == LANES
+    generic = convert(ReconfigurablePE(mul_stages=mul_stages, add_stages=3), "reconfigurable_pe")
+    assert "MULT18X18D" not in generic
 
 
 @pytest.mark.parametrize("simulator", ["verilator", "icarus"])
