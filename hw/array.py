@@ -50,7 +50,8 @@ class PEArray(Pipelined, wiring.Component):
     Throughput: one weight beat and one activation beat per cycle, ``4 * rows * cols``
     MACs per cycle in both modes. Latency: a tile's first result beat is valid
     :attr:`latency` cycles (3 plus the PE's pipeline stages plus the
-    :attr:`DRAIN_STAGES` = 2 registers of the result drain) after its last beat is accepted; its ``rows * cols`` result beats follow at one per cycle while
+    :attr:`DRAIN_STAGES` = 2 registers of the result drain) after its last beat is
+    accepted; its ``rows * cols`` result beats follow at one per cycle while
     ``results.ready`` is high. The array stalls only when a tile ends while earlier tiles'
     results hold every result buffer, so tiles of ``K >= rows * cols`` beats run back to
     back with no stall. With ``add_stages > 0`` the beats interleave :attr:`interleave`
