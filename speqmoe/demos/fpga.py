@@ -118,20 +118,23 @@ def run(ctx):
                "interleave `add_stages + 1` dot products (docs/fpga.md).", ""]
 
     # What the measured clock buys: the analytic model on the FPGA target vs the ASIC assumption.
-    clock_design = next((n for n in ("pe_array_4x4", "pe_array_2x2", "reconfigurable_pe")
-                         if designs.get(n, {}).get("fmax_mhz")), None)
+    # The largest array with a measured clock, modelled at its own shape and clock.
+    shapes = {"pe_array_4x4": (4, 4), "pe_array_2x2": (2, 2), "reconfigurable_pe": (1, 1)}
+    clock_design = next((n for n in shapes if designs.get(n, {}).get("fmax_mhz")), None)
     if clock_design:
         fmax = designs[clock_design]["fmax_mhz"]
-        fpga = perf.Accelerator.fpga(rows=2, cols=2, fmax_mhz=fmax, mem_bw=SDRAM_BW,
+        rows, cols = shapes[clock_design]
+        fpga = perf.Accelerator.fpga(rows=rows, cols=cols, fmax_mhz=fmax, mem_bw=SDRAM_BW,
                                      device=designs[clock_design]["device"],
                                      mem_source="assumed: ULX3S SDRAM, 16 bits at 100 MHz",
                                      mul_stages=cfg.pe.mul_stages, add_stages=cfg.pe.add_stages)
-        asic = perf.Accelerator(rows=2, cols=2)
+        asic = perf.Accelerator(rows=rows, cols=cols)
         on_fpga, on_asic = perf.compare("tiny-moe", fpga), perf.compare("tiny-moe", asic)
         figures["perf_fpga"] = {"clock_design": clock_design, "fmax_mhz": fmax,
                                 "tokens_per_s": on_fpga["tokens_per_s"],
                                 "asic_tokens_per_s": on_asic["tokens_per_s"]}
-        md += [f"**What the clock buys** (analytic model, `golden.perf`, tiny MoE LM, 2x2 array): "
+        md += [f"**What the clock buys** (analytic model, `golden.perf`, tiny MoE LM, {rows}x{cols} "
+               f"array): "
                f"clock {fpga.clock_source} (the `{clock_design}` build), memory "
                f"{fpga.mem_source}: FP16 {on_fpga['tokens_per_s']['fp16']:.0f} tokens/s, SPEQ "
                f"{on_fpga['tokens_per_s']['speq']:.0f} tokens/s; the same array at the assumed 1 GHz "
