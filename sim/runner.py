@@ -81,7 +81,7 @@ def write_verilog(component, name: str, path: Path, *, pe=None, platform=None) -
     from sim.netlist import ECP5_MODELS, convert  # noqa: PLC0415
 
     text = convert(component, name, pe=pe, platform=platform)
-    if platform is not None and ecp5_dsp(platform):
+    if ecp5_dsp(platform):
         text += "".join("\n" + model.read_text() for model in ECP5_MODELS)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
