@@ -143,7 +143,8 @@ def test_array_runs_back_to_back_at_golden_cycle_count_in_amaranth_sim(rows, col
         assert run.counters["blocked_cycles"] == (jobs[2].beats // 2 - 1) * (p - 2) > 0
 
 
-@pytest.mark.parametrize("rows,cols", [(1, 1), (2, 2)])
+# 2x3: the result drain's groups of 4 PEs end with a group of 2 (hw.array.PEArray._drain).
+@pytest.mark.parametrize("rows,cols", [(1, 1), (2, 2), (2, 3)])
 def test_array_bit_exact_with_stalls_and_backpressure_in_amaranth_sim(rows, cols, seed):
     rng = np.random.default_rng(seed)
     jobs = [random_job(rng, "verify", 9, 5, rows, cols, tokens=t, edges=True) for t in (1, 4)]
