@@ -54,7 +54,7 @@ demo: setup
 	$(PY) -m speqmoe demo $(CONFIG_ARG)
 
 test: setup-test
-	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --durations=15
+	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist worksteal --durations=15
 
 verilog: setup
 	$(PY) -m speqmoe verilog $(CONFIG_ARG)

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 import golden.model as gm
 from golden.model import ModelConfig, MoeLM
 from golden.seed import base_seed, derived_seed
+from sim.runner import VERILATOR_OPT
+
+# The tests build dozens of Verilator models that each run for seconds: unoptimised C++
+# compiles several times faster than Verilator's default -Os and the runs take little
+# longer (the 4x4 accelerator: 69 s instead of 122 s). Benchmarks keep the default.
+os.environ.setdefault(VERILATOR_OPT, "-O0")
 
 # A small random MoE LM shared by the model, SPEQ and MoBiLE tests.
 SMALL = ModelConfig(d_model=32, n_layers=2, n_heads=2, n_experts=4, top_k=2, d_expert=16,
@@ -51,3 +59,9 @@ def pytest_runtest_makereport(item, call):
             text += f" (this test's derived seed: {seeds[0]})"
         report.sections.append(("random seed", text + "; rerun with the same SPEQMOE_SEED to reproduce"))
     return report
+
+
+def pytest_collection_modifyitems(config, items):
+    """Long simulations (``slow``) first: with ``--dist worksteal`` the workers then end on
+    short tests instead of one of them running a long one alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

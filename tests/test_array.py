@@ -220,6 +220,7 @@ def _cocotb(simulator, rows, cols, jobs, tag, flat=False, **depth):
     assert stressed.counters["starved_cycles"] > exact.counters["starved_cycles"]
 
 
+@pytest.mark.slow
 def test_pipelined_array_verilog_matches_golden_on_verilator():
     # The deepest PE pipeline, 2x2, hierarchical Verilog.
     depth = dict(mul_stages=3, add_stages=3)
@@ -227,6 +228,7 @@ def test_pipelined_array_verilog_matches_golden_on_verilator():
     _cocotb("verilator", 2, 2, jobs, "2x2_deep", **depth)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rows,cols", [(1, 1), (2, 2), (4, 4)])
 def test_array_verilog_matches_golden_on_verilator(rows, cols):
     # One PE module instantiated rows * cols times (sim.netlist.convert).

@@ -242,6 +242,7 @@ def run_dma_cocotb(simulator: str, data_width: int, max_burst: int, build_dir: P
 # 128-bit one with fewer fills. The controller's tests run both widths on Verilator too.
 @pytest.mark.parametrize("simulator,data_width,max_burst,fills", [
     ("verilator", 64, 16, 24), ("icarus", 128, 32, 8)])
+@pytest.mark.slow
 def test_dma_verilog_against_axi_ram(simulator, data_width, max_burst, fills):
     reason = simulator_missing(simulator)
     if reason:

@@ -191,6 +191,7 @@ def run_cache_cocotb(simulator, cfg, build_dir, **kw):
 COCOTB_CONFIGS = {k: CACHE_CONFIGS[k] for k in ("w64_s4", "w128_s16")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(COCOTB_CONFIGS))
 def test_controller_verilog_matches_golden_and_keeps_invariants(name):
     """Lockstep vs golden, overlapping traffic, event-by-event traffic vs golden (hit under

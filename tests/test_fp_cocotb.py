@@ -23,6 +23,7 @@ COMPONENTS = {"fp16_multiplier": Fp16Multiplier, "fp32_adder": Fp32Adder, "fp32_
 VECTORS = {"verilator": int(os.environ.get("SPEQMOE_FP_VECTORS", "100000")), "icarus": 10_000}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("simulator", ["verilator", "icarus"])
 @pytest.mark.parametrize("name", list(COMPONENTS))
 def test_fp_component_verilog_matches_golden(name, simulator):

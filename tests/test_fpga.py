@@ -267,7 +267,7 @@ def test_a_design_nextpnr_does_not_finish_is_reported_without_fmax(tmp_path, mon
     why. The timeout is raised after the real run, so the test does not depend on speed."""
     import subprocess
 
-    from hw.pe import Fp16PE
+    from hw.fp import Fp16Multiplier
     from speqmoe import fpga
 
     real_run = fpga._run
@@ -279,9 +279,10 @@ def test_a_design_nextpnr_does_not_finish_is_reported_without_fmax(tmp_path, mon
         return proc
 
     monkeypatch.setattr(fpga, "_run", run_out_of_time)
-    r = fpga.out_of_context(Fp16PE(), "fp16_pe", "ulx3s_85f", tmp_path / "b", route_timeout=90)
-    assert "Max frequency" in (tmp_path / "b" / "fp16_pe.tim").read_text()
-    assert r.fits and r.fmax_mhz is None and r.lut4 > 3000
+    r = fpga.out_of_context(Fp16Multiplier(stages=1), "fp16_mul", "ulx3s_85f", tmp_path / "b",
+                            route_timeout=90)
+    assert "Max frequency" in (tmp_path / "b" / "fp16_mul.tim").read_text()
+    assert r.fits and r.fmax_mhz is None and r.lut4 > 50 and r.dsp == 1
     assert r.error == "placement and routing did not finish within 90 s"
 
 

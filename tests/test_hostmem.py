@@ -524,6 +524,7 @@ class _Top(wiring.Component):
 @pytest.mark.parametrize("simulator,kw", [
     ("verilator", dict(size=1 << 18, data_width=256, latency=2)),
     ("icarus", dict(size=1 << 15, data_width=128, latency=0, bandwidth=8))])
+@pytest.mark.slow
 def test_axi_master_and_back_door_agree_in_cocotb(simulator, kw):
     reason = simulator_missing(simulator)
     if reason:
