@@ -121,7 +121,7 @@ def run_accel_cocotb(simulator: str, params: AccelParams, build_dir, *, seed: in
     env.update({k: str(v) for k, v in (extra or {}).items()})
     result = run_cocotb(simulator=simulator, verilog_path=path, toplevel=name,
                         test_module="sim.tb_accel", build_dir=build_dir, extra_env=env,
-                        testcase=testcase, public=[], check=check,
+                        testcase=testcase, check=check,
                         waves=waves)
     stats = {f.stem: json.loads(f.read_text()) for f in stats_dir.glob("*.json")}
     return result, stats

@@ -18,7 +18,7 @@ from amaranth.sim import Simulator
 from golden.seed import base_seed
 from hw.axi import AxiSignature
 from sim.amaranth_axi import AxiReadMasterDriver, until
-from sim.hostmem import DECERR, OKAY, SLVERR, AxiMemory, Backdoor
+from sim.hostmem import DECERR, OKAY, SLVERR, STORAGE, AxiMemory, Backdoor
 from sim.runner import lint_verilog, run_cocotb, simulator_missing, write_verilog
 
 # Constructors that reject their parameters leave Elaboratables behind.
@@ -534,6 +534,7 @@ def test_axi_master_and_back_door_agree_in_cocotb(simulator, kw):
     stats = build / "stats.json"
     result = run_cocotb(simulator=simulator, verilog_path=v, toplevel="hostmem_top",
                         test_module="sim.tb_hostmem", build_dir=build,
+                        public=[("hostmem_top__mem", STORAGE)],
                         extra_env={"HOSTMEM_OPS": "60", "HOSTMEM_STATS": str(stats),
                                    "SPEQMOE_SEED": str(base_seed())})
     assert result.tests == 1 and result.failed == 0
