@@ -152,3 +152,15 @@ def test_a_failing_run_without_waves_says_how_to_record_them(tmp_path, monkeypat
     monkeypatch.delenv("SPEQMOE_WAVES", raising=False)
     with pytest.raises(AssertionError, match="rerun with SPEQMOE_WAVES=1 for a waveform"):
         _run("icarus", tmp_path, waves=False, testcase="no_such_test")
+
+
+@pytest.mark.parametrize("opt", ["-O9", "-march=native", "O1"])
+def test_an_unknown_verilator_optimisation_level_is_refused(tmp_path, monkeypatch, opt):
+    from sim.runner import VERILATOR_OPT
+
+    if simulator_missing("verilator"):
+        pytest.skip(simulator_missing("verilator"))
+    monkeypatch.setenv(VERILATOR_OPT, opt)
+    with pytest.raises(ValueError, match=f"{VERILATOR_OPT} must be one of -O0, "):
+        run_cocotb(simulator="verilator", verilog_path=tmp_path / "none.v", toplevel="none",
+                   test_module="sim.tb_fp", build_dir=tmp_path / "b")
