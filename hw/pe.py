@@ -106,9 +106,8 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
     accumulation loop is ``A + 1`` cycles long, so the beats interleave ``A + 1``
     independent dot products: accepted beat ``n`` belongs to slot ``n mod (A + 1)``, each
     slot has its own partial sum per lane (a memory of one word per slot), read when its
-    product is registered (a sum not yet in the memory is forwarded; the first beat of a dot
-    product reads +0.0 instead) and written, from a register, in the cycle after the sum
-    leaves the adder. The next beat of a slot enters
+    product is registered (a sum written back in that cycle is forwarded; the first beat of
+    a dot product reads +0.0 instead) and written when the sum leaves the adder. The next beat of a slot enters
     the adder at least ``A + 1`` cycles later, after the write, so every slot accumulates
     sequentially in increasing k exactly as with a one-cycle adder.
 
@@ -158,24 +157,20 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
         # The slots' partial sums live in a small memory with an asynchronous read port
         # (distributed RAM on an FPGA: no slot multiplexer in logic). A partial sum is read
         # as the product is registered, so the read sits before a register, not before the
-        # adder. The memory is written from a register a cycle after the sum leaves the
-        # adder, so that the adder's last stage ends at flip-flops beside it rather than at
-        # the distributed RAM (the PE's critical path once the result queue was registered
-        # the same way). A read of the slot being written back is forwarded: from the adder
-        # (its sum leaves it in this cycle) or else from the write register (its sum is not
-        # in the memory until the next cycle).
+        # adder; a sum written back in that same cycle is forwarded.
         m.submodules.partials = partials = Memory(shape=len(sums.as_value()), depth=slots,
                                                   init=[])
         read = partials.read_port(domain="comb")
         write = partials.write_port()
+        forward = valid[-1] & (slot[-1] == slot[s2 - 1])
+        m.d.comb += [
+            read.addr.eq(slot[s2 - 1]),
+            write.addr.eq(slot[-1]),
+            write.data.eq(sums),
+            write.en.eq(advance & valid[-1]),
+        ]
         with m.If(advance):
-            m.d.sync += [write.en.eq(valid[-1]), write.addr.eq(slot[-1]), write.data.eq(sums)]
-        from_adder = valid[-1] & (slot[-1] == slot[s2 - 1])
-        from_write = write.en & (write.addr == slot[s2 - 1])
-        m.d.comb += read.addr.eq(slot[s2 - 1])
-        with m.If(advance):
-            m.d.sync += partial.eq(Mux(first[s2 - 1], 0, Mux(from_adder, sums,
-                                                             Mux(from_write, write.data, read.data))))
+            m.d.sync += partial.eq(Mux(first[s2 - 1], 0, Mux(forward, sums, read.data)))
     for lane in range(LANES):
         mul = Fp16Multiplier(stages=mul_stages)
         add = Fp32Adder(stages=add_stages, subnormals=False)
