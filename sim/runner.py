@@ -20,8 +20,9 @@ SIMULATORS = ("verilator", "icarus")
 LINT_WAIVERS = Path(__file__).resolve().parent / "verilator_lint.vlt"
 
 _PLUSARGS_SEED = "SPEQMOE_SEED"
-# The C++ optimisation level of Verilator models, e.g. "-O1" (default: Verilator's own, -Os).
-# The tests build many models that each run for seconds: -O1 compiles in about half the time.
+# Environment variable: the C++ optimisation level of Verilator models, -O0..-O3 or -Os
+# (unset: Verilator's own, -Os). make test sets -O0 (tests/conftest.py): its models each run
+# for seconds, and -O0 compiles several times faster.
 VERILATOR_OPT = "SPEQMOE_VERILATOR_OPT"
 
 
@@ -270,7 +271,7 @@ def run_cocotb(
             if not re.fullmatch(r"-O[0-3s]", opt):
                 raise ValueError(f"{VERILATOR_OPT} must be one of -O0, -O1, -O2, -O3, -Os, "
                                  f"not {opt!r}")
-            # After Verilator's OPT_FAST/OPT_SLOW on the compiler's command line: it wins.
+            # It follows Verilator's OPT_FAST/OPT_SLOW on g++'s command line: the last -O wins.
             build_kw["build_args"] += ["-CFLAGS", opt]
         vlt = build_dir / "public.vlt"
         text = "`verilator_config\n" + "".join(
