@@ -107,9 +107,9 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
     independent dot products: accepted beat ``n`` belongs to slot ``n mod (A + 1)``, each
     slot has its own partial sum per lane (a memory of one word per slot), read when its
     product is registered (a sum written back in that cycle is forwarded; the first beat of
-    a dot product reads +0.0 instead) and written when the sum leaves the adder. The next beat of a slot enters
-    the adder at least ``A + 1`` cycles later, after the write, so every slot accumulates
-    sequentially in increasing k exactly as with a one-cycle adder.
+    a dot product reads +0.0 instead) and written when the sum leaves the adder. The next
+    beat of a slot enters the adder at least ``A + 1`` cycles later, after the write, so
+    every slot accumulates sequentially in increasing k exactly as with a one-cycle adder.
 
     The whole pipeline advances together; it holds only when a finished dot product
     leaves the adder while there is no room for its result (one result register, or with
@@ -212,7 +212,7 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
             m.d.sync += [out_data.eq(sums), out_valid.eq(1)]
         m.d.comb += [results.valid.eq(out_valid), results.payload.eq(out_data)]
     else:
-        # The slots' dot products finish on consecutive beats: a result FIFO of one entry
+        # The slots' dot products finish on consecutive beats: a result queue of one entry
         # per slot lets them wait while earlier results drain.
         m.submodules.results_queue = q = _ResultQueue(len(sums.as_value()), slots)
         m.d.comb += [
@@ -222,7 +222,7 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
             results.payload.eq(q.r_data),
             q.r_en.eq(results.ready),
         ]
-        # The pipeline holds while a finished dot product meets a full FIFO: advance is
+        # The pipeline holds while a finished dot product meets a full queue: advance is
         # ~(done & level == slots). Every pipeline register loads on it, so it is a register
         # itself, computed from the next cycle's done and level (the same value, a cycle
         # earlier), and its large net starts at a flip-flop instead of after logic.

@@ -29,10 +29,11 @@ from amaranth.lib.wiring import In, Out
 from hw.axi import AxiLiteSignature, AxiReadLatency, AxiSignature
 from sim.accel_flow import READ_FIELDS, accelerator, hierarchical
 from sim.accel_program import AccelParams
+from sim.hostmem import STORAGE, STORAGE_MODULE
 
 DEFAULT_LATENCY = 64         # cycles from AR to the first R beat, in host memory
 HARNESS = "cosim_tb"
-PUBLIC = [("speqmoe_hostmem_storage", "storage")]     # what the testbench reaches besides ports
+PUBLIC = [(STORAGE_MODULE, STORAGE)]     # what the testbench reaches besides ports
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,7 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -217,7 +218,7 @@ def run_cocotb(
     extra_env: dict[str, str] | None = None,
     testcase: str | None = None,
     check: bool = True,
-    public: list[tuple[str, str]] = (),
+    public: Sequence[tuple[str, str]] = (),
     waves: bool | str | None = None,
 ) -> SimResult:
     """Build *verilog_path* with *simulator* and run the cocotb *test_module* on it.

@@ -134,7 +134,7 @@ def run(ctx):
                                 "tokens_per_s": on_fpga["tokens_per_s"],
                                 "asic_tokens_per_s": on_asic["tokens_per_s"]}
         md += [f"**What the clock buys** (analytic model, `golden.perf`, tiny MoE LM, {rows}x{cols} "
-               f"array): "
+               "array): "
                f"clock {fpga.clock_source} (the `{clock_design}` build), memory "
                f"{fpga.mem_source}: FP16 {on_fpga['tokens_per_s']['fp16']:.0f} tokens/s, SPEQ "
                f"{on_fpga['tokens_per_s']['speq']:.0f} tokens/s; the same array at the assumed 1 GHz "
