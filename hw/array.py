@@ -160,43 +160,59 @@ class PEArray(Pipelined, wiring.Component):
         """Send the PEs' results on ``results``, PE 0 first, through two register levels.
 
         The PEs of a group of :attr:`DRAIN_GROUP` share a first multiplexer, registered
-        beside them; the second picks a group's register. So the drain counter's select
-        and the PEs' 128-bit results never cross the array in one cycle. The two levels
-        advance together whenever the output register is empty or taken; the PEs' results
-        are released (``take_all``) as the last PE's enters the first level.
+        beside them; the second picks a group's register into the output register. So the
+        drain counter's select and the PEs' 128-bit results never cross the array in one
+        cycle. A skid register behind the output register takes the beat that arrives while
+        the output one is held, so the drain moves whenever the skid register is empty:
+        ``results.ready`` reaches only the output and skid registers, never the PEs. The
+        PEs' results are released as the last PE's enters the first level, by the register
+        ``take_all`` (set a cycle ahead from the drain's next state), so the net that fans
+        out to every PE starts at a flip-flop.
         """
         n = len(pes)
         size = self.DRAIN_GROUP
         outs = [pe.results.payload.as_value() for pe in pes]
         groups = [outs[i:i + size] for i in range(0, n, size)]
         drain = Signal(range(n))
-        advance = Signal()
-        take_all = Signal()
+        at_last = Signal(init=n == 1)            # drain == n - 1
+        take_all = Signal(init=n == 1)           # move & at_last, registered
         s1_valid = Signal()
         s1_last = Signal()
         s1_group = Signal(range(len(groups)))
         s1_data = [Signal(len(outs[0]), name=f"drain_group{q}") for q in range(len(groups))]
+        skid = Signal(ResultBeat)
+        skid_valid = Signal()
         valid = pes[0].results.valid
         out = self.results
-        m.d.comb += [
-            advance.eq(~out.valid | out.ready),
-            take_all.eq(advance & valid & (drain == n - 1)),
-        ]
-        with m.If(advance):
+        # The drain moves when the skid register is empty. For n > 1, at_last implies that
+        # PE 0 holds a result (the counter only reaches n - 1 by reading PEs 0..n-2, and
+        # nothing is released before it is back at 0), so take_all need not look at
+        # ``valid``: for n = 1 it is ``move``, a ready without a valid that takes nothing.
+        move = ~skid_valid
+        out_free = ~out.valid | out.ready
+        at_last_next = Mux(move & valid, drain == n - 2, at_last) if n > 1 else Const(1)
+        skid_valid_next = ~out_free & (skid_valid | s1_valid)
+        m.d.sync += [at_last.eq(at_last_next), skid_valid.eq(skid_valid_next),
+                     take_all.eq(~skid_valid_next & at_last_next)]
+        s1_beat = Signal(ResultBeat)
+        m.d.comb += [s1_beat.data.eq(Array(s1_data)[s1_group]), s1_beat.last.eq(s1_last)]
+        with m.If(out_free):
             # The output register is the results stream's own valid and payload.
+            m.d.sync += [out.valid.eq(skid_valid | s1_valid),
+                         out.payload.eq(Mux(skid_valid, skid, s1_beat))]
+        with m.Elif(move):
+            m.d.sync += skid.eq(s1_beat)
+        with m.If(move):
             m.d.sync += [
                 s1_valid.eq(valid),
-                s1_last.eq(drain == n - 1),
+                s1_last.eq(at_last),
                 s1_group.eq(drain // size),
-                out.valid.eq(s1_valid),
-                out.payload.data.eq(Array(s1_data)[s1_group]),
-                out.payload.last.eq(s1_last),
             ]
             for q, group in enumerate(groups):
                 m.d.sync += s1_data[q].eq(Array(group)[drain % size] if len(group) > 1
                                           else group[0])
             with m.If(valid):
-                m.d.sync += drain.eq(Mux(drain == n - 1, 0, drain + 1))
+                m.d.sync += drain.eq(Mux(at_last, 0, drain + 1))
         return take_all
 
     def elaborate(self, platform):

@@ -182,10 +182,12 @@ class FlowModel:
     full (one result register, whose last beat may be taken in that same cycle; or with
     ``slots > 1`` a FIFO of that many results), nothing advances and no beat is accepted.
     A tile's results enter the buffers when its last beat leaves the last stage. The
-    result drain is two registers (:attr:`hw.array.PEArray.DRAIN_STAGES`) that move together
-    whenever the output one is empty or taken: each move reads the next PE's result into the
-    first while the PEs hold one, and a tile's buffer is freed as its last PE's result is
-    read. A configuration beat with a new ``lut`` (:meth:`load`)
+    result drain is two registers (:attr:`hw.array.PEArray.DRAIN_STAGES`) and a skid
+    register. The first moves whenever the skid register is empty: each move reads the next
+    PE's result into it while the PEs hold one, and a tile's buffer is freed as its last
+    PE's result is read. Its beat goes to the output register when that one is empty or
+    taken, else to the skid register, which goes first once the output register is free.
+    A configuration beat with a new ``lut`` (:meth:`load`)
     blocks the next :attr:`hw.array.PEArray.LUT_LOAD_CYCLES` cycles while the table is
     written; the pipeline and the result drain go on meanwhile. From this the model counts
     what the array's counters must read: ``lut_cycles`` (a lut being written),
@@ -201,13 +203,14 @@ class FlowModel:
         self.pipe = [(False, False)] * stages   # (valid, last) of each pipeline stage
         self.level = 0                          # finished tiles whose results wait
         self.drain = 0                          # next PE to read
-        self.out = [False] * PEArray.DRAIN_STAGES   # valid of the drain registers
+        self.s1 = self.out = self.skid = False  # valid of the drain's registers
         self.counters = dict.fromkeys(ARRAY_COUNTERS, 0)
 
     def step(self, w_on: bool, a_on: bool, last: bool, ready: bool) -> tuple[bool, bool]:
         """One cycle with these offers; return ``(can_take, results_valid)`` for it."""
         valid = self.level > 0
-        move = not self.out[-1] or ready
+        move = not self.skid
+        out_free = not self.out or ready
         take_all = valid and move and self.drain == self.pes - 1
         done = self.pipe[-1][0] and self.pipe[-1][1]
         if self.slots == 1:
@@ -227,11 +230,15 @@ class FlowModel:
             c["busy_cycles"] += 1
         else:
             c["starved_cycles"] += 1
-        results_valid = self.out[-1]
+        results_valid = self.out
+        if out_free:
+            self.out, self.skid = self.skid or self.s1, False
+        elif move:
+            self.skid = self.s1
         if move:
             if valid:
                 self.drain = 0 if self.drain == self.pes - 1 else self.drain + 1
-            self.out = [valid] + self.out[:-1]
+            self.s1 = valid
         self.level += int(advance and done) - int(take_all)
         if advance:
             self.pipe = [(fire, fire and last)] + self.pipe[:-1]

@@ -155,6 +155,25 @@ def test_array_bit_exact_with_stalls_and_backpressure_in_amaranth_sim(rows, cols
     _check(run, jobs, timing=False)
 
 
+# Tiles of one or two beats with no idle input: the result drain is the bottleneck, so
+# results.ready decides when the array blocks. Backpressure holds the output register; the
+# drain moves on into the skid register for one beat (hw.array.PEArray._drain), and the
+# flow model must follow it cycle by cycle (a model without the skid register fails here).
+@pytest.mark.parametrize("rows,cols,mul_stages,add_stages",
+                         [(1, 1, 0, 0), (2, 2, 0, 0), (2, 3, 0, 0), (2, 2, 1, 1)])
+def test_drain_bound_array_under_backpressure_follows_the_flow_model(rows, cols, mul_stages,
+                                                                     add_stages, seed):
+    rng = np.random.default_rng(seed)
+    depth = dict(mul_stages=mul_stages, add_stages=add_stages)
+    p = rows * cols
+    jobs = [random_job(rng, "draft", 8 * p, 1, rows, cols, **depth),
+            random_job(rng, "verify", 30, 2, rows, cols, tokens=2, **depth)]
+    run = simulate_array(rows, cols, jobs, stall=0.0, backpressure=0.5, seed=seed + 2,
+                         overlap=True, **depth)
+    _check(run, jobs, timing=False)
+    assert run.counters["blocked_cycles"] > 0
+
+
 # Pipelined PEs: the beats interleave add_stages + 1 tiles (golden.pe_array.weight_stream),
 # results stay bit-exact and in tile order, and the no-stall cycle count follows the depth.
 ARRAY_DEPTHS = [(1, 1), (0, 2), (3, 3)]
