@@ -52,9 +52,11 @@ class PEArray(Pipelined, wiring.Component):
     :attr:`latency` cycles (3 plus the PE's pipeline stages plus the
     :attr:`DRAIN_STAGES` = 2 registers of the result drain) after its last beat is
     accepted; its ``rows * cols`` result beats follow at one per cycle while
-    ``results.ready`` is high. The array stalls only when a tile ends while earlier tiles'
-    results hold every result buffer, so tiles of ``K >= rows * cols`` beats run back to
-    back with no stall. With ``add_stages > 0`` the beats interleave :attr:`interleave`
+    ``results.ready`` is high. While it is low the output register holds its beat and the
+    drain moves one more into a skid register, so ``results.ready`` drives only those two
+    registers, never the PEs' handshake. The array stalls only when a tile ends while
+    earlier tiles' results hold every result buffer, so tiles of ``K >= rows * cols`` beats
+    run back to back with no stall. With ``add_stages > 0`` the beats interleave :attr:`interleave`
     tiles (:func:`golden.pe_array.weight_stream`).
 
     A configuration beat applies to every weight beat accepted after the cycle of its
