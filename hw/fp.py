@@ -348,13 +348,19 @@ class Fp32Adder(_Staged):
         v = cuts.cut(
             3, shifted=shifted[3:27], round_up=shifted[2] & (shifted[0:2].any() | shifted[3]),
             exp_m1=Mux(carry, exp_x, Mux(lead0, exp_x - 1, exp_x - 2))[0:8],
-            use_rounded=carry | lead0 | capped[25], at_254=carry & (exp_x == 254),
+            use_rounded=carry | lead0 | capped[25],
             total=total[0:27], lz=leading_zeros(m, capped, "lz"), exp_x=exp_x,
             sign=v["sign"] & ~(sub & ~total[0:27].any()), nan=v["nan"], inf=v["inf"])
         sig, round_up = v["shifted"], v["round_up"]
         rounded = _wire(m, "rounded", (Cat(sig[0:23], v["exp_m1"]) + Cat(round_up, Const(0, 22), sig[23]))[0:31])
-        # A rounding carry from exponent - 1 = 254 wraps the packed sum past all ones.
-        overflow = rounded[23:31].all() | v["at_254"]
+        # Overflow: the packed exponent, exp_m1 + sig[23] plus the rounding carry out of the
+        # 23 fraction bits (mod 256), is all ones, or that carry wraps it past all ones. A
+        # carry into all ones leaves a zero fraction, which is infinity already, so the test
+        # is exp_m1 + sig[23] = 255 (the wrap needs it too); exp_m1 is 255 only for an
+        # infinite or NaN x, which takes the special path anyway. It is decided from the
+        # registers beside the rounding adder, not from the adder's exponent bits, so that
+        # after the carry chain only the result multiplexer is left.
+        overflow = sig[23] & (v["exp_m1"] == 254)
         # Only exact sums use norm, and their two lowest bits are zero (both operands'
         # are: the alignment moved y by at most one bit).
         norm = _wire(m, "norm", (Cat(Const(0, 2), v["total"][2:27]) << v["lz"])[0:27])

@@ -50,6 +50,7 @@ FP32_EDGES = [
     0x3FFFFFFF, 0x40000000, 0x4B7FFFFF, 0x4B800000, 0xCB800000, 0x4CBEBC20,
     0x7E800000, 0x7F000000, 0x7F7FFFFE,
     0x7F7FFFFF, 0xFF7FFFFF,  # largest normal (overflow on addition)
+    0x72FFFFFF, 0x73000000, 0x73000001,  # around half its ulp: largest + these rounds to inf or not
     0x7F800000, 0xFF800000,  # +-inf
     0x7FC00000, 0xFFC00000, 0x7F800001, 0x7FA00000, 0x7FFFFFFF,  # NaNs
 ]
