@@ -56,8 +56,8 @@ class PEArray(Pipelined, wiring.Component):
     drain moves one more into a skid register, so ``results.ready`` drives only those two
     registers, never the PEs' handshake. The array stalls only when a tile ends while
     earlier tiles' results hold every result buffer, so tiles of ``K >= rows * cols`` beats
-    run back to back with no stall. With ``add_stages > 0`` the beats interleave :attr:`interleave`
-    tiles (:func:`golden.pe_array.weight_stream`).
+    run back to back with no stall. With ``add_stages > 0`` the beats interleave
+    :attr:`interleave` tiles (:func:`golden.pe_array.weight_stream`).
 
     A configuration beat applies to every weight beat accepted after the cycle of its
     handshake; beats already accepted finish with the old configuration. Its ``mode`` and
