@@ -20,6 +20,7 @@ from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hw import REPLICA
 from hw.pe import (LANES, LUT_ENTRIES, RECONFIGURABLE_PE_MEMBERS, LutWrite, PeMode, Pipelined,
                    ReconfigurablePE, depth_problem)
 
@@ -167,9 +168,12 @@ class PEArray(Pipelined, wiring.Component):
         cycle. A skid register behind the output register takes the beat that arrives while
         the output one is held, so the drain moves whenever the skid register is empty:
         ``results.ready`` reaches only the output and skid registers, never the PEs. The
-        PEs' results are released as the last PE's enters the first level, by the register
-        ``take_all`` (set a cycle ahead from the drain's next state), so the net that fans
-        out to every PE starts at a flip-flop.
+        PEs' results are released as the last PE's enters the first level, by a register
+        ``take_all`` per PE (set a cycle ahead from the drain's next state): each PE's
+        release starts at a flip-flop of its own, which placement can put beside that PE's
+        result queue. The copies carry the attribute :data:`REPLICA`, so that synthesis keeps
+        them apart (:mod:`speqmoe.fpga` marks their flip-flops ``keep``; otherwise Yosys
+        merges flip-flops with the same input into one). Returns the copies, one per PE.
         """
         n = len(pes)
         size = self.DRAIN_GROUP
@@ -177,7 +181,9 @@ class PEArray(Pipelined, wiring.Component):
         groups = [outs[i:i + size] for i in range(0, n, size)]
         drain = Signal(range(n))
         at_last = Signal(init=n == 1)            # drain == n - 1
-        take_all = Signal(init=n == 1)           # move & at_last, registered
+        # move & at_last, registered, one copy per PE
+        take_all = [Signal(init=n == 1, name=f"take_all{p}", attrs={REPLICA: 1})
+                    for p in range(n)]
         s1_valid = Signal()
         s1_last = Signal()
         s1_group = Signal(range(len(groups)))
@@ -194,8 +200,8 @@ class PEArray(Pipelined, wiring.Component):
         out_free = ~out.valid | out.ready
         at_last_next = Mux(move & valid, drain == n - 2, at_last) if n > 1 else Const(1)
         skid_valid_next = ~out_free & (skid_valid | s1_valid)
-        m.d.sync += [at_last.eq(at_last_next), skid_valid.eq(skid_valid_next),
-                     take_all.eq(~skid_valid_next & at_last_next)]
+        m.d.sync += [at_last.eq(at_last_next), skid_valid.eq(skid_valid_next)]
+        m.d.sync += [copy.eq(~skid_valid_next & at_last_next) for copy in take_all]
         s1_beat = Signal(ResultBeat)
         m.d.comb += [s1_beat.data.eq(Array(s1_data)[s1_group]), s1_beat.last.eq(s1_last)]
         with m.If(out_free):
@@ -291,7 +297,7 @@ class PEArray(Pipelined, wiring.Component):
                 pe.weights.payload.last.eq(self.weights.payload.last),
                 pe.acts.valid.eq(1),
                 pe.acts.payload.eq(acts),
-                pe.results.ready.eq(take_all),
+                pe.results.ready.eq(take_all[p]),
             ]
 
         with m.If(fire):

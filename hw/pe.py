@@ -263,10 +263,13 @@ class _ResultQueue(wiring.Component):
         def incr(v):
             return Mux(v == depth - 1, 0, v + 1)
 
-        m.d.sync += pending.eq(do_write)
+        # The write register loads every cycle and only `pending` says whether it holds an
+        # entry: an enable on its flip-flops would be a net from the pipeline's last stage
+        # to every one of them (on the 4x4 array at bfb820f, that net to a register placed
+        # across the die was the critical path).
+        m.d.sync += [pending.eq(do_write), write.addr.eq(produce), write.data.eq(self.w_data)]
         with m.If(do_write):
-            m.d.sync += [write.addr.eq(produce), write.data.eq(self.w_data),
-                         produce.eq(incr(produce))]
+            m.d.sync += produce.eq(incr(produce))
         m.d.comb += [
             write.en.eq(pending),
             read.addr.eq(consume),

