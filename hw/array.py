@@ -234,10 +234,13 @@ class PEArray(Pipelined, wiring.Component):
         lut_write = Signal(LutWrite)
         busy = Signal()
         m.d.comb += [busy.eq(loading | lut_write.en), self.config.ready.eq(~busy)]
+        # `entry` counts the 8 entries and wraps to 0 as a load ends, so it is 0 whenever
+        # a load starts: the 120-bit comparison of the tables drives `loading` only.
+        assert LUT_ENTRIES == 1 << (LUT_ENTRIES - 1).bit_length()
         with m.If(self.config.valid & ~busy):
             m.d.sync += cfg.eq(self.config.payload)
             with m.If(self.config.payload.lut.as_value() != cfg.lut.as_value()):
-                m.d.sync += [loading.eq(1), entry.eq(0)]
+                m.d.sync += loading.eq(1)
         with m.If(loading):
             m.d.sync += entry.eq(entry + 1)
             with m.If(entry == LUT_ENTRIES - 1):
