@@ -28,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.fp import ADD_MAX_STAGES, MUL_MAX_STAGES, Fp16Multiplier, Fp32Adder, stages_problem
 
-__all__ = ["LANES", "BASE_LATENCY", "LUT_ENTRIES", "RECONFIGURABLE_PE_MEMBERS", "Pipelined", "depth_problem",
+__all__ = ["LANES", "BASE_LATENCY", "result_depth", "LUT_ENTRIES", "RECONFIGURABLE_PE_MEMBERS", "Pipelined", "depth_problem",
            "PeMode", "WeightBeat", "LutWrite", "ReconfigurablePE", "Fp16PE"]
 
 LANES = 4
@@ -96,8 +96,24 @@ class Pipelined:
         """Cycles from accepting a dot product's (tile's) last beat to its result being valid."""
         return BASE_LATENCY + self._mul_stages + self._add_stages
 
+    @property
+    def result_depth(self) -> int:
+        """Dot products (tiles, in an array) a PE holds from accepting their last beat until
+        their results are taken; it accepts no beat while that many are outstanding.
+        :func:`result_depth` of the pipeline depth."""
+        return result_depth(self._mul_stages, self._add_stages)
 
-def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages, add_stages):
+
+def result_depth(mul_stages: int, add_stages: int) -> int:
+    """A PE's result queue: ``BASE_LATENCY + mul_stages + add_stages + 1`` entries, so that
+    dot products of one beat each, with results taken as soon as they are valid, run at one
+    per cycle (a result is taken ``latency`` cycles after its last beat, and the count
+    that gates the input is a register: one cycle more)."""
+    return BASE_LATENCY + mul_stages + add_stages + 1
+
+
+def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages, add_stages,
+              result_depth):
     """Build the lanes' shared datapath behind the operand decode.
 
     Stage 1 registers the decoded operands, ``mul_stages`` more the multiplier's inside,
@@ -111,10 +127,14 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
     beat of a slot enters the adder at least ``A + 1`` cycles later, after the write, so
     every slot accumulates sequentially in increasing k exactly as with a one-cycle adder.
 
-    The whole pipeline advances together; it holds only when a finished dot product
-    leaves the adder while there is no room for its result (one result register, or with
-    ``A > 0`` a FIFO of ``A + 1`` results), so results drain while the next dot products
-    accumulate.
+    The pipeline never holds: every register loads every cycle, and a beat that was not
+    accepted moves on as a bubble (``valid`` low). Flow control is at the input instead. A
+    finished dot product's sums enter a queue of ``result_depth`` entries, and the PE
+    accepts beats only while fewer than ``result_depth`` dot products are *outstanding*
+    (their last beat accepted, their results not yet taken), so the queue never overflows.
+    ``ready`` is a register (computed from the next cycle's count), so no net from the
+    pipeline's state reaches its flip-flops' enables; on a placed 4x4 array the old
+    pipeline-wide enable was the critical path.
     """
     slots = add_stages + 1
     depth = 2 + mul_stages + add_stages          # registers from the input to the adder's output
@@ -126,20 +146,21 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
     s2_p = Signal(data.ArrayLayout(32, LANES))
     acc = Signal(data.ArrayLayout(32, LANES)) if slots == 1 else None
     sums = Signal(data.ArrayLayout(32, LANES))
-    out_valid = Signal()
-    out_data = Signal(ResultBeat)
     in_slot = Signal(range(slots))
 
-    advance = Signal(init=1)
+    ready = Signal(init=1)                       # fewer than result_depth outstanding
+    outstanding = Signal(range(result_depth + 1))
     done = valid[-1] & last[-1]                  # a finished dot product leaves the adder
-    if slots == 1:
-        m.d.comb += advance.eq(~(done & out_valid & ~results.ready))
     accept = Signal()
     m.d.comb += [
-        weights.ready.eq(advance & acts.valid),
-        acts.ready.eq(advance & weights.valid),
-        accept.eq(advance & weights.valid & acts.valid),
+        weights.ready.eq(ready & acts.valid),
+        acts.ready.eq(ready & weights.valid),
+        accept.eq(ready & weights.valid & acts.valid),
     ]
+    outstanding_next = Signal.like(outstanding)
+    m.d.comb += outstanding_next.eq(outstanding + (accept & weights.payload.last)
+                                    - (results.valid & results.ready))
+    m.d.sync += [outstanding.eq(outstanding_next), ready.eq(outstanding_next != result_depth)]
     # first[i]: the beat in stage i starts its dot product (its slot's previous beat was a
     # last one), so it adds its product to +0.0 instead of the slot's partial sum.
     first = [Signal(name=f"first{i}") for i in range(1, depth + 1)] if slots > 1 else []
@@ -167,19 +188,18 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
             read.addr.eq(slot[s2 - 1]),
             write.addr.eq(slot[-1]),
             write.data.eq(sums),
-            write.en.eq(advance & valid[-1]),
+            write.en.eq(valid[-1]),
         ]
-        with m.If(advance):
-            m.d.sync += partial.eq(Mux(first[s2 - 1], 0, Mux(forward, sums, read.data)))
+        m.d.sync += partial.eq(Mux(first[s2 - 1], 0, Mux(forward, sums, read.data)))
     for lane in range(LANES):
         mul = Fp16Multiplier(stages=mul_stages)
         add = Fp32Adder(stages=add_stages, subnormals=False)
         m.submodules[f"mul{lane}"] = mul
         m.submodules[f"add{lane}"] = add
         if mul_stages:
-            m.d.comb += mul.en.eq(advance)
+            m.d.comb += mul.en.eq(1)
         if add_stages:
-            m.d.comb += add.en.eq(advance)
+            m.d.comb += add.en.eq(1)
         m.d.comb += [
             mul.a.eq(s1_w[lane]),
             mul.b.eq(s1_a[lane]),
@@ -187,49 +207,32 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
             add.b.eq(s2_p[lane]),
             sums[lane].eq(add.s),
         ]
-        with m.If(advance):
-            m.d.sync += [
-                s1_w[lane].eq(lane_weights[lane]),
-                s1_a[lane].eq(lane_acts[lane]),
-                s2_p[lane].eq(mul.p),
-            ]
-
-    with m.If(advance):
-        m.d.sync += [valid[0].eq(accept), last[0].eq(weights.payload.last), slot[0].eq(in_slot)]
-        for i in range(1, depth):
-            m.d.sync += [valid[i].eq(valid[i - 1]), last[i].eq(last[i - 1]),
-                         slot[i].eq(slot[i - 1])]
-        if first:
-            m.d.sync += first[0].eq(in_first.bit_select(in_slot, 1))
-            m.d.sync += [first[i].eq(first[i - 1]) for i in range(1, depth)]
-        if slots == 1:
-            with m.If(valid[-1]):
-                m.d.sync += acc.eq(Mux(last[-1], 0, sums))
-    if slots == 1:
-        with m.If(results.ready):
-            m.d.sync += out_valid.eq(0)
-        with m.If(advance & done):
-            m.d.sync += [out_data.eq(sums), out_valid.eq(1)]
-        m.d.comb += [results.valid.eq(out_valid), results.payload.eq(out_data)]
-    else:
-        # The slots' dot products finish on consecutive beats: a result queue of one entry
-        # per slot lets them wait while earlier results drain.
-        m.submodules.results_queue = q = _ResultQueue(len(sums.as_value()), slots)
-        m.d.comb += [
-            q.w_en.eq(advance & done),
-            q.w_data.eq(sums),
-            results.valid.eq(q.r_rdy),
-            results.payload.eq(q.r_data),
-            q.r_en.eq(results.ready),
+        m.d.sync += [
+            s1_w[lane].eq(lane_weights[lane]),
+            s1_a[lane].eq(lane_acts[lane]),
+            s2_p[lane].eq(mul.p),
         ]
-        # The pipeline holds while a finished dot product meets a full queue: advance is
-        # ~(done & level == slots). Every pipeline register loads on it, so it is a register
-        # itself, computed from the next cycle's done and level (the same value, a cycle
-        # earlier), and its large net starts at a flip-flop instead of after logic.
-        level_next = Signal(range(slots + 1))
-        m.d.comb += level_next.eq(q.level + (advance & done) - (q.r_en & q.r_rdy))
-        done_next = Mux(advance, valid[-2] & last[-2], done)
-        m.d.sync += advance.eq(~(done_next & (level_next == slots)))
+
+    m.d.sync += [valid[0].eq(accept), last[0].eq(weights.payload.last), slot[0].eq(in_slot)]
+    for i in range(1, depth):
+        m.d.sync += [valid[i].eq(valid[i - 1]), last[i].eq(last[i - 1]),
+                     slot[i].eq(slot[i - 1])]
+    if first:
+        m.d.sync += first[0].eq(in_first.bit_select(in_slot, 1))
+        m.d.sync += [first[i].eq(first[i - 1]) for i in range(1, depth)]
+    if slots == 1:
+        with m.If(valid[-1]):
+            m.d.sync += acc.eq(Mux(last[-1], 0, sums))
+    # The dot products finish on consecutive beats at most: the queue lets them wait while
+    # earlier results drain. It cannot be full when one arrives (``outstanding`` counts it).
+    m.submodules.results_queue = q = _ResultQueue(len(sums.as_value()), result_depth)
+    m.d.comb += [
+        q.w_en.eq(done),
+        q.w_data.eq(sums),
+        results.valid.eq(q.r_rdy),
+        results.payload.eq(q.r_data),
+        q.r_en.eq(results.ready),
+    ]
 
 
 class _ResultQueue(wiring.Component):
@@ -370,7 +373,8 @@ class ReconfigurablePE(_PE):
         _pipeline(m, weights=self.weights, acts=self.acts, results=self.results,
                   lane_weights=lane_weights,
                   lane_acts=[self.acts.payload[lane] for lane in range(LANES)],
-                  mul_stages=self._mul_stages, add_stages=self._add_stages)
+                  mul_stages=self._mul_stages, add_stages=self._add_stages,
+                  result_depth=self.result_depth)
         return m
 
 
@@ -391,5 +395,6 @@ class Fp16PE(_PE):
         _pipeline(m, weights=self.weights, acts=self.acts, results=self.results,
                   lane_weights=[word] * LANES,
                   lane_acts=[self.acts.payload[lane] for lane in range(LANES)],
-                  mul_stages=self._mul_stages, add_stages=self._add_stages)
+                  mul_stages=self._mul_stages, add_stages=self._add_stages,
+                  result_depth=self.result_depth)
         return m

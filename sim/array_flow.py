@@ -25,6 +25,7 @@ import numpy as np
 from golden import pe_array
 from golden.bsfp import encode
 from hw.array import PEArray
+from hw.pe import result_depth
 
 #: The array's cycle counters; every cycle is counted in exactly one.
 ARRAY_COUNTERS = ("busy_cycles", "starved_cycles", "blocked_cycles", "lut_cycles")
@@ -177,15 +178,15 @@ class FlowModel:
     """When the array accepts beats and offers results, cycle by cycle, from the stimulus.
 
     The testbench's own model of the array's documented flow control (:class:`hw.array.PEArray`):
-    a beat moves through ``stages`` pipeline stages (2 plus the PE's multiplier and adder
-    stages); when a tile's last beat reaches the last one while every result buffer is
-    full (one result register, whose last beat may be taken in that same cycle; or with
-    ``slots > 1`` a FIFO of that many results), nothing advances and no beat is accepted.
-    A tile's results enter the buffers when its last beat leaves the last stage. The
-    result drain is two registers (:attr:`hw.array.PEArray.DRAIN_STAGES`) and a skid
+    the PEs' pipeline never holds; a beat moves through ``stages`` pipeline stages (2 plus
+    the PE's multiplier and adder stages) and a tile's results enter the result queues when
+    its last beat leaves the last one. A tile is *outstanding* from the cycle after its last
+    beat is accepted until the cycle after its results are released; the array accepts no
+    beat while ``depth`` tiles are outstanding (:attr:`hw.pe.Pipelined.result_depth`).
+    The result drain is two registers (:attr:`hw.array.PEArray.DRAIN_STAGES`) and a skid
     register. The first moves whenever the skid register is empty: each move reads the next
-    PE's result into it while the PEs hold one, and a tile's buffer is freed as its last
-    PE's result is read. Its beat goes to the output register when that one is empty or
+    PE's result into it while the PEs hold one, and a tile's results are released as its
+    last PE's result is read. Its beat goes to the output register when that one is empty or
     taken, else to the skid register, which goes first once the output register is free.
     A configuration beat with a new ``lut`` (:meth:`load`)
     blocks the next :attr:`hw.array.PEArray.LUT_LOAD_CYCLES` cycles while the table is
@@ -196,11 +197,12 @@ class FlowModel:
     offered).
     """
 
-    def __init__(self, pes: int, stages: int = 2, slots: int = 1):
+    def __init__(self, pes: int, stages: int = 2, depth: int = 4):
         self.pes = pes
-        self.slots = slots
+        self.depth = depth
         self.loading = 0                        # cycles left of a lut write
         self.pipe = [(False, False)] * stages   # (valid, last) of each pipeline stage
+        self.outstanding = 0                    # tiles accepted whose results are not released
         self.level = 0                          # finished tiles whose results wait
         self.drain = 0                          # next PE to read
         self.s1 = self.out = self.skid = False  # valid of the drain's registers
@@ -213,13 +215,9 @@ class FlowModel:
         out_free = not self.out or ready
         take_all = valid and move and self.drain == self.pes - 1
         done = self.pipe[-1][0] and self.pipe[-1][1]
-        if self.slots == 1:
-            advance = not (done and valid and not take_all)
-        else:
-            advance = not (done and self.level == self.slots)
         loading = self.loading > 0
         self.loading = max(0, self.loading - 1)
-        can_take = advance and not loading
+        can_take = self.outstanding < self.depth and not loading
         fire = can_take and w_on and a_on
         c = self.counters
         if loading:
@@ -239,9 +237,9 @@ class FlowModel:
             if valid:
                 self.drain = 0 if self.drain == self.pes - 1 else self.drain + 1
             self.s1 = valid
-        self.level += int(advance and done) - int(take_all)
-        if advance:
-            self.pipe = [(fire, fire and last)] + self.pipe[:-1]
+        self.level += int(done) - int(take_all)
+        self.outstanding += int(fire and last) - int(take_all)
+        self.pipe = [(fire, fire and last)] + self.pipe[:-1]
         return can_take, results_valid
 
     def load(self, cycles: int) -> None:
@@ -278,7 +276,8 @@ class ArrayDriver:
         self.job_r = 0            # job whose results are draining
         self.cycle = 0
         self.model = FlowModel(int(jobs[0].words.shape[1]) if jobs else 1,
-                               stages=2 + mul_stages + add_stages, slots=add_stages + 1)
+                               stages=2 + mul_stages + add_stages,
+                               depth=result_depth(mul_stages, add_stages))
         self._ready = False
 
     @property
