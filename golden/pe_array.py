@@ -37,7 +37,8 @@ Timing (:func:`cycles`): the array accepts one beat per cycle; a tile's results 
 ``L`` cycles after its last beat (:func:`array_latency`: 3, plus the PE's pipeline stages,
 plus the 2 registers of the array's result drain) and drain at
 one beat per cycle while the next tiles accumulate. The array stalls only if tiles end
-before earlier tiles' results have drained (``K < P``). With inputs always offered and
+faster than their results drain (``K < P``), once ``latency + 1`` of them wait
+(:func:`hw.pe.result_depth`). With inputs always offered and
 results always taken, the last result is taken in cycle
 ``(K - 1) G + L + (groups - 1) G max(K, P) + G P - 1`` counting from the cycle in which the
 first beat is accepted as cycle 0 (``K + 4 + (tiles - 1) max(K, P) + P - 1`` for G = 1).

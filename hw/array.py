@@ -55,9 +55,10 @@ class PEArray(Pipelined, wiring.Component):
     accepted; its ``rows * cols`` result beats follow at one per cycle while
     ``results.ready`` is high. While it is low the output register holds its beat and the
     drain moves one more into a skid register, so ``results.ready`` drives only those two
-    registers, never the PEs' handshake. The array stalls only when a tile ends while
-    earlier tiles' results hold every result buffer, so tiles of ``K >= rows * cols`` beats
-    run back to back with no stall. With ``add_stages > 0`` the beats interleave
+    registers, never the PEs' handshake. The PEs' pipelines never hold; the array accepts no
+    beat while :attr:`result_depth` tiles are outstanding (last beat accepted, results not
+    yet all drained), so tiles of ``K >= rows * cols`` beats run back to back with no stall,
+    and shorter ones at the drain's pace of one tile per ``rows * cols`` cycles. With ``add_stages > 0`` the beats interleave
     :attr:`interleave` tiles (:func:`golden.pe_array.weight_stream`).
 
     A configuration beat applies to every weight beat accepted after the cycle of its
@@ -92,8 +93,8 @@ class PEArray(Pipelined, wiring.Component):
     results : Out(stream.Signature(ResultBeat))
     busy_cycles, starved_cycles, blocked_cycles, lut_cycles : Out(32)
         Cycles in which a beat was accepted; in which the array could accept one but none
-        was offered (idle included); in which the array could not accept because a finished
-        tile's results were not yet taken; in which it was writing a new ``lut``. Every
+        was offered (idle included); in which the array could not accept because
+        :attr:`result_depth` tiles' results were not yet taken; in which it was writing a new ``lut``. Every
         cycle is counted in exactly one of them.
     macs : Out(48)
         MACs done, ``4 * rows * cols`` per accepted beat.

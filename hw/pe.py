@@ -305,8 +305,9 @@ class ReconfigurablePE(_PE):
 
     Latency: a dot product's results are valid ``3 + mul_stages + add_stages`` cycles after
     its last beat is accepted. Throughput: one weight word and one activation beat per
-    cycle (4 MACs per cycle in both modes); it stalls only while a finished result waits
-    on ``results``. With ``add_stages = A`` the beats interleave ``A + 1`` dot products
+    cycle (4 MACs per cycle in both modes). The pipeline never holds; the PE accepts no
+    beat while :attr:`result_depth` (``latency + 1``) dot products are outstanding, their
+    last beat accepted and their results not yet taken on ``results``. With ``add_stages = A`` the beats interleave ``A + 1`` dot products
     round robin (accepted beat ``n`` belongs to slot ``n mod (A + 1)``, counted from
     reset); each slot's dot products are accumulated sequentially in increasing k, and
     results leave in the order their last beats were accepted.
