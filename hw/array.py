@@ -58,8 +58,8 @@ class PEArray(Pipelined, wiring.Component):
     registers, never the PEs' handshake. The PEs' pipelines never hold; the array accepts no
     beat while :attr:`result_depth` tiles are outstanding (last beat accepted, results not
     yet all drained), so tiles of ``K >= rows * cols`` beats run back to back with no stall,
-    and shorter ones at the drain's pace of one tile per ``rows * cols`` cycles. With ``add_stages > 0`` the beats interleave
-    :attr:`interleave` tiles (:func:`golden.pe_array.weight_stream`).
+    and shorter ones at the drain's pace of one tile per ``rows * cols`` cycles. With
+    ``add_stages > 0`` the beats interleave :attr:`interleave` tiles (:func:`golden.pe_array.weight_stream`).
 
     A configuration beat applies to every weight beat accepted after the cycle of its
     handshake; beats already accepted finish with the old configuration. Its ``mode`` and
@@ -94,8 +94,8 @@ class PEArray(Pipelined, wiring.Component):
     busy_cycles, starved_cycles, blocked_cycles, lut_cycles : Out(32)
         Cycles in which a beat was accepted; in which the array could accept one but none
         was offered (idle included); in which the array could not accept because
-        :attr:`result_depth` tiles' results were not yet taken; in which it was writing a new ``lut``. Every
-        cycle is counted in exactly one of them.
+        :attr:`result_depth` tiles' results were not yet taken; in which it was writing a
+        new ``lut``. Every cycle is counted in exactly one of them.
     macs : Out(48)
         MACs done, ``4 * rows * cols`` per accepted beat.
     stall_in, stall_out : Out(1)

@@ -307,10 +307,11 @@ class ReconfigurablePE(_PE):
     its last beat is accepted. Throughput: one weight word and one activation beat per
     cycle (4 MACs per cycle in both modes). The pipeline never holds; the PE accepts no
     beat while :attr:`result_depth` (``latency + 1``) dot products are outstanding, their
-    last beat accepted and their results not yet taken on ``results``. With ``add_stages = A`` the beats interleave ``A + 1`` dot products
-    round robin (accepted beat ``n`` belongs to slot ``n mod (A + 1)``, counted from
-    reset); each slot's dot products are accumulated sequentially in increasing k, and
-    results leave in the order their last beats were accepted.
+    last beat accepted and their results not yet taken on ``results``. With
+    ``add_stages = A`` the beats interleave ``A + 1`` dot products round robin (accepted
+    beat ``n`` belongs to slot ``n mod (A + 1)``, counted from reset); each slot's dot
+    products are accumulated sequentially in increasing k, and results leave in the order
+    their last beats were accepted.
 
     ``mode`` and ``base`` are sampled when a beat is accepted, so they may change between
     dot products without draining the pipeline. ``base[d]`` is the 5-bit first biased

@@ -165,6 +165,28 @@ def test_pipelined_pe_keeps_one_beat_per_cycle(mul_stages, add_stages, seed):
     assert cycles == 320 * g + ReconfigurablePE(mul_stages=mul_stages, add_stages=add_stages).latency
 
 
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+@pytest.mark.parametrize("mul_stages,add_stages", [(0, 0), (0, 1), (3, 3)])
+def test_one_beat_dot_products_run_one_per_cycle(mul_stages, add_stages, seed):
+    # Every beat closes a dot product and every result is taken at once: the PE must keep
+    # accepting a beat per cycle, which takes a result queue of latency + 1 (one less and
+    # the count of outstanding dot products reaches the depth and blocks the input).
+    from hw.pe import ReconfigurablePE
+    from sim.pe_stimulus import Batch
+
+    rng = np.random.default_rng(seed)
+    n = 60 * (add_stages + 1)
+    b = Batch("verify", FULL_BASE.copy(), EDGE_LUT.copy())
+    for _ in range(n):
+        b.add(encode_full_table(rng.integers(0, 1 << 16, 1)), rng.integers(0, 1 << 16, (1, 4)))
+    results, cycles, _ = simulate_pe("reconfigurable", [b], stall=0.0, backpressure=0.0,
+                                     seed=seed, mul_stages=mul_stages, add_stages=add_stages)
+    _assert_results(results, [b])
+    pe = ReconfigurablePE(mul_stages=mul_stages, add_stages=add_stages)
+    assert pe.result_depth == pe.latency + 1
+    assert cycles == n + pe.latency
+
+
 def test_interleaved_stimulus_groups_equal_lengths_k_major():
     from sim.pe_stimulus import Batch
 
