@@ -21,10 +21,17 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw import REPLICA
-from hw.pe import (LANES, LUT_ENTRIES, RECONFIGURABLE_PE_MEMBERS, LutWrite, PeMode, Pipelined,
-                   ReconfigurablePE, depth_problem)
+from hw.fp import Fp16Norm, normalise_fp16
+from hw.pe import (LANES, LUT_ENTRIES, NormLutWrite, PeMode, Pipelined, ReconfigurablePE,
+                   depth_problem, pe_members)
 
-__all__ = ["ConfigBeat", "ResultBeat", "PEArray"]
+__all__ = ["ConfigBeat", "ResultBeat", "PEArray", "array_pe"]
+
+
+def array_pe(mul_stages: int = 0, add_stages: int = 0) -> ReconfigurablePE:
+    """The PE a :class:`PEArray` of that pipeline depth instantiates (normalised inputs);
+    the module to convert for an array built with ``pe_module``."""
+    return ReconfigurablePE(mul_stages=mul_stages, add_stages=add_stages, normalised_inputs=True)
 
 
 class ConfigBeat(data.Struct):
@@ -232,7 +239,7 @@ class PEArray(Pipelined, wiring.Component):
         # ``cfg.lut``; the write is registered so that its large net starts at flip-flops.
         loading = Signal()
         entry = Signal(range(LUT_ENTRIES))
-        lut_write = Signal(LutWrite)
+        lut_write = Signal(NormLutWrite)
         busy = Signal()
         m.d.comb += [busy.eq(loading | lut_write.en), self.config.ready.eq(~busy)]
         # `entry` counts the 8 entries and wraps to 0 as a load ends, so it is 0 whenever
@@ -246,20 +253,21 @@ class PEArray(Pipelined, wiring.Component):
             m.d.sync += entry.eq(entry + 1)
             with m.If(entry == LUT_ENTRIES - 1):
                 m.d.sync += loading.eq(0)
+        # The PEs store the entries normalised (hw.fp.Fp16Norm): one normaliser here for all.
         m.d.sync += [lut_write.en.eq(loading), lut_write.addr.eq(entry),
-                     lut_write.data.eq(cfg.lut[entry])]
+                     lut_write.data.eq(normalise_fp16(m, Cat(cfg.lut[entry], Const(0, 1)),
+                                                      "norm_lut")[0:16])]
 
         # Every PE sees the same beats and the same result handshake, so all PEs hold the
         # same pipeline state: one PE's ready is every PE's ready. Each PE is offered the
         # beat whenever both input streams are valid and accepts it by its own ready, so no
         # combinational path runs from one PE's state to the others.
         if self._pe_module is None:
-            pes = [ReconfigurablePE(mul_stages=self._mul_stages, add_stages=self._add_stages)
-                   for _ in range(n)]
+            pes = [array_pe(self._mul_stages, self._add_stages) for _ in range(n)]
             for p, pe in enumerate(pes):
                 m.submodules[f"pe{p}"] = pe
         else:
-            sig = wiring.Signature(RECONFIGURABLE_PE_MEMBERS)
+            sig = wiring.Signature(pe_members(normalised_inputs=True))
             pes = [sig.create(path=(f"pe{p}",)) for p in range(n)]
             for p, pe in enumerate(pes):
                 m.submodules[f"pe{p}"] = Instance(
@@ -268,8 +276,7 @@ class PEArray(Pipelined, wiring.Component):
                     i_weights__valid=pe.weights.valid,
                     i_weights__payload=pe.weights.payload.as_value(),
                     o_weights__ready=pe.weights.ready,
-                    i_acts__valid=pe.acts.valid, i_acts__payload=pe.acts.payload.as_value(),
-                    o_acts__ready=pe.acts.ready,
+                    i_acts=pe.acts.as_value(),
                     o_results__valid=pe.results.valid,
                     o_results__payload=pe.results.payload.as_value(),
                     i_results__ready=pe.results.ready,
@@ -287,9 +294,17 @@ class PEArray(Pipelined, wiring.Component):
         ]
         # A draft pass multiplies every lane by the token's activation (element 0); the
         # PEs' lanes take element j in both modes, so the array repeats element 0 for them.
-        acts = Signal(data.ArrayLayout(16, LANES))
-        m.d.comb += acts.eq(Mux(cfg.mode == PeMode.DRAFT, self.acts.payload[0].replicate(LANES),
-                                self.acts.payload))
+        # The activations are normalised here once for all PEs (hw.fp.normalise_fp16) and
+        # registered as the PEs' stage 1 would (every cycle, the beat's values valid with
+        # it), one register per PE row (REPLICA: kept apart by synthesis, so that each
+        # row's copy can sit beside it).
+        normalised = [normalise_fp16(m, self.acts.payload[j], f"norm_act{j}") for j in range(LANES)]
+        acts = Signal(data.ArrayLayout(Fp16Norm, LANES))
+        m.d.comb += acts.eq(Mux(cfg.mode == PeMode.DRAFT, normalised[0].replicate(LANES),
+                                Cat(*normalised)))
+        row_acts = [Signal(data.ArrayLayout(Fp16Norm, LANES), name=f"acts_row{r}",
+                           attrs={REPLICA: 1}) for r in range(self._rows)]
+        m.d.sync += [copy.eq(acts) for copy in row_acts]
         take_all = self._drain(m, pes)
         for p, pe in enumerate(pes):
             m.d.comb += [
@@ -299,8 +314,7 @@ class PEArray(Pipelined, wiring.Component):
                 pe.weights.valid.eq(self.weights.valid & self.acts.valid & ~busy),
                 pe.weights.payload.word.eq(self.weights.payload.words[p]),
                 pe.weights.payload.last.eq(self.weights.payload.last),
-                pe.acts.valid.eq(1),
-                pe.acts.payload.eq(acts),
+                pe.acts.eq(row_acts[p // self._cols]),
                 pe.results.ready.eq(take_all[p]),
             ]
 

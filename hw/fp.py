@@ -4,17 +4,17 @@ By default all three components are combinational (latency 0 cycles, throughput 
 operation per cycle) and the PE places pipeline registers around them. The multiplier and
 the adder take a ``stages`` parameter that puts that many register stages inside them, at
 fixed cut points chosen to split their longest paths; the registers load when ``en`` is
-high, so the PE can stall them with the rest of its pipeline. NaN outputs are the canonical
+high (the PEs tie it high: their pipelines never hold). NaN outputs are the canonical
 quiet NaNs ``0x7FC00000`` (binary32) and ``0x7E00`` (binary16).
 """
 
 from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, Value
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = [
     "Fp16Multiplier", "Fp32Adder", "Fp32ToFp16", "NAN32", "NAN16", "leading_zeros", "shift_right_sticky",
-    "MUL_MAX_STAGES", "ADD_MAX_STAGES", "stages_problem",
+    "MUL_MAX_STAGES", "ADD_MAX_STAGES", "stages_problem", "Fp16Norm", "normalise_fp16",
 ]
 
 MUL_MAX_STAGES = 3
@@ -22,6 +22,20 @@ ADD_MAX_STAGES = 3
 
 NAN32 = 0x7FC00000
 NAN16 = 0x7E00
+
+
+class Fp16Norm(data.Struct):
+    """A binary16 value with its significand normalised, subnormals included: the operand
+    format of ``Fp16Multiplier(normalised=True)``.
+
+    ``frac`` is the significand below its leading one. ``exp`` is the biased exponent plus
+    10 for normal numbers (11..40); for a subnormal with ``z`` leading zeros in its 10-bit
+    fraction it is ``10 - z`` (1..10), so the value is always ``1.frac * 2**(exp - 25)``.
+    ``exp`` is 0 for zeros and 63 for infinities (``frac`` 0) and NaNs (``frac`` not 0).
+    """
+    frac: 10
+    exp: 6
+    sign: 1
 
 
 def _wire(m: Module, name: str, value) -> Signal:
@@ -116,6 +130,16 @@ def leading_zeros(m: Module, value: Value, name: str = "lz") -> Signal:
     return node(bits, "")[1]
 
 
+def normalise_fp16(m: Module, x: Value, name: str = "norm") -> Value:
+    """The :class:`Fp16Norm` form (17 bits) of binary16 *x*: a 10-bit leading-zero count and
+    left shift, used only by subnormals."""
+    e, f = x[10:15], x[0:10]
+    lz = leading_zeros(m, f, f"{name}_lz")
+    shifted = _wire(m, f"{name}_shifted", (f << lz)[0:9])
+    exp = Mux(e.all(), 63, Mux(e.any(), e + 10, Mux(f.any(), 10 - lz, 0)))[0:6]
+    return _wire(m, name, Cat(Mux(e.any(), f, Cat(Const(0, 1), shifted)), exp, x[15]))
+
+
 def shift_right_sticky(m: Module, value: Value, amount: Value, name: str = "srs") -> tuple[Signal, Value]:
     """``value >> amount`` and whether any one bits were shifted out.
 
@@ -171,47 +195,71 @@ class Fp16Multiplier(_Staged):
     Subnormal inputs are supported; inf x 0 and NaN inputs give ``NAN32``; the sign of
     a zero or infinite product is the xor of the input signs.
 
+    Both significands are normalised before they are multiplied (their leading one at the
+    top, subnormals by a 10-bit leading-zero count and shift, :func:`normalise_fp16`), so
+    the product needs at most a one-bit shift. With ``normalised=True`` the operands arrive
+    in that form already (:class:`Fp16Norm`): a PE array normalises each broadcast
+    activation once for all its PEs, and a PE each weight once for its four lanes.
+
     Parameters
     ----------
     stages : int
         Register stages inside, 0..3: one stage registers the significand product (the
         multiplier block's output register on an FPGA); two stages also register the
-        unpacked operands in front of it (its input registers), so that the block's
+        normalised operands in front of it (its input registers), so that the block's
         inputs and outputs both come straight from flip-flops; three stages also register
-        the normalisation's leading-zero count. Elaborated for an ECP5 board
+        the product after its one-bit normalisation. Elaborated for an ECP5 board
         (:func:`ecp5_dsp`) with two or more stages, the significands' operand and product
         registers are the ``MULT18X18D`` block's own input and output registers, so the
         block's paths to and from the fabric are routing only.
+    normalised : bool
+        Whether ``a`` and ``b`` are :class:`Fp16Norm` values instead of binary16.
 
     Attributes
     ----------
-    a, b : In(16)
-        binary16 operands.
+    a, b : In(16), or In(Fp16Norm) with ``normalised=True``
+        The operands.
     p : Out(32)
         binary32 product.
     en : In(1)
         Only with ``stages > 0``: the inner registers load when high.
     """
 
-    def __init__(self, *, stages: int = 0):
-        super().__init__({"a": In(16), "b": In(16), "p": Out(32)}, stages, MUL_MAX_STAGES)
+    def __init__(self, *, stages: int = 0, normalised: bool = False):
+        if not isinstance(normalised, bool):
+            self._MustUse__silence = True      # never built: no "created but never used"
+            raise ValueError(f"normalised must be True or False, not {normalised!r}")
+        self._normalised = normalised
+        operand = Fp16Norm if normalised else 16
+        super().__init__({"a": In(operand), "b": In(operand), "p": Out(32)}, stages,
+                         MUL_MAX_STAGES)
+
+    @property
+    def normalised(self) -> bool:
+        return self._normalised
 
     def elaborate(self, platform):
         m = Module()
         cuts = _Cuts(m, self.en if self._stages else None,
                      {1: [1], 2: [0, 1], 3: [0, 1, 2]}.get(self._stages, []))
+        if self._normalised:
+            a, b = Value.cast(self.a), Value.cast(self.b)
+        else:
+            a, b = normalise_fp16(m, self.a, "norm_a"), normalise_fp16(m, self.b, "norm_b")
 
-        # With significands m_a, m_b (hidden bit explicit, exponent 0 read as 1) the
-        # product is m_a*m_b * 2^(e_a+e_b-50). Normalising the 22-bit integer product by
-        # its leading-zero count z gives the binary32 exponent e_a+e_b+98-z, which lies in
+        # An operand is 1.frac * 2**(exp - 25) (Fp16Norm), so the product of the 11-bit
+        # significands, in [2**20, 2**22), times 2**(exp_a + exp_b - 70) is the result.
+        # With its leading one at bit 21 or 20 it is 1.f * 2**(exp_a + exp_b - 50 + top)
+        # (top = bit 21), so the binary32 exponent is exp_a + exp_b + 77 + top, in
         # [79, 158] for all nonzero finite inputs.
         def unpack(x):
-            e, f = x[10:15], x[0:10]
-            return Cat(f, e.any()), e | ~e.any(), e.all() & ~f.any(), e.all() & f.any(), ~x[0:15].any()
+            frac, exp = x[0:10], x[10:16]
+            special = exp.all()
+            return Cat(frac, Const(1, 1)), exp, special & ~frac.any(), special & frac.any(), ~exp.any()
 
-        sig_a, exp_a, inf_a, nan_a, zero_a = unpack(self.a)
-        sig_b, exp_b, inf_b, nan_b, zero_b = unpack(self.b)
-        rest = dict(exp=(exp_a + exp_b + 98)[0:8], sign=self.a[15] ^ self.b[15],
+        sig_a, exp_a, inf_a, nan_a, zero_a = unpack(a)
+        sig_b, exp_b, inf_b, nan_b, zero_b = unpack(b)
+        rest = dict(exp=(exp_a + exp_b + 77)[0:8], sign=a[16] ^ b[16],
                     nan=nan_a | nan_b | (inf_a & zero_b) | (inf_b & zero_a),
                     inf=inf_a | inf_b, zero=zero_a | zero_b)
         if self._stages >= 2 and ecp5_dsp(platform):
@@ -221,10 +269,10 @@ class Fp16Multiplier(_Staged):
         else:
             v = cuts.cut(0, sig_a=sig_a, sig_b=sig_b, **rest)
             v = cuts.cut(1, prod=(v.pop("sig_a") * v.pop("sig_b"))[0:22], **v)
-        prod = _wire(m, "prod", v["prod"])
-        v = cuts.cut(2, **v, shift=leading_zeros(m, prod))
-        norm = (v["prod"] << v["shift"])[0:21]
-        exp = (v["exp"] - v["shift"])[0:8]
+        prod = _wire(m, "prod", v.pop("prod"))
+        top = prod[21]
+        v = cuts.cut(2, norm=Mux(top, prod[0:21], Cat(Const(0, 1), prod[0:20])),
+                     exp=(v.pop("exp") + top)[0:8], **v)
         sign = v["sign"]
 
         with m.If(v["nan"]):
@@ -234,7 +282,7 @@ class Fp16Multiplier(_Staged):
         with m.Elif(v["zero"]):
             m.d.comb += self.p.eq(Cat(Const(0, 31), sign))
         with m.Else():
-            m.d.comb += self.p.eq(Cat(Const(0, 2), norm, exp, sign))
+            m.d.comb += self.p.eq(Cat(Const(0, 2), v["norm"], v["exp"], sign))
         return m
 
 

@@ -26,10 +26,11 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hw.fp import ADD_MAX_STAGES, MUL_MAX_STAGES, Fp16Multiplier, Fp32Adder, stages_problem
+from hw.fp import (ADD_MAX_STAGES, MUL_MAX_STAGES, Fp16Multiplier, Fp16Norm, Fp32Adder, normalise_fp16,
+                   stages_problem)
 
-__all__ = ["LANES", "BASE_LATENCY", "result_depth", "LUT_ENTRIES", "RECONFIGURABLE_PE_MEMBERS", "Pipelined", "depth_problem",
-           "PeMode", "WeightBeat", "LutWrite", "ReconfigurablePE", "Fp16PE"]
+__all__ = ["LANES", "BASE_LATENCY", "result_depth", "LUT_ENTRIES", "pe_members", "Pipelined", "depth_problem",
+           "PeMode", "WeightBeat", "LutWrite", "NormLutWrite", "ReconfigurablePE", "Fp16PE"]
 
 LANES = 4
 BASE_LATENCY = 3          # operand, product and result registers
@@ -54,6 +55,14 @@ class LutWrite(data.Struct):
     data: 15
 
 
+class NormLutWrite(data.Struct):
+    """A write of one ``lut`` entry in normalised form: the magnitude (``frac`` and ``exp``,
+    the low 16 bits) of the :class:`hw.fp.Fp16Norm` of draft code ``addr``."""
+    en: 1
+    addr: 3
+    data: 16
+
+
 ActsBeat = data.ArrayLayout(16, LANES)
 ResultBeat = data.ArrayLayout(32, LANES)
 PE_MEMBERS = {
@@ -61,8 +70,15 @@ PE_MEMBERS = {
     "acts": In(stream.Signature(ActsBeat)),
     "results": Out(stream.Signature(ResultBeat)),
 }
-RECONFIGURABLE_PE_MEMBERS = dict(PE_MEMBERS, mode=In(PeMode), base=In(data.ArrayLayout(5, 8)),
-                                 lut_write=In(LutWrite))
+
+
+def pe_members(normalised_inputs: bool = False) -> dict:
+    """The members of a :class:`ReconfigurablePE` (see there for ``normalised_inputs``)."""
+    if normalised_inputs:
+        return {"weights": PE_MEMBERS["weights"], "acts": In(data.ArrayLayout(Fp16Norm, LANES)),
+                "results": PE_MEMBERS["results"], "mode": In(PeMode),
+                "base": In(data.ArrayLayout(5, 8)), "lut_write": In(NormLutWrite)}
+    return dict(PE_MEMBERS, mode=In(PeMode), base=In(data.ArrayLayout(5, 8)), lut_write=In(LutWrite))
 
 
 def depth_problem(mul_stages, add_stages) -> str | None:
@@ -112,11 +128,14 @@ def result_depth(mul_stages: int, add_stages: int) -> int:
     return BASE_LATENCY + mul_stages + add_stages + 1
 
 
-def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages, add_stages,
+def _pipeline(m, *, weights, acts, results, stage1, operands, mul_stages, add_stages,
               result_depth):
     """Build the lanes' shared datapath behind the operand decode.
 
-    Stage 1 registers the decoded operands, ``mul_stages`` more the multiplier's inside,
+    Stage 1 registers the values of *stage1* (a dict of name and value), from which
+    ``operands`` (a function of the dict of registers) gives each lane's two
+    :class:`hw.fp.Fp16Norm` operands, so that a value shared by the lanes is normalised
+    once. ``mul_stages`` more registers are the multiplier's inside,
     the next the exact products; the adder (``add_stages`` registers inside) then adds
     each product to its dot product's partial sum. With ``add_stages = A`` the
     accumulation loop is ``A + 1`` cycles long, so the beats interleave ``A + 1``
@@ -141,8 +160,6 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
     valid = [Signal(name=f"valid{i}") for i in range(1, depth + 1)]
     last = [Signal(name=f"last{i}") for i in range(1, depth + 1)]
     slot = [Signal(range(slots), name=f"slot{i}") for i in range(1, depth + 1)]
-    s1_w = Signal(data.ArrayLayout(16, LANES))
-    s1_a = Signal(data.ArrayLayout(16, LANES))
     s2_p = Signal(data.ArrayLayout(32, LANES))
     acc = Signal(data.ArrayLayout(32, LANES)) if slots == 1 else None
     sums = Signal(data.ArrayLayout(32, LANES))
@@ -152,11 +169,14 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
     outstanding = Signal(range(result_depth + 1))
     done = valid[-1] & last[-1]                  # a finished dot product leaves the adder
     accept = Signal()
-    m.d.comb += [
-        weights.ready.eq(ready & acts.valid),
-        acts.ready.eq(ready & weights.valid),
-        accept.eq(ready & weights.valid & acts.valid),
-    ]
+    if acts is None:                             # activations come registered from outside
+        m.d.comb += [weights.ready.eq(ready), accept.eq(ready & weights.valid)]
+    else:
+        m.d.comb += [
+            weights.ready.eq(ready & acts.valid),
+            acts.ready.eq(ready & weights.valid),
+            accept.eq(ready & weights.valid & acts.valid),
+        ]
     outstanding_next = Signal.like(outstanding)
     m.d.comb += outstanding_next.eq(outstanding + (accept & weights.payload.last)
                                     - (results.valid & results.ready))
@@ -191,8 +211,13 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
             write.en.eq(valid[-1]),
         ]
         m.d.sync += partial.eq(Mux(first[s2 - 1], 0, Mux(forward, sums, read.data)))
-    for lane in range(LANES):
-        mul = Fp16Multiplier(stages=mul_stages)
+    s1 = {}
+    for name, value in stage1.items():
+        value = Value.cast(value)
+        s1[name] = Signal(value.shape(), name=f"s1_{name}")
+        m.d.sync += s1[name].eq(value)
+    for lane, (lane_w, lane_a) in enumerate(operands(s1)):
+        mul = Fp16Multiplier(stages=mul_stages, normalised=True)
         add = Fp32Adder(stages=add_stages, subnormals=False)
         m.submodules[f"mul{lane}"] = mul
         m.submodules[f"add{lane}"] = add
@@ -201,17 +226,13 @@ def _pipeline(m, *, weights, acts, results, lane_weights, lane_acts, mul_stages,
         if add_stages:
             m.d.comb += add.en.eq(1)
         m.d.comb += [
-            mul.a.eq(s1_w[lane]),
-            mul.b.eq(s1_a[lane]),
+            mul.a.eq(lane_w),
+            mul.b.eq(lane_a),
             add.a.eq(partial[lane]),
             add.b.eq(s2_p[lane]),
             sums[lane].eq(add.s),
         ]
-        m.d.sync += [
-            s1_w[lane].eq(lane_weights[lane]),
-            s1_a[lane].eq(lane_acts[lane]),
-            s2_p[lane].eq(mul.p),
-        ]
+        m.d.sync += s2_p[lane].eq(mul.p)
 
     m.d.sync += [valid[0].eq(accept), last[0].eq(weights.payload.last), slot[0].eq(in_slot)]
     for i in range(1, depth):
@@ -318,10 +339,10 @@ class ReconfigurablePE(_PE):
     exponent of window ``d``. The exponent add ``base[D] + x`` wraps modulo 32; a valid
     BSFP encoding never wraps (docs/bsfp.md).
 
-    ``lut[d]``, the 15-bit FP16 magnitude of draft code ``d``, is held in a small memory
-    in each lane (distributed RAM on an FPGA: a runtime-written lookup table in place of
-    an 8:1 multiplexer of 15 bits per lane), written one entry per cycle through
-    ``lut_write``. A write in cycle ``t`` is seen by the beats accepted after ``t``; beats
+    ``lut[d]``, the FP16 magnitude of draft code ``d``, is held in normalised form
+    (:class:`hw.fp.Fp16Norm`, 16 bits) in a small memory in each lane (distributed RAM on
+    an FPGA: a runtime-written lookup table in place of an 8:1 multiplexer per lane),
+    written one entry per cycle through ``lut_write``. A write in cycle ``t`` is seen by the beats accepted after ``t``; beats
     accepted earlier have decoded their weights already, so a new table may be written
     while earlier dot products finish. The entries are +0.0 after reset.
 
@@ -331,12 +352,14 @@ class ReconfigurablePE(_PE):
     acts : In(stream.Signature(ArrayLayout(16, 4)))
         Lane ``j`` multiplies element ``j`` in both modes. Verify mode: one FP16 activation
         per token. Draft mode: the token's activation in every element (:class:`hw.array.PEArray`
-        repeats element 0).
+        repeats element 0). With ``normalised_inputs``, ``In(ArrayLayout(Fp16Norm, 4))``
+        instead, no stream: the normalised activations of the beat accepted in the previous
+        cycle (the PE's stage-1 register for them is outside, shared by an array's PEs).
     results : Out(stream.Signature(ArrayLayout(32, 4)))
         binary32 dot products, lane ``j`` in element ``j``.
     mode : In(PeMode)
     base : In(ArrayLayout(5, 8))
-    lut_write : In(LutWrite)
+    lut_write : In(LutWrite), or In(NormLutWrite) with ``normalised_inputs``
 
     Parameters
     ----------
@@ -344,10 +367,25 @@ class ReconfigurablePE(_PE):
         Register stages inside each lane's multiplier, 0..3.
     add_stages : int
         Register stages inside each lane's binary32 adder, 0..3.
+    normalised_inputs : bool
+        The variant a :class:`hw.array.PEArray` instantiates: activations and ``lut``
+        entries arrive normalised (:func:`hw.fp.normalise_fp16`), so that the array
+        normalises each broadcast value once for all its PEs. Otherwise (the default, FP16
+        at the ports) the PE normalises them itself. Either way every lane's multiplier
+        takes normalised operands and its product needs at most a one-bit shift.
     """
 
-    def __init__(self, *, mul_stages: int = 0, add_stages: int = 0):
-        super().__init__(dict(RECONFIGURABLE_PE_MEMBERS), mul_stages, add_stages)
+    def __init__(self, *, mul_stages: int = 0, add_stages: int = 0,
+                 normalised_inputs: bool = False):
+        if not isinstance(normalised_inputs, bool):
+            self._MustUse__silence = True      # never built: no "created but never used"
+            raise ValueError(f"normalised_inputs must be True or False, not {normalised_inputs!r}")
+        self._normalised_inputs = normalised_inputs
+        super().__init__(pe_members(normalised_inputs), mul_stages, add_stages)
+
+    @property
+    def normalised_inputs(self) -> bool:
+        return self._normalised_inputs
 
     def elaborate(self, platform):
         m = Module()
@@ -355,26 +393,42 @@ class ReconfigurablePE(_PE):
         sign, code, x, mant = word[15], word[12:15], word[10:12], word[0:10]
         verify_w = Signal(16)
         m.d.comb += verify_w.eq(Cat(mant, (self.base[code] + x)[:5], sign))
-        # One lut memory, one asynchronous read port per lane (synthesis gives each read
-        # port its own copy of the 8 x 15 bits).
-        m.submodules.lut = lut = Memory(shape=15, depth=LUT_ENTRIES, init=[])
+        # One lut memory of normalised magnitudes, one asynchronous read port per lane
+        # (synthesis gives each read port its own copy of the 8 x 16 bits).
+        m.submodules.lut = lut = Memory(shape=16, depth=LUT_ENTRIES, init=[])
         write = lut.write_port()
+        data_in = self.lut_write.data
+        if not self._normalised_inputs:
+            data_in = normalise_fp16(m, Cat(data_in, Const(0, 1)), "norm_lut")[0:16]
         m.d.comb += [write.en.eq(self.lut_write.en), write.addr.eq(self.lut_write.addr),
-                     write.data.eq(self.lut_write.data)]
-        lane_weights = []
+                     write.data.eq(data_in)]
+        # Stage 1 holds the verify weight once for the four lanes and each lane's draft
+        # weight, already normalised from the lut; the verify weight is normalised after
+        # it, once, and each lane picks by the mode registered with the beat.
+        stage1 = {"verify": verify_w, "mode": self.mode}
         for lane in range(LANES):
             nibble = word[4 * lane:4 * lane + 4]
             read = lut.read_port(domain="comb")
             m.d.comb += read.addr.eq(nibble[:3])
-            w = Signal(16, name=f"w{lane}")
-            with m.If(self.mode == PeMode.DRAFT):
-                m.d.comb += w.eq(Cat(read.data, nibble[3]))
-            with m.Else():
-                m.d.comb += w.eq(verify_w)
-            lane_weights.append(w)
-        _pipeline(m, weights=self.weights, acts=self.acts, results=self.results,
-                  lane_weights=lane_weights,
-                  lane_acts=[self.acts.payload[lane] for lane in range(LANES)],
+            stage1[f"draft{lane}"] = Cat(read.data, nibble[3])
+        if not self._normalised_inputs:
+            stage1["acts"] = self.acts.payload
+
+        def operands(s1):
+            verify = normalise_fp16(m, s1["verify"], "norm_w")
+            lanes = []
+            for lane in range(LANES):
+                w = Mux(s1["mode"] == PeMode.DRAFT.value, s1[f"draft{lane}"], verify)
+                if self._normalised_inputs:
+                    a = self.acts[lane]
+                else:
+                    a = normalise_fp16(m, s1["acts"][16 * lane:16 * lane + 16], f"norm_a{lane}")
+                lanes.append((w, a))
+            return lanes
+
+        _pipeline(m, weights=self.weights, results=self.results,
+                  acts=None if self._normalised_inputs else self.acts,
+                  stage1=stage1, operands=operands,
                   mul_stages=self._mul_stages, add_stages=self._add_stages,
                   result_depth=self.result_depth)
         return m
@@ -393,10 +447,14 @@ class Fp16PE(_PE):
 
     def elaborate(self, platform):
         m = Module()
-        word = self.weights.payload.word
+
+        def operands(s1):
+            w = normalise_fp16(m, s1["word"], "norm_w")
+            return [(w, normalise_fp16(m, s1["acts"][16 * lane:16 * lane + 16], f"norm_a{lane}"))
+                    for lane in range(LANES)]
+
         _pipeline(m, weights=self.weights, acts=self.acts, results=self.results,
-                  lane_weights=[word] * LANES,
-                  lane_acts=[self.acts.payload[lane] for lane in range(LANES)],
-                  mul_stages=self._mul_stages, add_stages=self._add_stages,
+                  stage1={"word": self.weights.payload.word, "acts": self.acts.payload},
+                  operands=operands, mul_stages=self._mul_stages, add_stages=self._add_stages,
                   result_depth=self.result_depth)
         return m

@@ -23,7 +23,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.accel import Accelerator
 from hw.axi import AxiLiteSignature, AxiReadLatency, AxiSignature
-from hw.pe import ReconfigurablePE
+from hw.array import array_pe
 from sim.accel_program import AccelParams
 
 READ_FIELDS = ("arid", "araddr", "arlen", "arsize", "arburst", "arvalid", "arready",
@@ -85,8 +85,7 @@ def hierarchical(component, name: str) -> str:
     at the component's PE depth (its ``mul_stages`` and ``add_stages``)."""
     from sim.netlist import convert
 
-    return convert(component, name, pe=ReconfigurablePE(mul_stages=component.mul_stages,
-                                                        add_stages=component.add_stages))
+    return convert(component, name, pe=array_pe(component.mul_stages, component.add_stages))
 
 
 def params_env(params: AccelParams) -> dict[str, str]:

@@ -24,7 +24,7 @@ import numpy as np
 
 from golden import pe_array
 from golden.bsfp import encode
-from hw.array import PEArray
+from hw.array import PEArray, array_pe
 from hw.pe import result_depth
 
 #: The array's cycle counters; every cycle is counted in exactly one.
@@ -428,7 +428,6 @@ def run_array_cocotb(simulator: str, rows: int, cols: int, jobs: list[ArrayJob],
     """
 
     from hw.array import PEArray
-    from hw.pe import ReconfigurablePE
     from sim.netlist import convert
     from sim.runner import run_cocotb, simulator_missing
 
@@ -446,7 +445,7 @@ def run_array_cocotb(simulator: str, rows: int, cols: int, jobs: list[ArrayJob],
         # Verilator would inline the PE module into the array and compile the PE's logic
         # rows * cols times; its metacomment keeps one PE class with rows * cols instances.
         text = convert(PEArray(rows, cols, pe_module=f"{top}_pe", **depth), top,
-                       pe=ReconfigurablePE(**depth))
+                       pe=array_pe(**depth))
         head = f"module {top}_pe("
         at = text.index(";", text.index(head)) + 1
         text = text[:at] + "\n  /*verilator no_inline_module*/" + text[at:]

@@ -176,7 +176,7 @@ def build(name: str, cfg: Config):
 def netlist(name: str, cfg: Config):
     """Design *name* and its Verilog: the arrays and the tops instantiate one PE module,
     ``<name>_pe``, defined in the same text (:mod:`sim.netlist`). Returns (component, text)."""
-    from hw.pe import ReconfigurablePE
+    from hw.array import array_pe
     from sim.netlist import convert
 
     builder = DESIGNS[name]
@@ -184,7 +184,7 @@ def netlist(name: str, cfg: Config):
         component = builder(cfg)
         return component, convert(component, name)
     component = builder(cfg, pe_module=f"{name}_pe")
-    pe = ReconfigurablePE(mul_stages=component.mul_stages, add_stages=component.add_stages)
+    pe = array_pe(component.mul_stages, component.add_stages)
     return component, convert(component, name, pe=pe)
 
 

@@ -109,11 +109,10 @@ def test_array_rejects_bad_pe_module_name():
 def test_array_verilog_defines_the_pe_once_and_instantiates_it_per_pe():
     import re
 
-    from hw.array import PEArray
-    from hw.pe import ReconfigurablePE
+    from hw.array import PEArray, array_pe
     from sim.netlist import convert
 
-    text = convert(PEArray(1, 3, pe_module="arr_pe"), "arr", pe=ReconfigurablePE())
+    text = convert(PEArray(1, 3, pe_module="arr_pe"), "arr", pe=array_pe())
     assert re.findall(r"^module (arr_pe)\b", text, re.M) == ["arr_pe"]
     assert len(re.findall(r"^\s*arr_pe pe\d+ \(", text, re.M)) == 3
 

@@ -20,7 +20,11 @@ from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
 from golden import fp
-from hw.fp import Fp16Multiplier, Fp32Adder, Fp32ToFp16
+from amaranth.hdl import Module, Value
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.fp import Fp16Multiplier, Fp16Norm, Fp32Adder, Fp32ToFp16, normalise_fp16
 from sim.tb_fp import (FP16_EDGES, FP32_EDGES, FP32_TO_FP16_EDGES, cross, random_fp16_pairs,
                        random_fp32_for_fp16, random_fp32_pairs)
 
@@ -220,8 +224,8 @@ def simulate(dut, inputs: dict[str, np.ndarray], output: str) -> np.ndarray:
     """Drive the combinational *dut* with one vector per step and collect *output*."""
     names = list(inputs)
     columns = [np.asarray(inputs[n]).astype(np.int64).tolist() for n in names]
-    ports = [getattr(dut, n) for n in names]
-    out_port = getattr(dut, output)
+    ports = [Value.cast(getattr(dut, n)) for n in names]
+    out_port = Value.cast(getattr(dut, output))
     results = []
 
     async def testbench(ctx):
@@ -343,7 +347,7 @@ def simulate_pipelined(dut, inputs: dict[str, np.ndarray], output: str, seed: in
     """
     names = list(inputs)
     columns = [np.asarray(inputs[n]).astype(np.int64).tolist() for n in names]
-    ports = [getattr(dut, n) for n in names]
+    ports = [Value.cast(getattr(dut, n)) for n in names]
     rng = np.random.default_rng(seed)
     results = []
 
@@ -359,7 +363,7 @@ def simulate_pipelined(dut, inputs: dict[str, np.ndarray], output: str, seed: in
                 ctx.set(port, value)
             ctx.set(dut.en, 1)
             if i >= dut.latency:
-                results.append(ctx.get(getattr(dut, output)))
+                results.append(ctx.get(Value.cast(getattr(dut, output))))
             await ctx.tick()
 
     sim = Simulator(dut)
@@ -378,6 +382,67 @@ def test_pipelined_fp16_multiplier_matches_golden(rng, stages, seed):
     assert dut.latency == stages
     got = simulate_pipelined(dut, {"a": a, "b": b}, "p", seed)
     assert_fp_equal(f"Fp16Multiplier(stages={stages})", (a, b), got, fp.fp16_mul(a, b))
+
+
+def ref_normalise(x: int) -> int:
+    """Fp16Norm bits of binary16 *x*, from its definition (hw/fp.py), without the RTL."""
+    sign, e, f = x >> 15, (x >> 10) & 0x1F, x & 0x3FF
+    if e == 31:
+        return (sign << 16) | (63 << 10) | f
+    if e:
+        return (sign << 16) | ((e + 10) << 10) | f
+    if f == 0:
+        return sign << 16
+    z = 10 - f.bit_length()                   # leading zeros in the 10-bit fraction
+    return (sign << 16) | ((10 - z) << 10) | ((f << (z + 1)) & 0x3FF)
+
+
+class _Normaliser(wiring.Component):
+    def __init__(self):
+        super().__init__({"x": In(16), "n": Out(Fp16Norm)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.n.eq(normalise_fp16(m, self.x))
+        return m
+
+
+def test_normalise_fp16_every_subnormal_zero_and_special_and_random_normals(rng):
+    """The RTL normaliser against its definition, and the form's value against the float."""
+    subnormal_and_special = [s | v for s in (0, 0x8000) for v in [*range(0, 0x400), *range(0x7C00, 0x8000)]]
+    normals = rng.integers(0x400, 0x7C00, 3000) | (rng.integers(0, 2, 3000) << 15)
+    x = np.array(subnormal_and_special + normals.tolist(), np.uint16)
+    got = simulate(_Normaliser(), {"x": x}, "n")
+    want = np.array([ref_normalise(int(v)) for v in x], np.uint32)
+    bad = np.flatnonzero(got != want)
+    assert bad.size == 0, ", ".join(f"{int(x[i]):#06x}: {int(got[i]):#07x} != {int(want[i]):#07x}"
+                                    for i in bad[:8])
+    for v, n in zip(x.tolist(), want.tolist()):
+        exp, frac = (n >> 10) & 63, n & 0x3FF
+        if 0 < exp < 63:                         # finite nonzero: 1.frac * 2**(exp - 25)
+            value = Fraction(1024 + frac, 1024) * Fraction(2) ** (exp - 25)
+            assert value == abs(Fraction(_value(v, 5, 10))), hex(v)
+
+
+@pytest.mark.parametrize("stages", [0, 1, 2, 3])
+def test_normalised_fp16_multiplier_matches_golden(rng, stages, seed):
+    ea, eb = cross(FP16_EDGES)
+    ra, rb = random_fp16_pairs(rng, 1500)
+    a, b = np.concatenate([ea, ra]).astype(np.uint16), np.concatenate([eb, rb]).astype(np.uint16)
+    na = np.array([ref_normalise(int(v)) for v in a], np.uint32)
+    nb = np.array([ref_normalise(int(v)) for v in b], np.uint32)
+    dut = Fp16Multiplier(stages=stages, normalised=True)
+    assert Fp16Norm.as_shape().size == 17 and dut.latency == stages
+    if stages:
+        got = simulate_pipelined(dut, {"a": na, "b": nb}, "p", seed)
+    else:
+        got = simulate(dut, {"a": na, "b": nb}, "p")
+    assert_fp_equal(f"Fp16Multiplier(stages={stages}, normalised=True)", (a, b), got, fp.fp16_mul(a, b))
+
+
+def test_normalised_flag_must_be_a_bool():
+    with pytest.raises(ValueError, match="normalised must be True or False"):
+        Fp16Multiplier(normalised=1)
 
 
 @pytest.mark.parametrize("stages", [1, 2, 3])
