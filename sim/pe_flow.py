@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sim.runner import run_cocotb, simulator_missing, write_verilog
@@ -20,6 +20,7 @@ class PeSimReport:
     passed: bool
     log: Path | None = None
     waves: Path | None = None
+    per_mode: dict = field(default_factory=dict)   # results checked, by mode
 
     @property
     def cycles_per_s(self) -> float:
@@ -60,4 +61,5 @@ def run_pe_cocotb(simulator: str, kind: str, modes: str, sequences: int, build_d
                        sequences=int(stats.get("results", 0)),
                        cycles=int(stats.get("cycles", 0)), seconds=float(stats.get("seconds", 0.0)),
                        passed=result.tests > 0 and result.failed == 0 and bool(stats),
-                       log=result.log, waves=result.waves)
+                       log=result.log, waves=result.waves,
+                       per_mode={m: int(n) for m, n in stats.get("per_mode", {}).items()})

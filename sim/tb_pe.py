@@ -154,8 +154,11 @@ async def pe_matches_golden(dut):
         dut.acts__valid.value = 0
         await ReadOnly()
         assert not dut.results__valid.value or mismatches, "PE produced a result nobody asked for"
+    per_mode = {}
+    for mode, _ in expected[:ri]:
+        per_mode[mode] = per_mode.get(mode, 0) + 1
     stats = {"cycles": cycles, "seconds": seconds, "results": ri, "beats": n_beats,
-             "sequences": len(expected)}
+             "sequences": len(expected), "per_mode": per_mode}
     dut._log.info("stats %s", stats)
     if os.environ.get("PE_STATS"):
         with open(os.environ["PE_STATS"], "w") as f:

@@ -276,16 +276,12 @@ def _cocotb_pe(simulator: str, kind: str, modes: str, sequences: int, tag: str, 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("simulator", ["verilator", "icarus"])
-@pytest.mark.parametrize("mode", ["verify", "draft"])
-def test_reconfigurable_pe_verilog_matches_golden(simulator, mode):
-    report = _cocotb_pe(simulator, "reconfigurable", mode, COCOTB_SEQUENCES, f"reconf_{mode}")
-    assert report.sequences >= COCOTB_SEQUENCES
-
-
-@pytest.mark.slow
-def test_reconfigurable_pe_verilog_switches_modes_mid_stream():
-    report = _cocotb_pe("verilator", "reconfigurable", "verify,draft", 2000, "reconf_mixed")
-    assert report.sequences >= 4000
+def test_reconfigurable_pe_verilog_matches_golden_in_both_modes_switching_mid_stream(simulator):
+    # Both modes in one run, batch by batch, so that mode and tables switch while earlier
+    # dot products are still in the pipeline; the floor holds for each mode.
+    report = _cocotb_pe(simulator, "reconfigurable", "verify,draft", COCOTB_SEQUENCES, "reconf")
+    assert min(report.per_mode.get(m, 0) for m in ("verify", "draft")) >= COCOTB_SEQUENCES, \
+        report.per_mode
 
 
 @pytest.mark.slow
