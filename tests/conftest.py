@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,9 @@ from sim.runner import VERILATOR_OPT
 # compiles several times faster than Verilator's default -Os and the runs take little
 # longer (the 4x4 accelerator: 69 s instead of 122 s). Benchmarks keep the default.
 os.environ.setdefault(VERILATOR_OPT, "-O0")
+# The models' C++ is cached (sim/runner.py, ccache) in the build folder, which `make clean`
+# removes: a test run reuses the Verilator runtime's objects from its first build on.
+os.environ.setdefault("CCACHE_DIR", str(Path(__file__).resolve().parent.parent / "build" / "ccache"))
 
 # A small random MoE LM shared by the model, SPEQ and MoBiLE tests.
 SMALL = ModelConfig(d_model=32, n_layers=2, n_heads=2, n_experts=4, top_k=2, d_expert=16,
