@@ -16,6 +16,11 @@ cycle a PE consumes one 16-bit weight word and one activation beat:
 * :class:`Fp16PE`: the word is a plain FP16 weight, multiplied by the four activations;
   the baseline for area.
 
+Each lane's multiplier takes normalised operands (:class:`hw.fp.Fp16Norm`), so that a
+value the lanes share is normalised once: the verify weight once per PE, and in a
+:class:`hw.array.PEArray` the activations and lut entries once for all PEs
+(``normalised_inputs``).
+
 A dot product is a run of beats whose last weight carries ``last=1``; its four binary32
 sums leave on ``results``, and the lanes restart from +0.0 with the next beat, so dot
 products follow each other with no gap.
@@ -342,9 +347,10 @@ class ReconfigurablePE(_PE):
     ``lut[d]``, the FP16 magnitude of draft code ``d``, is held in normalised form
     (:class:`hw.fp.Fp16Norm`, 16 bits) in a small memory in each lane (distributed RAM on
     an FPGA: a runtime-written lookup table in place of an 8:1 multiplexer per lane),
-    written one entry per cycle through ``lut_write``. A write in cycle ``t`` is seen by the beats accepted after ``t``; beats
-    accepted earlier have decoded their weights already, so a new table may be written
-    while earlier dot products finish. The entries are +0.0 after reset.
+    written one entry per cycle through ``lut_write``. A write in cycle ``t`` is seen by
+    the beats accepted after ``t``; beats accepted earlier have decoded their weights
+    already, so a new table may be written while earlier dot products finish. The entries
+    are +0.0 after reset.
 
     Members
     -------

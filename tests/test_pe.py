@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from amaranth.hdl import Value
 
 from golden.fp import NAN32
 from golden.pe import decode_draft, decode_verify, pe_dot
@@ -210,6 +211,18 @@ def test_pe_depths_out_of_range_are_rejected(bad):
     for cls in (ReconfigurablePE, Fp16PE):
         with pytest.raises(ValueError, match="stages must be an integer"):
             cls(**bad)
+
+
+def test_normalised_inputs_must_be_a_bool_and_change_only_the_ports():
+    from hw.pe import ReconfigurablePE
+
+    with pytest.raises(ValueError, match="normalised_inputs must be True or False"):
+        ReconfigurablePE(normalised_inputs="yes")
+    plain, array = ReconfigurablePE(), ReconfigurablePE(normalised_inputs=True)
+    assert not plain.normalised_inputs and array.normalised_inputs
+    assert plain.latency == array.latency and plain.result_depth == array.result_depth
+    assert len(Value.cast(array.acts)) == 4 * 17 and len(array.lut_write.data) == 16
+    assert len(plain.acts.payload.as_value()) == 4 * 16 and len(plain.lut_write.data) == 15
 
 
 # --- the result queue ----------------------------------------------------------------------
