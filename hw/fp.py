@@ -8,7 +8,7 @@ high (the PEs tie it high: their pipelines never hold). NaN outputs are the cano
 quiet NaNs ``0x7FC00000`` (binary32) and ``0x7E00`` (binary16).
 """
 
-from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, Value
+from amaranth.hdl import Array, Cat, ClockSignal, Const, Instance, Module, Mux, Signal, Value
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -29,9 +29,10 @@ class Fp16Norm(data.Struct):
     format of ``Fp16Multiplier(normalised=True)``.
 
     ``frac`` is the significand below its leading one. ``exp`` is the biased exponent plus
-    10 for normal numbers (11..40); for a subnormal with ``z`` leading zeros in its 10-bit
-    fraction it is ``10 - z`` (1..10), so the value is always ``1.frac * 2**(exp - 25)``.
-    ``exp`` is 0 for zeros and 63 for infinities (``frac`` 0) and NaNs (``frac`` not 0).
+    32 for normal numbers (33..62: the 5-bit field with a one above it, no adder); for a
+    subnormal with ``z`` leading zeros in its 10-bit fraction it is ``32 - z`` (23..32), so
+    the value is always ``1.frac * 2**(exp - 47)``. ``exp`` is 0 for zeros and 63 for
+    infinities (``frac`` 0) and NaNs (``frac`` not 0).
     """
     frac: 10
     exp: 6
@@ -132,11 +133,13 @@ def leading_zeros(m: Module, value: Value, name: str = "lz") -> Signal:
 
 def normalise_fp16(m: Module, x: Value, name: str = "norm") -> Value:
     """The :class:`Fp16Norm` form (17 bits) of binary16 *x*: a 10-bit leading-zero count and
-    left shift, used only by subnormals."""
+    left shift, used only by subnormals. It has no adder: a subnormal's exponent ``32 - z``
+    is a table of the count (one LUT per bit on an FPGA)."""
     e, f = x[10:15], x[0:10]
     lz = leading_zeros(m, f, f"{name}_lz")
     shifted = _wire(m, f"{name}_shifted", (f << lz)[0:9])
-    exp = Mux(e.all(), 63, Mux(e.any(), e + 10, Mux(f.any(), 10 - lz, 0)))[0:6]
+    sub_exp = _wire(m, f"{name}_sub_exp", Array([Const(32 - z, 6) for z in range(10)])[lz[0:4]])
+    exp = Mux(e.any(), Cat(e, Const(1, 1)), Mux(f.any(), sub_exp, 0))
     return _wire(m, name, Cat(Mux(e.any(), f, Cat(Const(0, 1), shifted)), exp, x[15]))
 
 
@@ -247,28 +250,33 @@ class Fp16Multiplier(_Staged):
         else:
             a, b = normalise_fp16(m, self.a, "norm_a"), normalise_fp16(m, self.b, "norm_b")
 
-        # An operand is 1.frac * 2**(exp - 25) (Fp16Norm), so the product of the 11-bit
-        # significands, in [2**20, 2**22), times 2**(exp_a + exp_b - 70) is the result.
-        # With its leading one at bit 21 or 20 it is 1.f * 2**(exp_a + exp_b - 50 + top)
-        # (top = bit 21), so the binary32 exponent is exp_a + exp_b + 77 + top, in
-        # [79, 158] for all nonzero finite inputs.
-        def unpack(x):
-            frac, exp = x[0:10], x[10:16]
-            special = exp.all()
-            return Cat(frac, Const(1, 1)), exp, special & ~frac.any(), special & frac.any(), ~exp.any()
+        # An operand is 1.frac * 2**(exp - 47) (Fp16Norm), so the product of the 11-bit
+        # significands, in [2**20, 2**22), times 2**(exp_a + exp_b - 114) is the result.
+        # With its leading one at bit 21 or 20 it is 1.f * 2**(exp_a + exp_b - 94 + top)
+        # (top = bit 21), so the binary32 exponent is exp_a + exp_b + 33 + top, in
+        # [79, 158] for all nonzero finite inputs. The exponents are added, and the special
+        # cases decoded, after cut 0, beside the significands' multiply: the operands'
+        # normalisation ends at cut 0.
+        sig_a, sig_b = Cat(a[0:10], Const(1, 1)), Cat(b[0:10], Const(1, 1))
+        fields = dict(exp_a=a[10:16], exp_b=b[10:16], sign=a[16] ^ b[16],
+                      frac_a=a[0:10].any(), frac_b=b[0:10].any())
 
-        sig_a, exp_a, inf_a, nan_a, zero_a = unpack(a)
-        sig_b, exp_b, inf_b, nan_b, zero_b = unpack(b)
-        rest = dict(exp=(exp_a + exp_b + 77)[0:8], sign=a[16] ^ b[16],
-                    nan=nan_a | nan_b | (inf_a & zero_b) | (inf_b & zero_a),
-                    inf=inf_a | inf_b, zero=zero_a | zero_b)
+        def decode(v):
+            special_a, special_b = v["exp_a"].all(), v["exp_b"].all()
+            zero_a, zero_b = ~v["exp_a"].any(), ~v["exp_b"].any()
+            inf_a, inf_b = special_a & ~v["frac_a"], special_b & ~v["frac_b"]
+            return dict(exp=(v["exp_a"] + v["exp_b"] + 33)[0:8], sign=v["sign"],
+                        nan=(special_a & v["frac_a"]) | (special_b & v["frac_b"])
+                        | (inf_a & zero_b) | (inf_b & zero_a),
+                        inf=inf_a | inf_b, zero=zero_a | zero_b)
+
         if self._stages >= 2 and ecp5_dsp(platform):
             # Cuts 0 and 1 of the significands are the block's input and output registers.
-            v = cuts.cut(1, **cuts.cut(0, **rest))
+            v = cuts.cut(1, **decode(cuts.cut(0, **fields)))
             v["prod"] = _mult18x18d(m, sig_a, sig_b, self.en)[0:22]
         else:
-            v = cuts.cut(0, sig_a=sig_a, sig_b=sig_b, **rest)
-            v = cuts.cut(1, prod=(v.pop("sig_a") * v.pop("sig_b"))[0:22], **v)
+            v = cuts.cut(0, sig_a=sig_a, sig_b=sig_b, **fields)
+            v = cuts.cut(1, prod=(v["sig_a"] * v["sig_b"])[0:22], **decode(v))
         prod = _wire(m, "prod", v.pop("prod"))
         top = prod[21]
         v = cuts.cut(2, norm=Mux(top, prod[0:21], Cat(Const(0, 1), prod[0:20])),

@@ -390,11 +390,11 @@ def ref_normalise(x: int) -> int:
     if e == 31:
         return (sign << 16) | (63 << 10) | f
     if e:
-        return (sign << 16) | ((e + 10) << 10) | f
+        return (sign << 16) | ((e + 32) << 10) | f
     if f == 0:
         return sign << 16
     z = 10 - f.bit_length()                   # leading zeros in the 10-bit fraction
-    return (sign << 16) | ((10 - z) << 10) | ((f << (z + 1)) & 0x3FF)
+    return (sign << 16) | ((32 - z) << 10) | ((f << (z + 1)) & 0x3FF)
 
 
 class _Normaliser(wiring.Component):
@@ -419,8 +419,8 @@ def test_normalise_fp16_every_subnormal_zero_and_special_and_random_normals(rng)
                                     for i in bad[:8])
     for v, n in zip(x.tolist(), want.tolist()):
         exp, frac = (n >> 10) & 63, n & 0x3FF
-        if 0 < exp < 63:                         # finite nonzero: 1.frac * 2**(exp - 25)
-            value = Fraction(1024 + frac, 1024) * Fraction(2) ** (exp - 25)
+        if 0 < exp < 63:                         # finite nonzero: 1.frac * 2**(exp - 47)
+            value = Fraction(1024 + frac, 1024) * Fraction(2) ** (exp - 47)
             assert value == abs(Fraction(_value(v, 5, 10))), hex(v)
 
 
