@@ -245,18 +245,20 @@ class PEArray(Pipelined, wiring.Component):
         # `entry` counts the 8 entries and wraps to 0 as a load ends, so it is 0 whenever
         # a load starts: the 120-bit comparison of the tables drives `loading` only.
         assert LUT_ENTRIES == 1 << (LUT_ENTRIES - 1).bit_length()
+        # The PEs store the entries normalised (hw.fp.Fp16Norm): one normaliser here for all,
+        # fed from a register that holds the entry being written (selected a cycle ahead),
+        # so that the table's multiplexer and the normaliser are not in one cycle.
+        raw = Signal(15)
         with m.If(self.config.valid & ~busy):
-            m.d.sync += cfg.eq(self.config.payload)
+            m.d.sync += [cfg.eq(self.config.payload), raw.eq(self.config.payload.lut[0])]
             with m.If(self.config.payload.lut.as_value() != cfg.lut.as_value()):
                 m.d.sync += loading.eq(1)
         with m.If(loading):
-            m.d.sync += entry.eq(entry + 1)
+            m.d.sync += [entry.eq(entry + 1), raw.eq(cfg.lut[(entry + 1)[0:3]])]
             with m.If(entry == LUT_ENTRIES - 1):
                 m.d.sync += loading.eq(0)
-        # The PEs store the entries normalised (hw.fp.Fp16Norm): one normaliser here for all.
         m.d.sync += [lut_write.en.eq(loading), lut_write.addr.eq(entry),
-                     lut_write.data.eq(normalise_fp16(m, Cat(cfg.lut[entry], Const(0, 1)),
-                                                      "norm_lut")[0:16])]
+                     lut_write.data.eq(normalise_fp16(m, Cat(raw, Const(0, 1)), "norm_lut")[0:16])]
 
         # Every PE sees the same beats and the same result handshake, so all PEs hold the
         # same pipeline state: one PE's ready is every PE's ready. Each PE is offered the
