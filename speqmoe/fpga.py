@@ -61,6 +61,7 @@ SYNTH_OPTS = "-nowidelut"
 # needs 72,575 LUT4 that way (ABC9: 74,521), and routability is what limits it. The share
 # was 75% until the 4x4 array shrank to 74.7% after ABC9 (62,512 LUT4 at 87c8489), which
 # nextpnr packed into 78% of the device's LUTs: where routing is hard, 60% is not far off.
+# (At 87c8489 classic ABC gave more LUT4s, and ABC9's mapping was kept.)
 ABC9_CRASH = "GetSize(conn.first) == GetSize(conn.second)"
 AREA_MAPPING_ABOVE = 0.60
 # On the 4x4 array at 93% of the LFE5U-85F's LUT4s nextpnr's default router (router1) had
