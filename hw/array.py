@@ -21,7 +21,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw import REPLICA
-from hw.fp import Fp16Norm, normalise_fp16
+from hw.fp import normalise_fp16
 from hw.pe import (LANES, LUT_ENTRIES, NormLutWrite, PeMode, Pipelined, ReconfigurablePE,
                    depth_problem, pe_members)
 
@@ -296,17 +296,19 @@ class PEArray(Pipelined, wiring.Component):
         ]
         # A draft pass multiplies every lane by the token's activation (element 0); the
         # PEs' lanes take element j in both modes, so the array repeats element 0 for them.
-        # The activations are normalised here once for all PEs (hw.fp.normalise_fp16) and
-        # registered as the PEs' stage 1 would (every cycle, the beat's values valid with
-        # it), one register per PE row (REPLICA: kept apart by synthesis, so that each
-        # row's copy can sit beside it).
-        normalised = [normalise_fp16(m, self.acts.payload[j], f"norm_act{j}") for j in range(LANES)]
-        acts = Signal(data.ArrayLayout(Fp16Norm, LANES))
-        m.d.comb += acts.eq(Mux(cfg.mode == PeMode.DRAFT, normalised[0].replicate(LANES),
-                                Cat(*normalised)))
-        row_acts = [Signal(data.ArrayLayout(Fp16Norm, LANES), name=f"acts_row{r}",
+        # The activations are registered as the PEs' stage 1 would (every cycle, the beat's
+        # values valid with it), one register per PE row (REPLICA: kept apart by synthesis,
+        # so that each row's copy can sit beside it), and normalised after it once per row
+        # (hw.fp.normalise_fp16): the broadcast across the array is a path of its own, the
+        # normalisation one of the row's.
+        acts = Signal(data.ArrayLayout(16, LANES))
+        m.d.comb += acts.eq(Mux(cfg.mode == PeMode.DRAFT, self.acts.payload[0].replicate(LANES),
+                                self.acts.payload))
+        row_acts = [Signal(data.ArrayLayout(16, LANES), name=f"acts_row{r}",
                            attrs={REPLICA: 1}) for r in range(self._rows)]
         m.d.sync += [copy.eq(acts) for copy in row_acts]
+        row_norm = [Cat(*(normalise_fp16(m, row_acts[r][j], f"norm_act{r}_{j}") for j in range(LANES)))
+                    for r in range(self._rows)]
         take_all = self._drain(m, pes)
         for p, pe in enumerate(pes):
             m.d.comb += [
@@ -316,7 +318,7 @@ class PEArray(Pipelined, wiring.Component):
                 pe.weights.valid.eq(self.weights.valid & self.acts.valid & ~busy),
                 pe.weights.payload.word.eq(self.weights.payload.words[p]),
                 pe.weights.payload.last.eq(self.weights.payload.last),
-                pe.acts.eq(row_acts[p // self._cols]),
+                pe.acts.eq(row_norm[p // self._cols]),
                 pe.results.ready.eq(take_all[p]),
             ]
 
