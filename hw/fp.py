@@ -201,8 +201,8 @@ class Fp16Multiplier(_Staged):
     Both significands are normalised before they are multiplied (their leading one at the
     top, subnormals by a 10-bit leading-zero count and shift, :func:`normalise_fp16`), so
     the product needs at most a one-bit shift. With ``normalised=True`` the operands arrive
-    in that form already (:class:`Fp16Norm`): a PE array normalises each broadcast
-    activation once for all its PEs, and a PE each weight once for its four lanes.
+    in that form already (:class:`Fp16Norm`): a PE array normalises each activation once per
+    row of PEs, and a PE its verify weight once for its four lanes.
 
     Parameters
     ----------

@@ -18,8 +18,8 @@ cycle a PE consumes one 16-bit weight word and one activation beat:
 
 Each lane's multiplier takes normalised operands (:class:`hw.fp.Fp16Norm`), so that a
 value the lanes share is normalised once: the verify weight once per PE, and in a
-:class:`hw.array.PEArray` the activations and lut entries once for all PEs
-(``normalised_inputs``).
+:class:`hw.array.PEArray` the activations once per PE row and the lut entries once for all
+PEs (``normalised_inputs``).
 
 A dot product is a run of beats whose last weight carries ``last=1``; its four binary32
 sums leave on ``results``, and the lanes restart from +0.0 with the next beat, so dot
@@ -79,11 +79,10 @@ PE_MEMBERS = {
 
 def pe_members(normalised_inputs: bool = False) -> dict:
     """The members of a :class:`ReconfigurablePE` (see there for ``normalised_inputs``)."""
+    members = dict(PE_MEMBERS, mode=In(PeMode), base=In(data.ArrayLayout(5, 8)), lut_write=In(LutWrite))
     if normalised_inputs:
-        return {"weights": PE_MEMBERS["weights"], "acts": In(data.ArrayLayout(Fp16Norm, LANES)),
-                "results": PE_MEMBERS["results"], "mode": In(PeMode),
-                "base": In(data.ArrayLayout(5, 8)), "lut_write": In(NormLutWrite)}
-    return dict(PE_MEMBERS, mode=In(PeMode), base=In(data.ArrayLayout(5, 8)), lut_write=In(LutWrite))
+        members.update(acts=In(data.ArrayLayout(Fp16Norm, LANES)), lut_write=In(NormLutWrite))
+    return members
 
 
 def depth_problem(mul_stages, add_stages) -> str | None:
@@ -360,7 +359,8 @@ class ReconfigurablePE(_PE):
         per token. Draft mode: the token's activation in every element (:class:`hw.array.PEArray`
         repeats element 0). With ``normalised_inputs``, ``In(ArrayLayout(Fp16Norm, 4))``
         instead, no stream: the normalised activations of the beat accepted in the previous
-        cycle (the PE's stage-1 register for them is outside, shared by an array's PEs).
+        cycle (the PE's stage-1 register for them is outside, shared by a row of an array's
+        PEs).
     results : Out(stream.Signature(ArrayLayout(32, 4)))
         binary32 dot products, lane ``j`` in element ``j``.
     mode : In(PeMode)
@@ -376,7 +376,7 @@ class ReconfigurablePE(_PE):
     normalised_inputs : bool
         The variant a :class:`hw.array.PEArray` instantiates: activations and ``lut``
         entries arrive normalised (:func:`hw.fp.normalise_fp16`), so that the array
-        normalises each broadcast value once for all its PEs. Otherwise (the default, FP16
+        normalises the activations once per PE row and the lut entries once. Otherwise (the default, FP16
         at the ports) the PE normalises them itself. Either way every lane's multiplier
         takes normalised operands and its product needs at most a one-bit shift.
     """
