@@ -17,7 +17,7 @@ __all__ = [
     "MUL_MAX_STAGES", "ADD_MAX_STAGES", "stages_problem", "Fp16Norm", "normalise_fp16",
 ]
 
-MUL_MAX_STAGES = 3
+MUL_MAX_STAGES = 4
 ADD_MAX_STAGES = 3
 
 NAN32 = 0x7FC00000
@@ -172,7 +172,7 @@ def ecp5_dsp(platform) -> bool:
 
 def _mult18x18d(m: Module, a: Value, b: Value, en: Value) -> Signal:
     """``a * b`` (unsigned, at most 18 bits each) from an ECP5 ``MULT18X18D`` whose input and
-    output registers load when *en* is high: two cycles of latency, as cuts 0 and 1.
+    output registers load when *en* is high: two cycles of latency, as cuts 1 and 2.
 
     Simulations of such a design use the model ``sim/models/MULT18X18D.v``."""
     p = Signal(36, name="dsp_p")
@@ -207,14 +207,18 @@ class Fp16Multiplier(_Staged):
     Parameters
     ----------
     stages : int
-        Register stages inside, 0..3: one stage registers the significand product (the
-        multiplier block's output register on an FPGA); two stages also register the
-        normalised operands in front of it (its input registers), so that the block's
-        inputs and outputs both come straight from flip-flops; three stages also register
-        the product after its one-bit normalisation. Elaborated for an ECP5 board
-        (:func:`ecp5_dsp`) with two or more stages, the significands' operand and product
-        registers are the ``MULT18X18D`` block's own input and output registers, so the
-        block's paths to and from the fabric are routing only.
+        Register stages inside, 0..4, at cut points 0 to 3. One stage registers the
+        significand product (cut 2, the multiplier block's output register on an FPGA);
+        two stages also register the normalised significands in front of it (cut 1, its
+        input registers), so that the block's inputs and outputs both come straight from
+        flip-flops; three stages also register the product after its one-bit normalisation
+        (cut 3); four stages also register the normalised operands as they arrive (cut 0,
+        flip-flops in the fabric), so that whatever logic drives ``a`` and ``b`` (a PE's
+        operand normalisation and mode multiplexer) ends at flip-flops beside it rather
+        than at the block's inputs. Elaborated for an ECP5 board (:func:`ecp5_dsp`) with
+        two or more stages, cuts 1 and 2 of the significands are the ``MULT18X18D``
+        block's own input and output registers, so the block's paths to and from the
+        fabric are routing only.
     normalised : bool
         Whether ``a`` and ``b`` are :class:`Fp16Norm` values instead of binary16.
 
@@ -244,19 +248,20 @@ class Fp16Multiplier(_Staged):
     def elaborate(self, platform):
         m = Module()
         cuts = _Cuts(m, self.en if self._stages else None,
-                     {1: [1], 2: [0, 1], 3: [0, 1, 2]}.get(self._stages, []))
+                     {1: [2], 2: [1, 2], 3: [1, 2, 3], 4: [0, 1, 2, 3]}.get(self._stages, []))
         if self._normalised:
             a, b = Value.cast(self.a), Value.cast(self.b)
         else:
             a, b = normalise_fp16(m, self.a, "norm_a"), normalise_fp16(m, self.b, "norm_b")
+        a, b = cuts.cut(0, a=a, b=b).values()
 
         # An operand is 1.frac * 2**(exp - 47) (Fp16Norm), so the product of the 11-bit
         # significands, in [2**20, 2**22), times 2**(exp_a + exp_b - 114) is the result.
         # With its leading one at bit 21 or 20 it is 1.f * 2**(exp_a + exp_b - 94 + top)
         # (top = bit 21), so the binary32 exponent is exp_a + exp_b + 33 + top, in
         # [79, 158] for all nonzero finite inputs. The exponents are added, and the special
-        # cases decoded, after cut 0, beside the significands' multiply: the operands'
-        # normalisation ends at cut 0.
+        # cases decoded, after cut 1, beside the significands' multiply: the operands'
+        # normalisation ends at cut 1.
         sig_a, sig_b = Cat(a[0:10], Const(1, 1)), Cat(b[0:10], Const(1, 1))
         fields = dict(exp_a=a[10:16], exp_b=b[10:16], sign=a[16] ^ b[16],
                       frac_a=a[0:10].any(), frac_b=b[0:10].any())
@@ -271,15 +276,15 @@ class Fp16Multiplier(_Staged):
                         inf=inf_a | inf_b, zero=zero_a | zero_b)
 
         if self._stages >= 2 and ecp5_dsp(platform):
-            # Cuts 0 and 1 of the significands are the block's input and output registers.
-            v = cuts.cut(1, **decode(cuts.cut(0, **fields)))
+            # Cuts 1 and 2 of the significands are the block's input and output registers.
+            v = cuts.cut(2, **decode(cuts.cut(1, **fields)))
             v["prod"] = _mult18x18d(m, sig_a, sig_b, self.en)[0:22]
         else:
-            v = cuts.cut(0, sig_a=sig_a, sig_b=sig_b, **fields)
-            v = cuts.cut(1, prod=(v["sig_a"] * v["sig_b"])[0:22], **decode(v))
+            v = cuts.cut(1, sig_a=sig_a, sig_b=sig_b, **fields)
+            v = cuts.cut(2, prod=(v["sig_a"] * v["sig_b"])[0:22], **decode(v))
         prod = _wire(m, "prod", v.pop("prod"))
         top = prod[21]
-        v = cuts.cut(2, norm=Mux(top, prod[0:21], Cat(Const(0, 1), prod[0:20])),
+        v = cuts.cut(3, norm=Mux(top, prod[0:21], Cat(Const(0, 1), prod[0:20])),
                      exp=(v.pop("exp") + top)[0:8], **v)
         sign = v["sign"]
 

@@ -319,6 +319,7 @@ class _PE(Pipelined, wiring.Component):
     def __init__(self, members, mul_stages, add_stages):
         problem = depth_problem(mul_stages, add_stages)
         if problem:
+            self._MustUse__silence = True      # never built: no "created but never used"
             raise ValueError(problem)
         self._mul_stages = mul_stages
         self._add_stages = add_stages

@@ -30,7 +30,7 @@ def test_values_are_read(tmp_path):
     ("[sim]\npe_sequences = 0\n", "at least 1"),
     ("[array]\nrows = 0\n", "at least 1"),
     ("[pe]\nadd_stages = 4\n", r"\[pe\]\.add_stages must be an integer in 0..3"),
-    ("[pe]\nmul_stages = -1\n", r"mul_stages must be an integer in 0..3"),
+    ("[pe]\nmul_stages = -1\n", r"mul_stages must be an integer in 0..4"),
     ("[fpga]\nseed = -1\n", ">= 0"),
     ("[cache]\nslots = 0\n", r"\[cache\]\.slots must be at least 1"),
     ("[accel]\npolicy = 3\n", r"\[accel\]\.policy must be str"),

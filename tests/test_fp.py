@@ -373,7 +373,7 @@ def simulate_pipelined(dut, inputs: dict[str, np.ndarray], output: str, seed: in
     return np.array(results, dtype=np.uint32)
 
 
-@pytest.mark.parametrize("stages", [1, 2, 3])
+@pytest.mark.parametrize("stages", [1, 2, 3, 4])
 def test_pipelined_fp16_multiplier_matches_golden(rng, stages, seed):
     ea, eb = cross(FP16_EDGES)
     ra, rb = random_fp16_pairs(rng, 1500)
@@ -424,7 +424,7 @@ def test_normalise_fp16_every_subnormal_zero_and_special_and_random_normals(rng)
             assert value == abs(Fraction(_value(v, 5, 10))), hex(v)
 
 
-@pytest.mark.parametrize("stages", [0, 1, 2, 3])
+@pytest.mark.parametrize("stages", [0, 1, 2, 3, 4])
 def test_normalised_fp16_multiplier_matches_golden(rng, stages, seed):
     ea, eb = cross(FP16_EDGES)
     ra, rb = random_fp16_pairs(rng, 1500)
@@ -457,7 +457,7 @@ def test_pipelined_fp32_adder_matches_golden(rng, stages, seed):
     assert_fp_equal(f"Fp32Adder(stages={stages})", (a, b), got, fp.fp32_add(a, b))
 
 
-@pytest.mark.parametrize("component,stages", [(Fp16Multiplier, 4), (Fp32Adder, 4), (Fp32Adder, -1),
+@pytest.mark.parametrize("component,stages", [(Fp16Multiplier, 5), (Fp32Adder, 4), (Fp32Adder, -1),
                                               (Fp32Adder, True), (Fp16Multiplier, 1.0)])
 def test_stage_counts_out_of_range_are_rejected(component, stages):
     with pytest.raises(ValueError, match="stages must be an integer"):

@@ -124,7 +124,7 @@ def test_pe_runs_one_beat_per_cycle_without_stalls(seed):
 # add_stages + 1 dot products, and every one of them must still equal sequential binary32
 # accumulation in increasing k (golden.pe.pe_dot).
 
-DEPTHS = [(1, 0), (0, 1), (1, 1), (2, 2), (0, 3), (2, 3), (3, 3)]
+DEPTHS = [(1, 0), (0, 1), (1, 1), (2, 2), (0, 3), (2, 3), (3, 3), (4, 3)]
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
@@ -203,7 +203,7 @@ def test_interleaved_stimulus_groups_equal_lengths_k_major():
         beats_of([odd], 2)
 
 
-@pytest.mark.parametrize("bad", [dict(mul_stages=4), dict(add_stages=4), dict(add_stages=-1),
+@pytest.mark.parametrize("bad", [dict(mul_stages=5), dict(add_stages=4), dict(add_stages=-1),
                                  dict(mul_stages=True)])
 def test_pe_depths_out_of_range_are_rejected(bad):
     from hw.pe import Fp16PE, ReconfigurablePE
