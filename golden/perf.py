@@ -92,8 +92,9 @@ class Accelerator:
                              f"macs_per_pe={self.macs_per_pe!r} is not supported")
         if not self.clock_hz > 0 or not self.mem_bw > 0:
             raise ValueError("clock_hz and mem_bw must be positive")
-        if not (0 <= self.mul_stages <= 3 and 0 <= self.add_stages <= 3):
-            raise ValueError(f"pipeline depth mul_stages={self.mul_stages!r} (0..3), "
+        # hw.fp.MUL_MAX_STAGES and ADD_MAX_STAGES (golden does not import hw)
+        if not (0 <= self.mul_stages <= 4 and 0 <= self.add_stages <= 3):
+            raise ValueError(f"pipeline depth mul_stages={self.mul_stages!r} (0..4), "
                              f"add_stages={self.add_stages!r} (0..3) is not supported")
 
     @property

@@ -218,7 +218,7 @@ class Accelerator(wiring.Component):
     pe_module : str, optional
         Instantiate the PEs as this external Verilog module (see :func:`hw.array.PEArray`).
     mul_stages, add_stages : int
-        The PEs' pipeline depth (:class:`hw.pe.ReconfigurablePE`): ``mul_stages`` 0..3,
+        The PEs' pipeline depth (:class:`hw.pe.ReconfigurablePE`): ``mul_stages`` 0..4,
         ``add_stages`` 0, 1 or 3. The array then interleaves ``G = add_stages + 1`` tiles;
         matrices must be laid out for that ``G`` (``golden.accel.tensor_layout``), whose
         groups of ``G`` verify tiles must divide the 4 of a draft tile, hence no

@@ -371,7 +371,7 @@ class ReconfigurablePE(_PE):
     Parameters
     ----------
     mul_stages : int
-        Register stages inside each lane's multiplier, 0..3.
+        Register stages inside each lane's multiplier, 0..4.
     add_stages : int
         Register stages inside each lane's binary32 adder, 0..3.
     normalised_inputs : bool

@@ -43,7 +43,7 @@ class AccelParams:
     n_max: int = 64
     queue_depth: int = 2
     cmd_depth: int = 8
-    mul_stages: int = 3
+    mul_stages: int = 4
     add_stages: int = 3
 
     @property

@@ -147,7 +147,7 @@ class MemoryMap:
 
 def accel_params(model: MoeLM, mmap: MemoryMap, rows: int, cols: int, *, slots: int = 8,
                  policy: str = "lru", queue_depth: int = 2, cmd_depth: int = 8,
-                 mul_stages: int = 3):
+                 mul_stages: int = 4):
     """The :class:`sim.accel_program.AccelParams` of an accelerator that runs ``model`` from
     ``mmap`` (its ``add_stages`` is the map's interleave minus 1)."""
     from sim.accel_program import AccelParams

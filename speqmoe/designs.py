@@ -97,11 +97,11 @@ DESIGNS: dict[str, Callable] = {
     "pe_array": _pe_array_config,
     # The accelerator top: 2x2 / 64-bit / 4 slots (small memories, so that generic synthesis,
     # which turns every memory into flip-flops, stays minutes) and 4x4 / 256-bit / 8 slots.
-    # Both with pipelined PEs (3/3: the array interleaves 4 tiles).
+    # Both with pipelined PEs (4/3, the default depth: the array interleaves 4 tiles).
     "accel_2x2": _accel(2, 2, slots=4, expert_bytes=256, k_max=64, n_max=64, fifo_lines=32,
-                        mul_stages=3, add_stages=3),
+                        mul_stages=4, add_stages=3),
     "accel_4x4": _accel(4, 4, slots=8, expert_bytes=16384, k_max=1024, n_max=1024,
-                        mul_stages=3, add_stages=3),
+                        mul_stages=4, add_stages=3),
     "accel": _accel_config,
 }
 

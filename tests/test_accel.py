@@ -48,7 +48,7 @@ def test_register_map_has_every_counter_once():
     (dict(rows=2, cols=2, policy="mru"), "policy"),
     (dict(rows=2, cols=2, slots=0), "slots"),
     (dict(rows=2, cols=2, add_stages=2), "add_stages must be 0, 1 or 3"),
-    (dict(rows=2, cols=2, mul_stages=4), "mul_stages"),
+    (dict(rows=2, cols=2, mul_stages=5), "mul_stages"),
 ])
 def test_invalid_parameters_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -92,7 +92,7 @@ def test_accel_2x2_icarus_random_programs_match_golden(seed):
     assert result.failed == 0
 
 
-@pytest.mark.parametrize("mul_stages,add_stages", [(3, 3), (0, 0), (1, 1)])
+@pytest.mark.parametrize("mul_stages,add_stages", [(4, 3), (0, 0), (1, 1)])
 def test_top_in_the_amaranth_simulator_matches_golden(seed, mul_stages, add_stages):
     """A short program in the Amaranth simulator: tables (all 8 lut entries reach the array),
     dense and slot MATMULs in both modes, an FP16 store, a bad release, an unknown opcode;

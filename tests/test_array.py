@@ -169,7 +169,7 @@ def test_drain_bound_array_under_backpressure_follows_the_flow_model(rows, cols,
 
 # Pipelined PEs: the beats interleave add_stages + 1 tiles (golden.pe_array.weight_stream),
 # results stay bit-exact and in tile order, and the no-stall cycle count follows the depth.
-ARRAY_DEPTHS = [(1, 1), (0, 2), (3, 3)]
+ARRAY_DEPTHS = [(1, 1), (0, 2), (4, 3)]
 
 
 @pytest.mark.parametrize("mul_stages,add_stages", ARRAY_DEPTHS)
@@ -183,7 +183,7 @@ def test_pipelined_array_runs_at_golden_cycle_count_in_amaranth_sim(mul_stages, 
                          **depth)
     _check(run, jobs, timing=True)
     # K < P: the drain is the bottleneck and the array blocks; the golden count still holds.
-    short = [random_job(rng, "verify", 9, 2, 2, 2, tokens=2, **depth),
+    short = [random_job(rng, "verify", 72, 2, 2, 2, tokens=2, **depth),
              random_job(rng, "draft", 300, 3, 2, 2, **depth)]
     run = simulate_array(2, 2, short, stall=0.0, backpressure=0.0, seed=seed, overlap=False,
                          **depth)
@@ -235,7 +235,7 @@ def _cocotb(simulator, rows, cols, jobs, tag, flat=False, **depth):
 @pytest.mark.slow
 def test_pipelined_array_verilog_matches_golden_on_verilator():
     # The deepest PE pipeline, 2x2, hierarchical Verilog.
-    depth = dict(mul_stages=3, add_stages=3)
+    depth = dict(mul_stages=4, add_stages=3)
     jobs = standard_jobs(2, 2, derived_seed("array_verilator_deep"), **depth)
     _cocotb("verilator", 2, 2, jobs, "2x2_deep", **depth)
 

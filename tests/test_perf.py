@@ -242,8 +242,14 @@ def test_fpga_target_uses_the_measured_fmax_and_the_pipelined_array_timing():
     report = perf.compare("tiny-moe", acc)
     assert report["inputs"]["clock"] == acc.clock_source
     assert perf.Accelerator().clock_source.startswith("assumed")
-    with pytest.raises(ValueError, match="pipeline depth"):
-        perf.Accelerator(add_stages=4)
+    # the model takes every depth the PEs have, and no other
+    from hw.fp import ADD_MAX_STAGES, MUL_MAX_STAGES
+
+    assert perf.Accelerator(mul_stages=MUL_MAX_STAGES, add_stages=ADD_MAX_STAGES).latency == \
+        pe_array.array_latency(MUL_MAX_STAGES, ADD_MAX_STAGES)
+    for bad in (dict(add_stages=ADD_MAX_STAGES + 1), dict(mul_stages=MUL_MAX_STAGES + 1)):
+        with pytest.raises(ValueError, match="pipeline depth"):
+            perf.Accelerator(**bad)
 
 
 def test_batch_features_time_a_matmul_at_the_pipeline_depth():
@@ -251,7 +257,7 @@ def test_batch_features_time_a_matmul_at_the_pipeline_depth():
     from golden.perf import batch_features
 
     cmd = accel.Matmul("verify", 70, 64, 0, 0, 0)       # 5 verify tiles on 16 PEs
-    for ms, ad in ((0, 0), (3, 3)):
+    for ms, ad in ((0, 0), (4, 3)):
         base, _ = batch_features([cmd], rows=4, cols=4, latency=0, line_cycles=0.0,
                                  expert_lines=0, mul_stages=ms, add_stages=ad)
         assert base == pe_array.cycles("verify", 70, 64, 4, 4, interleave=ad + 1,

@@ -16,7 +16,7 @@ from pathlib import Path
 DEFAULT_DESIGNS = ["reconfigurable_pe", "fp16_pe", "pe_array_2x2", "pe_array_4x4",
                    "expert_cache_w128_s16", "accel_2x2"]
 # The PE pipeline-depth sweep: (mul_stages, add_stages).
-SWEEP = [(0, 0), (1, 1), (1, 2), (2, 2), (2, 3), (3, 3)]
+SWEEP = [(0, 0), (1, 1), (1, 2), (2, 2), (2, 3), (3, 3), (4, 3)]
 SELFCHECK_SHAPE = (2, 2)
 # Builds side by side: one per core of the 2-core machines the flow's times are measured on.
 DEFAULT_JOBS = 2

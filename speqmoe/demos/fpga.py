@@ -61,7 +61,7 @@ def run(ctx):
              if tools else ""), ""]
     md += _table(main) + [""]
     if "accel_2x2" in main:
-        md += ["`accel_2x2` builds its PE array pipelined 3/3: its streamer, activation buffer, "
+        md += ["`accel_2x2` builds its PE array pipelined 4/3: its streamer, activation buffer, "
                "result writer and memory layout interleave 4 tiles (docs/accel.md).", ""]
     fallback = [n for n, r in main.items() if "crashed" in r.get("synth", "")]
     if fallback:
