@@ -122,9 +122,10 @@ def test_pe_runs_one_beat_per_cycle_without_stalls(seed):
 # --- pipeline depth ----------------------------------------------------------------------
 # The adder's stages make the accumulation loop longer; the PE then interleaves
 # add_stages + 1 dot products, and every one of them must still equal sequential binary32
-# accumulation in increasing k (golden.pe.pe_dot).
+# accumulation in increasing k (golden.pe.pe_dot). The depths give 1, 2, 3, 5 and 7 extra
+# stages and every multiplier (but 2, in the ECP5 test below) and adder depth.
 
-DEPTHS = [(1, 0), (0, 1), (1, 1), (0, 3), (2, 3), (3, 3), (4, 3)]
+DEPTHS = [(1, 0), (1, 1), (0, 3), (3, 2), (4, 3)]
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
