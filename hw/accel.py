@@ -244,6 +244,7 @@ class Accelerator(wiring.Component):
                  queue_depth: int = 2, cmd_depth: int = 8, addr_width: int = 32,
                  max_burst: int = 16, fifo_lines: int = 64, pe_module: str | None = None,
                  mul_stages: int = 0, add_stages: int = 0):
+        self._MustUse__silence = True      # rejected parameters: no "created but never used"
         _check_int("rows", rows, 1)
         _check_int("cols", cols, 1)
         pes = rows * cols
@@ -285,6 +286,7 @@ class Accelerator(wiring.Component):
         if add_stages not in (0, 1, 3):
             raise ValueError(f"add_stages must be 0, 1 or 3 (the interleave add_stages + 1 must "
                              f"divide the 4 verify tiles of a draft tile), not {add_stages}")
+        self._MustUse__silence = False
         self._rows, self._cols = rows, cols
         self._bus_bits = bus_bits
         self._slots = slots
