@@ -5,3 +5,15 @@ REPLICA = "speqmoe_replica"
 that each copy can be placed beside its consumer). Synthesis would merge registers with the
 same input; :mod:`speqmoe.fpga` marks the flip-flops behind signals with this attribute
 ``keep``."""
+
+
+def refuse(component, problem: str):
+    """Raise ``ValueError(problem)`` for a component whose parameters are refused, without
+    Amaranth's "created but never used" warning when the half-built object is collected."""
+    never_built(component)
+    raise ValueError(problem)
+
+
+def never_built(component) -> None:
+    """Mark *component* as never to be elaborated (its parameters were refused)."""
+    component._MustUse__silence = True

@@ -21,6 +21,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
+from hw import refuse
 from hw.dma import AxiReadSignature, BurstSplitter
 
 __all__ = ["TOKENS", "ActLoader", "ActStreamer", "ActBuffer", "check_pes"]
@@ -53,11 +54,6 @@ def _check_interleave(interleave):
     if isinstance(interleave, bool) or interleave not in (1, 2, 4):
         return f"interleave must be 1, 2 or 4, not {interleave!r}"
     return None
-
-
-def _fail(obj, problem):
-    obj._MustUse__silence = True
-    raise ValueError(problem)
 
 
 def load_layout(k_max: int, addr_width: int) -> data.StructLayout:
@@ -123,7 +119,7 @@ class ActLoader(wiring.Component):
         if not problem and pes not in (4, 8, 16, 32, 64):
             problem = f"pes must be 4, 8, 16, 32 or 64, not {pes}"
         if problem:
-            _fail(self, problem)
+            refuse(self, problem)
         self._pes, self._k_max, self._addr_width = pes, k_max, addr_width
         self._max_burst, self._outstanding = max_burst, outstanding
         super().__init__({
@@ -279,7 +275,7 @@ class ActStreamer(wiring.Component):
         if not problem and pes & (pes - 1):
             problem = f"pes must be a power of two, not {pes}"
         if problem:
-            _fail(self, problem)
+            refuse(self, problem)
         self._pes, self._k_max, self._tiles_width = pes, k_max, tiles_width
         self._interleave = interleave
         super().__init__({
@@ -403,7 +399,7 @@ class ActBuffer(wiring.Component):
                    or _check_int("outstanding", outstanding, 1)
                    or _check_int("tiles_width", tiles_width, 1))
         if problem:
-            _fail(self, problem)
+            refuse(self, problem)
         self._rows, self._cols, self._k_max = rows, cols, k_max
         self._addr_width, self._max_burst = addr_width, max_burst
         self._outstanding, self._tiles_width = outstanding, tiles_width

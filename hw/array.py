@@ -20,7 +20,7 @@ from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw import REPLICA
+from hw import REPLICA, refuse
 from hw.fp import normalise_fp16
 from hw.pe import (LANES, LUT_ENTRIES, NormLutWrite, PeMode, Pipelined, ReconfigurablePE,
                    depth_problem, pe_members)
@@ -128,8 +128,7 @@ class PEArray(Pipelined, wiring.Component):
                                       or not pe_module.isidentifier()):
             problem = problem or f"pe_module must be a Verilog module name, not {pe_module!r}"
         if problem:
-            self._MustUse__silence = True      # never built: no "created but never used"
-            raise ValueError(problem)
+            refuse(self, problem)
         self._rows = rows
         self._cols = cols
         self._pe_module = pe_module

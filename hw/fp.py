@@ -12,6 +12,8 @@ from amaranth.hdl import Array, Cat, ClockSignal, Const, Instance, Module, Mux, 
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from hw import refuse
+
 __all__ = [
     "Fp16Multiplier", "Fp32Adder", "Fp32ToFp16", "NAN32", "NAN16", "leading_zeros", "shift_right_sticky",
     "MUL_MAX_STAGES", "ADD_MAX_STAGES", "stages_problem", "Fp16Norm", "normalise_fp16",
@@ -234,8 +236,7 @@ class Fp16Multiplier(_Staged):
 
     def __init__(self, *, stages: int = 0, normalised: bool = False):
         if not isinstance(normalised, bool):
-            self._MustUse__silence = True      # never built: no "created but never used"
-            raise ValueError(f"normalised must be True or False, not {normalised!r}")
+            refuse(self, f"normalised must be True or False, not {normalised!r}")
         self._normalised = normalised
         operand = Fp16Norm if normalised else 16
         super().__init__({"a": In(operand), "b": In(operand), "p": Out(32)}, stages,
@@ -330,8 +331,7 @@ class Fp32Adder(_Staged):
 
     def __init__(self, *, stages: int = 0, subnormals: bool = True):
         if not isinstance(subnormals, bool):
-            self._MustUse__silence = True      # never built: no "created but never used"
-            raise ValueError(f"subnormals must be True or False, not {subnormals!r}")
+            refuse(self, f"subnormals must be True or False, not {subnormals!r}")
         self._subnormals = subnormals
         super().__init__({"a": In(32), "b": In(32), "s": Out(32)}, stages, ADD_MAX_STAGES)
 

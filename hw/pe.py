@@ -31,6 +31,7 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from hw import refuse
 from hw.fp import (ADD_MAX_STAGES, MUL_MAX_STAGES, Fp16Multiplier, Fp16Norm, Fp32Adder, normalise_fp16,
                    stages_problem)
 
@@ -319,8 +320,7 @@ class _PE(Pipelined, wiring.Component):
     def __init__(self, members, mul_stages, add_stages):
         problem = depth_problem(mul_stages, add_stages)
         if problem:
-            self._MustUse__silence = True      # never built: no "created but never used"
-            raise ValueError(problem)
+            refuse(self, problem)
         self._mul_stages = mul_stages
         self._add_stages = add_stages
         super().__init__(members)
@@ -385,8 +385,7 @@ class ReconfigurablePE(_PE):
     def __init__(self, *, mul_stages: int = 0, add_stages: int = 0,
                  normalised_inputs: bool = False):
         if not isinstance(normalised_inputs, bool):
-            self._MustUse__silence = True      # never built: no "created but never used"
-            raise ValueError(f"normalised_inputs must be True or False, not {normalised_inputs!r}")
+            refuse(self, f"normalised_inputs must be True or False, not {normalised_inputs!r}")
         self._normalised_inputs = normalised_inputs
         super().__init__(pe_members(normalised_inputs), mul_stages, add_stages)
 

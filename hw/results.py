@@ -24,6 +24,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
+from hw import refuse
 from hw.actbuf import check_pes
 from hw.array import ResultBeat
 from hw.axi import AxiWriteSignature
@@ -77,8 +78,7 @@ class TileBuffer(wiring.Component):
 
     def __init__(self, *, pes: int):
         if isinstance(pes, bool) or not isinstance(pes, int) or pes < 2 or pes & (pes - 1):
-            self._MustUse__silence = True
-            raise ValueError(f"pes must be a power of two >= 2, not {pes!r}")
+            refuse(self, f"pes must be a power of two >= 2, not {pes!r}")
         self._pes = pes
         super().__init__({
             "shift": In(1),
@@ -180,8 +180,7 @@ class ResultWriter(wiring.Component):
                 span = f">= {low}" if high is None else f"in {low}..{high}"
                 problem = f"{name} must be an integer {span}, not {value!r}"
         if problem:
-            self._MustUse__silence = True
-            raise ValueError(problem)
+            refuse(self, problem)
         self._rows, self._cols, self._n_max = rows, cols, n_max
         self._addr_width, self._max_burst = addr_width, max_burst
         self._interleave = interleave

@@ -28,6 +28,7 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
+from hw import refuse
 from hw.array import weight_beat_layout
 from hw.dma import AxiReadSignature, BurstSplitter
 
@@ -57,8 +58,7 @@ class _Checked(wiring.Component):
     def _reject(self, problems):
         problem = next((p for p in problems if p), None)
         if problem:
-            self._MustUse__silence = True
-            raise ValueError(problem)
+            refuse(self, problem)
 
 
 class QuarterSplitter(_Checked):
