@@ -116,6 +116,9 @@ class PEArray(Pipelined, wiring.Component):
     DRAIN_STAGES = 2
     #: PEs whose results share the drain's first multiplexer.
     DRAIN_GROUP = 4
+    #: Beats the drain's output queue holds, the output register included: with fewer the
+    #: drain, deciding its moves two cycles ahead, could not move every cycle.
+    DRAIN_QUEUE = 4
 
     def __init__(self, rows: int, cols: int, *, pe_module: str | None = None,
                  mul_stages: int = 0, add_stages: int = 0):
@@ -170,17 +173,26 @@ class PEArray(Pipelined, wiring.Component):
         """Send the PEs' results on ``results``, PE 0 first, through two register levels.
 
         The PEs of a group of :attr:`DRAIN_GROUP` share a first multiplexer, registered
-        beside them; the second picks a group's register into the output register. So the
-        drain counter's select and the PEs' 128-bit results never cross the array in one
-        cycle. A skid register behind the output register takes the beat that arrives while
-        the output one is held, so the drain moves whenever the skid register is empty:
-        ``results.ready`` reaches only the output and skid registers, never the PEs. The
-        PEs' results are released as the last PE's enters the first level, by a register
-        ``take_all`` per PE (set a cycle ahead from the drain's next state): each PE's
-        release starts at a flip-flop of its own, which placement can put beside that PE's
-        result queue. The copies carry the attribute :data:`REPLICA`, so that synthesis keeps
-        them apart (:mod:`speqmoe.fpga` marks their flip-flops ``keep``; otherwise Yosys
-        merges flip-flops with the same input into one). Returns the copies, one per PE.
+        beside them; the second picks a group's register into an output queue of
+        :attr:`DRAIN_QUEUE` beats, whose head is the output register. So the drain counter's
+        select and the PEs' 128-bit results never cross the array in one cycle, and
+        ``results.ready`` reaches only the queue, never the PEs.
+
+        The drain *moves* (reads the next PE's result, if PE 0 holds one) in the cycles for
+        which it decided so two cycles before: when the queue then had room for every beat
+        already moved and this one even if no beat left it meanwhile. With ``results.ready``
+        high the queue holds at most one beat and the drain moves every cycle, as if there
+        were no queue. Knowing each move two cycles ahead, the drain also knows two cycles
+        ahead when it will read the last PE, the cycle in which every PE releases its result:
+        from ``rows * cols >= 3`` PEs on, a release register computed then feeds, a cycle
+        later, a register ``take_all`` per PE, so that the release broadcast across the array
+        is a net from one flip-flop to flip-flops with no logic between them, which
+        placement can put beside each PE's result queue. The copies carry the attribute
+        :data:`REPLICA`, so that synthesis keeps them apart (:mod:`speqmoe.fpga` marks their
+        flip-flops ``keep``; otherwise Yosys merges flip-flops with the same input into one).
+        With one or two PEs the copies are set a cycle ahead from the drain's next state:
+        whether PE 0 will then be read depends on its ``valid`` in the next cycle. Returns
+        the copies, one per PE.
         """
         n = len(pes)
         size = self.DRAIN_GROUP
@@ -188,46 +200,63 @@ class PEArray(Pipelined, wiring.Component):
         groups = [outs[i:i + size] for i in range(0, n, size)]
         drain = Signal(range(n))
         at_last = Signal(init=n == 1)            # drain == n - 1
-        # move & at_last, registered, one copy per PE
+        move = Signal(init=1)                    # decided two cycles ago
+        move_next = Signal(init=1)               # decided in the previous cycle
+        # move & at_last (PE 0's valid implied), registered, one copy per PE
         take_all = [Signal(init=n == 1, name=f"take_all{p}", attrs={REPLICA: 1})
                     for p in range(n)]
+        valid = pes[0].results.valid
+        step = move & valid                      # PE `drain`'s result is read
         s1_valid = Signal()
         s1_last = Signal()
         s1_group = Signal(range(len(groups)))
         s1_data = [Signal(len(outs[0]), name=f"drain_group{q}") for q in range(len(groups))]
-        skid = Signal(ResultBeat)
-        skid_valid = Signal()
-        valid = pes[0].results.valid
+        m.d.sync += [s1_valid.eq(step), s1_last.eq(at_last), s1_group.eq(drain // size)]
+        for q, group in enumerate(groups):
+            m.d.sync += s1_data[q].eq(Array(group)[drain % size] if len(group) > 1 else group[0])
+        with m.If(step):
+            m.d.sync += drain.eq(Mux(at_last, 0, drain + 1))
+        at_last_next = Mux(step, drain == n - 2, at_last) if n > 1 else Const(1)
+        m.d.sync += at_last.eq(at_last_next)
+
+        # The output queue: the output register (the stream's own valid and payload) and
+        # DRAIN_QUEUE - 1 more entries behind it, written in order.
         out = self.results
-        # The drain moves when the skid register is empty. For n > 1, at_last implies that
-        # PE 0 holds a result (the counter only reaches n - 1 by reading PEs 0..n-2, and
-        # nothing is released before it is back at 0), so take_all need not look at
-        # ``valid``: for n = 1 it is ``move``, a ready without a valid that takes nothing.
-        move = ~skid_valid
-        out_free = ~out.valid | out.ready
-        at_last_next = Mux(move & valid, drain == n - 2, at_last) if n > 1 else Const(1)
-        skid_valid_next = ~out_free & (skid_valid | s1_valid)
-        m.d.sync += [at_last.eq(at_last_next), skid_valid.eq(skid_valid_next)]
-        m.d.sync += [copy.eq(~skid_valid_next & at_last_next) for copy in take_all]
+        behind = self.DRAIN_QUEUE - 1
+        queue = [Signal(ResultBeat, name=f"drain_queue{i}") for i in range(behind)]
+        head = Signal(range(behind))
+        tail = Signal(range(behind))
+        count = Signal(range(behind + 1))
         s1_beat = Signal(ResultBeat)
         m.d.comb += [s1_beat.data.eq(Array(s1_data)[s1_group]), s1_beat.last.eq(s1_last)]
+        out_free = ~out.valid | out.ready
+        from_queue = out_free & (count != 0)
+        to_queue = s1_valid & ~(out_free & (count == 0))
         with m.If(out_free):
-            # The output register is the results stream's own valid and payload.
-            m.d.sync += [out.valid.eq(skid_valid | s1_valid),
-                         out.payload.eq(Mux(skid_valid, skid, s1_beat))]
-        with m.Elif(move):
-            m.d.sync += skid.eq(s1_beat)
-        with m.If(move):
-            m.d.sync += [
-                s1_valid.eq(valid),
-                s1_last.eq(at_last),
-                s1_group.eq(drain // size),
-            ]
-            for q, group in enumerate(groups):
-                m.d.sync += s1_data[q].eq(Array(group)[drain % size] if len(group) > 1
-                                          else group[0])
-            with m.If(valid):
-                m.d.sync += drain.eq(Mux(at_last, 0, drain + 1))
+            m.d.sync += [out.valid.eq((count != 0) | s1_valid),
+                         out.payload.eq(Mux(count != 0, Array(queue)[head], s1_beat))]
+        with m.If(from_queue):
+            m.d.sync += head.eq(Mux(head == behind - 1, 0, head + 1))
+        with m.If(to_queue):
+            m.d.sync += [Array(queue)[tail].eq(s1_beat),
+                         tail.eq(Mux(tail == behind - 1, 0, tail + 1))]
+        m.d.sync += count.eq(count + to_queue - from_queue)
+        # The beats in the queue in the next cycle, plus those read in this cycle and the
+        # next: the move decided now is safe if they and it fit when none leaves.
+        level_next = Signal(range(self.DRAIN_QUEUE + 1))
+        m.d.comb += level_next.eq(count + out.valid + s1_valid - (out.valid & out.ready))
+        decide = level_next + step + move_next + 1 <= self.DRAIN_QUEUE
+        m.d.sync += [move_next.eq(decide), move.eq(move_next)]
+
+        if n >= 3:
+            # at_last two cycles ahead: from three PEs on, a step from drain == n - 2 needs
+            # no valid (PE 0 was read, and nothing is released before the counter wraps).
+            drain_next = Mux(step, Mux(at_last, 0, drain + 1), drain)
+            release = Signal()                   # take_all of the next cycle
+            m.d.sync += release.eq(Mux(move_next, drain_next == n - 2, at_last_next) & decide)
+            m.d.sync += [copy.eq(release) for copy in take_all]
+        else:
+            m.d.sync += [copy.eq(at_last_next & move_next) for copy in take_all]
         return take_all
 
     def elaborate(self, platform):

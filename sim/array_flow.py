@@ -27,6 +27,8 @@ from golden.bsfp import encode
 from hw.array import PEArray, array_pe
 from hw.pe import result_depth
 
+DRAIN_QUEUE = PEArray.DRAIN_QUEUE
+
 #: The array's cycle counters; every cycle is counted in exactly one.
 ARRAY_COUNTERS = ("busy_cycles", "starved_cycles", "blocked_cycles", "lut_cycles")
 
@@ -183,11 +185,12 @@ class FlowModel:
     its last beat leaves the last one. A tile is *outstanding* from the cycle after its last
     beat is accepted until the cycle after its results are released; the array accepts no
     beat while ``depth`` tiles are outstanding (:attr:`hw.pe.Pipelined.result_depth`).
-    The result drain is two registers (:attr:`hw.array.PEArray.DRAIN_STAGES`) and a skid
-    register. The first moves whenever the skid register is empty: each move reads the next
-    PE's result into it while the PEs hold one, and a tile's results are released as its
-    last PE's result is read. Its beat goes to the output register when that one is empty or
-    taken, else to the skid register, which goes first once the output register is free.
+    The result drain is two registers (:attr:`hw.array.PEArray.DRAIN_STAGES`), the second
+    the head of a queue of :attr:`hw.array.PEArray.DRAIN_QUEUE` beats. The drain moves in
+    the cycles for which it decided so two cycles before, when the queue had room for every
+    beat already moved and one more even if none left it; each move reads the next PE's
+    result while the PEs hold one, and a tile's results are released as its last PE's
+    result is read.
     A configuration beat with a new ``lut`` (:meth:`load`)
     blocks the next :attr:`hw.array.PEArray.LUT_LOAD_CYCLES` cycles while the table is
     written; the pipeline and the result drain go on meanwhile. From this the model counts
@@ -205,15 +208,16 @@ class FlowModel:
         self.outstanding = 0                    # tiles accepted whose results are not released
         self.level = 0                          # finished tiles whose results wait
         self.drain = 0                          # next PE to read
-        self.s1 = self.out = self.skid = False  # valid of the drain's registers
+        self.s1 = False                         # valid of the drain's first register
+        self.queued = 0                         # beats in the output queue
+        self.move = self.move_next = True       # the drain's decisions
         self.counters = dict.fromkeys(ARRAY_COUNTERS, 0)
 
     def step(self, w_on: bool, a_on: bool, last: bool, ready: bool) -> tuple[bool, bool]:
         """One cycle with these offers; return ``(can_take, results_valid)`` for it."""
         valid = self.level > 0
-        move = not self.skid
-        out_free = not self.out or ready
-        take_all = valid and move and self.drain == self.pes - 1
+        step = self.move and valid
+        take_all = step and self.drain == self.pes - 1
         done = self.pipe[-1][0] and self.pipe[-1][1]
         loading = self.loading > 0
         self.loading = max(0, self.loading - 1)
@@ -228,15 +232,13 @@ class FlowModel:
             c["busy_cycles"] += 1
         else:
             c["starved_cycles"] += 1
-        results_valid = self.out
-        if out_free:
-            self.out, self.skid = self.skid or self.s1, False
-        elif move:
-            self.skid = self.s1
-        if move:
-            if valid:
-                self.drain = 0 if self.drain == self.pes - 1 else self.drain + 1
-            self.s1 = valid
+        results_valid = self.queued > 0
+        self.queued += int(self.s1) - int(results_valid and ready)
+        decide = self.queued + int(step) + int(self.move_next) + 1 <= DRAIN_QUEUE
+        self.move, self.move_next = self.move_next, decide
+        if step:
+            self.drain = 0 if self.drain == self.pes - 1 else self.drain + 1
+        self.s1 = step
         self.level += int(done) - int(take_all)
         self.outstanding += int(fire and last) - int(take_all)
         self.pipe = [(fire, fire and last)] + self.pipe[:-1]
