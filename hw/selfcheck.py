@@ -16,6 +16,7 @@ from amaranth import *
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import Out
 
+from hw import refuse
 from hw.array import PEArray
 from hw.pe import LANES, PeMode
 
@@ -94,7 +95,7 @@ class SelfCheck(wiring.Component):
             elif len(p.expected) != sum(p.last) * pes:
                 problem = problem or f"pass {i}: expected needs {pes} result beats per tile"
         if problem:
-            raise ValueError(problem)
+            refuse(self, problem)
         self._rows, self._cols, self._passes, self._pauses = rows, cols, list(passes), pauses
         self._depth = dict(mul_stages=mul_stages, add_stages=add_stages)
         super().__init__()
