@@ -61,8 +61,8 @@ class PEArray(Pipelined, wiring.Component):
     :attr:`DRAIN_STAGES` = 2 registers of the result drain) after its last beat is
     accepted; its ``rows * cols`` result beats follow at one per cycle while
     ``results.ready`` is high. While it is low the output register holds its beat and the
-    drain moves one more into a skid register, so ``results.ready`` drives only those two
-    registers, never the PEs' handshake. The PEs' pipelines never hold; the array accepts no
+    drain goes on into an output queue of :attr:`DRAIN_QUEUE` beats until it is full, so
+    ``results.ready`` drives only that queue, never the PEs' handshake. The PEs' pipelines never hold; the array accepts no
     beat while :attr:`result_depth` tiles are outstanding (last beat accepted, results not
     yet all drained), so tiles of ``K >= rows * cols`` beats run back to back with no stall,
     and shorter ones at the drain's pace of one tile per ``rows * cols`` cycles. With

@@ -150,8 +150,9 @@ def test_array_bit_exact_with_stalls_and_backpressure_in_amaranth_sim(rows, cols
 
 # Tiles of one or two beats with no idle input: the result drain is the bottleneck, so
 # results.ready decides when the array blocks. Backpressure holds the output register; the
-# drain moves on into the skid register for one beat (hw.array.PEArray._drain), and the
-# flow model must follow it cycle by cycle (a model without the skid register fails here).
+# drain moves on into its output queue, deciding each move two cycles ahead
+# (hw.array.PEArray._drain), and the flow model must follow it cycle by cycle (a model with
+# a queue one beat longer fails here).
 @pytest.mark.parametrize("rows,cols,mul_stages,add_stages",
                          [(1, 1, 0, 0), (1, 2, 0, 0), (2, 2, 0, 0), (2, 3, 0, 0), (2, 2, 1, 1)])
 def test_drain_bound_array_under_backpressure_follows_the_flow_model(rows, cols, mul_stages,
