@@ -438,13 +438,16 @@ class StreamFetcher(_Checked):
         segs_left = Signal(range(self._max_segs + 1))
         reserved = self.reserved
 
-        m.submodules.splitter = split = BurstSplitter(
-            addr_width=self._addr_width, beats_width=len(left), bus_bytes=self._line_bytes,
-            max_burst=self._max_burst)
-        blen = split.length
+        # The burst length is a register, always the split of the current ``addr`` and
+        # ``left``: it is computed a cycle ahead from the state a request or a load leads
+        # to, so the 4 KiB split is not in front of ``req.valid``.
+        def splitter(name):
+            m.submodules[name] = split = BurstSplitter(
+                addr_width=self._addr_width, beats_width=len(left), bus_bytes=self._line_bytes,
+                max_burst=self._max_burst)
+            return split
+        blen = Signal(range(self._max_burst + 1))
         m.d.comb += [
-            split.addr.eq(addr),
-            split.beats.eq(left),
             self.req.payload.addr.eq(addr),
             self.req.payload.len.eq(blen),
             self.req.valid.eq((segs_left != 0) & (reserved + blen <= self._credit)),
@@ -452,20 +455,23 @@ class StreamFetcher(_Checked):
         ]
         fire = self.req.valid & self.req.ready
         m.d.sync += reserved.eq(reserved + Mux(fire, blen, 0) - self.pop)
+        # The state after this request: the next segment's start, or the rest of this one.
+        seg_done = left == blen
+        after_addr = Mux(seg_done, seg_start + stride, addr + (blen << shift))
+        after_left = Mux(seg_done, Mux(segs_left == 2, last_lines, seg_lines), left - blen)
+        after = splitter("splitter")
+        m.d.comb += [after.addr.eq(after_addr), after.beats.eq(after_left)]
         with m.If(fire):
-            with m.If(left == blen):
-                m.d.sync += [
-                    segs_left.eq(segs_left - 1),
-                    seg_start.eq(seg_start + stride),
-                    addr.eq(seg_start + stride),
-                    left.eq(Mux(segs_left == 2, last_lines, seg_lines)),
-                ]
-            with m.Else():
-                m.d.sync += [addr.eq(addr + (blen << shift)), left.eq(left - blen)]
+            m.d.sync += [addr.eq(after_addr), left.eq(after_left), blen.eq(after.length)]
+            with m.If(seg_done):
+                m.d.sync += [segs_left.eq(segs_left - 1), seg_start.eq(seg_start + stride)]
+        load_left = Mux(self.segs == 1, self.last_lines, self.seg_lines)
+        first = splitter("first_splitter")
+        m.d.comb += [first.addr.eq(self.base), first.beats.eq(load_left)]
         with m.If(self.load):
             m.d.sync += [
                 addr.eq(self.base), seg_start.eq(self.base), stride.eq(self.stride),
-                left.eq(Mux(self.segs == 1, self.last_lines, self.seg_lines)),
+                left.eq(load_left), blen.eq(first.length),
                 seg_lines.eq(self.seg_lines), last_lines.eq(self.last_lines),
                 segs_left.eq(self.segs),
             ]
