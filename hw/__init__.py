@@ -17,3 +17,19 @@ def refuse(component, problem: str):
 def never_built(component) -> None:
     """Mark *component* as never to be elaborated (its parameters were refused)."""
     component._MustUse__silence = True
+
+
+def refusing(init):
+    """Decorator of a component's ``__init__`` that checks its parameters by raising: a
+    refused component (``ValueError`` or ``TypeError``) is marked :func:`never_built`, so it
+    leaves no "created but never used" warning either."""
+    import functools
+
+    @functools.wraps(init)
+    def checked(self, *args, **kwargs):
+        try:
+            init(self, *args, **kwargs)
+        except (ValueError, TypeError):
+            never_built(self)
+            raise
+    return checked

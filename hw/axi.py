@@ -11,6 +11,7 @@ from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from hw import refusing
 from hw.dma import AxiReadSignature
 
 __all__ = ["AxiReadSignature", "AxiWriteSignature", "AxiSignature", "AxiLiteSignature",
@@ -150,6 +151,7 @@ class AxiReadArbiter(wiring.Component):
     beat with ``rid`` the low bits; ``m.rready`` is that source's ``rready``.
     """
 
+    @refusing
     def __init__(self, *, sources: int, addr_width: int, data_width: int, id_width: int):
         _check_positive("sources", sources)
         for name, v in (("addr_width", addr_width), ("data_width", data_width),
@@ -249,6 +251,7 @@ class AxiReadLatency(wiring.Component):
     FIFO), one AR per cycle. R passes through combinationally.
     """
 
+    @refusing
     def __init__(self, *, latency: int, addr_width: int, data_width: int, id_width: int,
                  depth: int = 16):
         _check_positive("latency", latency, 0)

@@ -26,6 +26,8 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.utils import exact_log2
 from amaranth.lib.wiring import In, Out
 
+from hw import refusing
+
 __all__ = ["AXI_DATA_WIDTHS", "BOUNDARY", "AxiReadSignature", "BurstSplitter", "AxiReadDma",
            "burst_length", "split_bursts"]
 
@@ -141,6 +143,7 @@ class AxiReadDma(wiring.Component):
     Throughput: one R beat per cycle while the slave delivers; one idle AR cycle per fill.
     """
 
+    @refusing
     def __init__(self, *, addr_width: int = 32, data_width: int = 64, max_burst: int = 16,
                  outstanding: int = 4, max_beats: int = 4096, mem_addr_width: int = 12):
         if not isinstance(addr_width, int) or not 13 <= addr_width <= 64:

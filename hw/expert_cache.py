@@ -44,6 +44,7 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from hw import refusing
 from hw.dma import AXI_DATA_WIDTHS, AxiReadDma, AxiReadSignature
 
 __all__ = ["POLICIES", "COUNTERS", "RankOrder", "VictimSelect", "ExpertCacheController"]
@@ -203,6 +204,7 @@ class ExpertCacheController(wiring.Component):
     event); a miss 2 cycles after its fill's last beat has arrived.
     """
 
+    @refusing
     def __init__(self, *, slots=4, expert_bytes=2560, n_layers=4, n_experts=16, data_width=64,
                  addr_width=32, max_burst=16, outstanding=4, policy="lru", queue_depth=2,
                  max_pins=15, lfu_max=255, id_width=8):

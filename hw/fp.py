@@ -12,7 +12,7 @@ from amaranth.hdl import Array, Cat, ClockSignal, Const, Instance, Module, Mux, 
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw import refuse
+from hw import refuse, refusing
 
 __all__ = [
     "Fp16Multiplier", "Fp32Adder", "Fp32ToFp16", "NAN32", "NAN16", "leading_zeros", "shift_right_sticky",
@@ -234,6 +234,7 @@ class Fp16Multiplier(_Staged):
         Only with ``stages > 0``: the inner registers load when high.
     """
 
+    @refusing
     def __init__(self, *, stages: int = 0, normalised: bool = False):
         if not isinstance(normalised, bool):
             refuse(self, f"normalised must be True or False, not {normalised!r}")
@@ -329,6 +330,7 @@ class Fp32Adder(_Staged):
         Only with ``stages > 0``: the inner registers load when high.
     """
 
+    @refusing
     def __init__(self, *, stages: int = 0, subnormals: bool = True):
         if not isinstance(subnormals, bool):
             refuse(self, f"subnormals must be True or False, not {subnormals!r}")

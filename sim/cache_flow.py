@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from golden.expert_cache import BadReleaseError, ExpertCacheModel
+from hw import never_built
 
 # Counters compared with the golden model in lockstep (same names on both sides).
 LOCKSTEP_COUNTERS = ("demands", "prefetches", "hits", "hits_in_flight", "misses",
@@ -168,7 +169,7 @@ class CacheDriver:
         self.resp_stall = resp_stall
         self.max_wait = max_wait
         ctl = cfg.build()
-        ctl._MustUse__silence = True        # built only for its layouts
+        never_built(ctl)  # built only for its layouts
         self.req_layout = ctl.req_layout
         self.resp_layout = ctl.resp_layout
         self.bus_bytes = cfg.data_width // 8

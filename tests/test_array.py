@@ -242,9 +242,10 @@ def test_pipelined_array_verilog_matches_golden_on_verilator():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rows,cols", [(1, 1), (2, 2), (4, 4)])
+@pytest.mark.parametrize("rows,cols", [(1, 1), (4, 4)])
 def test_array_verilog_matches_golden_on_verilator(rows, cols):
-    # One PE module instantiated rows * cols times (sim.netlist.convert).
+    # One PE module instantiated rows * cols times (sim.netlist.convert). The 2x2 array runs
+    # on Verilator at the default depth (above), on Icarus (below) and in the accelerator.
     jobs = standard_jobs(rows, cols, derived_seed(f"array_verilator_{rows}x{cols}"))
     _cocotb("verilator", rows, cols, jobs, f"{rows}x{cols}")
 

@@ -146,12 +146,14 @@ def test_cosim_on_verilator_every_mode_and_both_memories(small, tmp_path, seed):
 
     buf, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(err):
-        status = main(["cosim", "--prompt", PROMPT.decode(), "--tokens", "5", "--mode", "plain",
+        status = main(["cosim", "--prompt", PROMPT.decode(), "--tokens", "2", "--mode", "plain",
                        "--weights", str(weights), "--config", str(config), "--build",
                        str(BUILD / "cosim_2x2"), "--json"])
     assert status == 0, err.getvalue()
     got = json.loads(buf.getvalue())
-    assert got["bytes_hex"] == out[0]["bytes_hex"] and got["identical_to_golden"]
+    # greedy decoding: the command's 2 bytes are the first 2 of the 5-token plain run above
+    assert len(got["bytes_hex"]) == 4 and out[0]["bytes_hex"].startswith(got["bytes_hex"])
+    assert got["identical_to_golden"]
     assert got["cycles_per_token"] > 0 and got["cycles"] > 0
     assert PROMPT.decode() in err.getvalue()          # progress went to stderr
 

@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from hw import never_built
+
 
 def _synth(name, transistors, cells, seconds=12.3456, parameters=None):
     from speqmoe.synth import SynthResult
@@ -60,6 +62,7 @@ def test_parameters_and_tool_versions_come_from_the_design_and_the_tools():
     from speqmoe.synth import component_parameters, tool_versions
 
     pe = ReconfigurablePE(mul_stages=1, add_stages=2)
+    never_built(pe)
     params = component_parameters(pe)
     assert params["mul_stages"] == 1 and params["add_stages"] == 2
     assert params["latency"] == pe.latency
