@@ -32,7 +32,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from amaranth.hdl import Cat, Elaboratable, Module, Signal, Value
@@ -101,6 +101,7 @@ class FpgaResult:
     target_mhz: float | None = None
     synth: str = f"synth_ecp5 {SYNTH_OPTS}"
     router: str = "router1"
+    slow_paths: list = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -240,6 +241,46 @@ def parse_nextpnr_log(text: str) -> dict:
     return out
 
 
+# Families of endpoints kept from nextpnr's detailed timing report.
+SLOW_PATHS = 8
+
+
+def _family(cell: str) -> str:
+    """An endpoint cell's design name without the mapping's suffix (``_TRELLIS_FF_Q_3``,
+    ``$...``) and with indices of repeated instances as ``*`` (``pe12`` -> ``pe*``), so that
+    the same register in every PE or bit of a bus is one family."""
+    name = re.split(r"_TRELLIS_|\$|_LUT4_|_CCU2C_|_MULT18X18D_|_DP16KD_", cell)[0]
+    if name.startswith("dut."):
+        name = name[len("dut."):]
+    return ".".join(re.sub(r"^([A-Za-z_]+?)\d+$", r"\1*", part) for part in name.split("."))
+
+
+def slowest_paths(report: dict, top: int = SLOW_PATHS) -> list[dict]:
+    """The *top* families of endpoints (:func:`_family`) whose latest signal arrives last,
+    from a nextpnr-ecp5 JSON report written with ``--detailed-timing-report``: per family
+    the latest arrival (ns after the clock edge, setup time not included), the net that
+    brings it, how many endpoints the family has and how many of them arrive within 1 ns of
+    its latest. The first is the critical path's endpoint; the others say which paths come
+    next, which the log's single critical path does not."""
+    families: dict[str, dict] = {}
+    for net in report.get("detailed_net_timings", []):
+        for end in net.get("endpoints", []):
+            delay = end["delay"]
+            arrival = float(max(delay) if isinstance(delay, list) else delay)
+            fam = families.setdefault(_family(end["cell"]), {"arrivals": []})
+            fam["arrivals"].append(arrival)
+            if arrival >= fam.get("arrival_ns", -1.0):
+                fam.update(arrival_ns=arrival, net=net["net"])
+    out = []
+    for name, fam in families.items():
+        worst = fam["arrival_ns"]
+        out.append({"endpoint": name, "arrival_ns": round(worst, 2), "net": fam["net"],
+                    "endpoints": len(fam["arrivals"]),
+                    "within_1ns": sum(a >= worst - 1.0 for a in fam["arrivals"])})
+    out.sort(key=lambda f: -f["arrival_ns"])
+    return out[:top]
+
+
 def _run(cmd, cwd: Path, log_name: str, timeout: float) -> subprocess.CompletedProcess:
     env = dict(os.environ, **tool_env())
     with open(cwd / log_name, "w") as log:
@@ -329,6 +370,9 @@ def place_and_route(top: Elaboratable, name: str, board_name: str, build_dir: Pa
     if proc.returncode:
         raise RuntimeError(f"yosys failed on {name}; see {build_dir / f'{name}.rpt'}")
     args = _nextpnr_args(build_dir, name, textcfg=bitstream)
+    report = build_dir / f"{name}_timing.json"
+    if not bitstream:
+        args += ["--report", report.name, "--detailed-timing-report"]
     lut4 = synthesised_lut4((build_dir / f"{name}.rpt").read_text())
     if FALLBACK_SYNTH not in synth and lut4 and lut4 > AREA_MAPPING_ABOVE * device_lut4(platform):
         lut4, synth = _smaller_mapping(build_dir, name, lut4, timeout)
@@ -362,6 +406,9 @@ def place_and_route(top: Elaboratable, name: str, board_name: str, build_dir: Pa
                      "--bit", f"{name}.bit"], build_dir, "ecppack.out", timeout)
         if proc.returncode:
             raise RuntimeError(f"ecppack failed on {name}; see {build_dir / 'ecppack.out'}")
+    paths = []
+    if proc is not None and not error and report.exists():
+        paths = slowest_paths(json.loads(report.read_text()))
     if figures["lut4"] is None:
         raise RuntimeError(f"nextpnr reported no utilisation for {name}: "
                            f"{error or 'see its log'}; see {build_dir / f'{name}.tim'}")
@@ -371,7 +418,8 @@ def place_and_route(top: Elaboratable, name: str, board_name: str, build_dir: Pa
         dsp=figures["dsp"] or 0, ebr=figures["ebr"] or 0,
         fmax_mhz=figures["fmax_mhz"] if fits else None, device_lut4=device_lut4(platform),
         harness_ff=harness_ff, seed=seed, seconds=time.perf_counter() - start, error=error,
-        target_mhz=target_mhz if not bitstream else None, synth=synth, router=router)
+        target_mhz=target_mhz if not bitstream else None, synth=synth, router=router,
+        slow_paths=paths)
 
 
 def _smaller_mapping(build_dir: Path, name: str, lut4: int, timeout: float) -> tuple[int, str]:
@@ -421,7 +469,8 @@ FPGA_UNITS = {"lut4": "LUT4 (logic + carry + RAM)", "ff": "flip-flops",
               "target_mhz": "MHz, the clock constraint nextpnr was given",
               "lut4_share": "fraction of the device's LUT4s (0..1)",
               "device_lut4": "LUT4s of the device", "harness_ff": "flip-flops of the harness",
-              "seconds": "s, wall time of synthesis + place and route (+ ecppack)"}
+              "seconds": "s, wall time of synthesis + place and route (+ ecppack)",
+              "slow_paths": "ns: arrival_ns of each family of endpoints"}
 FPGA_DEFINITIONS = {
     "lut4": "nextpnr's 'Total LUT4s' before packing: logic LUTs, carry-chain LUTs and LUTs "
             "used as distributed RAM, from Yosys' synth_ecp5",
@@ -429,6 +478,10 @@ FPGA_DEFINITIONS = {
     "fmax_mhz": "the highest clock frequency at which every register-to-register path of "
                 "the routed design meets timing, as nextpnr's static timing analysis reports "
                 "it ('Max frequency'); one placement seed, no board measurement",
+    "slow_paths": "out of context, the endpoint families (a register or block input, the "
+                  "same one in every PE or bus bit counted once) whose latest signal arrives "
+                  "last in nextpnr's routed timing report, latest first; the first ends the "
+                  "critical path (arrival plus setup is the clock period at Fmax)",
     "out_of_context": "every design except the bitstream sits in a harness that registers "
                       "every port (LFSR-fed shift registers in, an XOR fold of the outputs to "
                       "the LEDs out), so its paths start and end at flip-flops",

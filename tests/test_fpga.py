@@ -154,6 +154,13 @@ def test_pe_synthesizes_places_and_routes_with_a_timing_report():
     assert r.dsp == 4                       # one MULT18X18D per lane
     assert r.lut4 > 1000 and r.ff >= r.harness_ff
     assert (BUILD / "pe" / "reconfigurable_pe.tim").exists()
+    # nextpnr's detailed report: the latest-arriving endpoint families, latest first; the
+    # first ends the critical path, so its arrival is about the clock period at Fmax.
+    paths = r.slow_paths
+    assert len(paths) == 8 and [p["arrival_ns"] for p in paths] == \
+        sorted((p["arrival_ns"] for p in paths), reverse=True)
+    assert abs(paths[0]["arrival_ns"] - 1000 / r.fmax_mhz) < 0.1 * 1000 / r.fmax_mhz, paths[0]
+    assert all(p["endpoints"] >= p["within_1ns"] >= 1 and p["net"] for p in paths)
 
 
 def test_bench_figures_from_a_summary():
@@ -354,3 +361,41 @@ def test_a_design_near_the_device_size_keeps_the_smaller_lut_mapping(monkeypatch
     assert ("abc -lut 4" in r.synth) == (counts[1] < counts[0]), r.synth
     if classic_extra:
         assert "abc -lut 4" not in (BUILD / name / f"{name}.ys").read_text()
+
+
+def test_slowest_paths_group_repeated_endpoints_into_families():
+    from speqmoe.fpga import slowest_paths
+
+    def net(name, *ends):
+        return {"net": name, "driver": "x", "endpoints": [
+            {"cell": cell, "port": "DI", "delay": [d - 0.1, d]} for cell, d in ends]}
+
+    report = {"detailed_net_timings": [
+        net("a", ("dut.pe12.outstanding_TRELLIS_FF_Q_3", 14.0),
+            ("dut.pe3.outstanding_TRELLIS_FF_Q", 12.5)),
+        net("b", ("dut.pe0.outstanding_TRELLIS_FF_Q_1", 13.4)),
+        net("c", ("dut.drain_group1_TRELLIS_FF_Q_91", 13.2), ("dut.loading_TRELLIS_FF_Q", 9.0)),
+        net("d", ("captured_TRELLIS_FF_Q_5", 3.0)),
+    ]}
+    got = slowest_paths(report, top=3)
+    assert got == [
+        {"endpoint": "pe*.outstanding", "arrival_ns": 14.0, "net": "a", "endpoints": 3,
+         "within_1ns": 2},
+        {"endpoint": "drain_group*", "arrival_ns": 13.2, "net": "c", "endpoints": 1,
+         "within_1ns": 1},
+        {"endpoint": "loading", "arrival_ns": 9.0, "net": "c", "endpoints": 1, "within_1ns": 1},
+    ]
+    assert slowest_paths({}) == []
+
+
+def test_the_report_lists_each_designs_slowest_endpoints():
+    from speqmoe.demos.fpga import _slow_table
+
+    paths = [{"endpoint": f"pe*.r{i}", "arrival_ns": 15.0 - i, "net": "n", "endpoints": 16,
+              "within_1ns": 2} for i in range(6)]
+    md = _slow_table({"pe_array_4x4": {"slow_paths": paths}, "fp16_pe": {"slow_paths": []},
+                      "old": {}})
+    rows = [line for line in md if line.startswith("| pe_array_4x4")]
+    assert rows == ["| pe_array_4x4 | `pe*.r0` 15.0, `pe*.r1` 14.0, `pe*.r2` 13.0, `pe*.r3` 12.0 |"]
+    assert not any("fp16_pe" in line or "| old" in line for line in md)
+    assert _slow_table({"x": {}}) == []

@@ -26,6 +26,20 @@ def _table(designs: dict) -> list[str]:
     return rows
 
 
+def _slow_table(designs: dict, per_design: int = 4) -> list[str]:
+    """Markdown: per design, its latest-arriving endpoint families (``slow_paths``)."""
+    slow = {n: r["slow_paths"][:per_design] for n, r in designs.items() if r.get("slow_paths")}
+    if not slow:
+        return []
+    md = ["Where the time goes: per design, the endpoint families whose latest signal arrives "
+          "last (`slow_paths` in the summary; the same register in every PE or bus bit is one "
+          "family, and the first ends the critical path):", "",
+          "| design | latest-arriving endpoints (ns after the clock edge) |", "|---|---|"]
+    md += [f"| {n} | " + ", ".join(f"`{p['endpoint']}` {p['arrival_ns']:.1f}" for p in paths)
+           + " |" for n, paths in slow.items()]
+    return md + [""]
+
+
 def run(ctx):
     import matplotlib
     matplotlib.use("Agg")
@@ -60,6 +74,7 @@ def run(ctx):
           + (" Tools: " + ", ".join(f"{k} {v}" for k, v in sorted(tools.items())) + "."
              if tools else ""), ""]
     md += _table(main) + [""]
+    md += _slow_table(main)
     if "accel_2x2" in main:
         md += ["`accel_2x2` builds its PE array pipelined 4/3: its streamer, activation buffer, "
                "result writer and memory layout interleave 4 tiles (docs/accel.md).", ""]
