@@ -247,12 +247,13 @@ SLOW_PATHS = 8
 
 def _family(cell: str) -> str:
     """An endpoint cell's design name without the mapping's suffix (``_TRELLIS_FF_Q_3``,
-    ``$...``) and with indices of repeated instances as ``*`` (``pe12`` -> ``pe*``), so that
-    the same register in every PE or bit of a bus is one family."""
+    ``$...``) and with indices of repeated instances as ``*`` (``pe12`` -> ``pe*``,
+    ``lut.3`` -> ``lut.*``), so that the same register in every PE or bit of a bus is one
+    family."""
     name = re.split(r"_TRELLIS_|\$|_LUT4_|_CCU2C_|_MULT18X18D_|_DP16KD_", cell)[0]
     if name.startswith("dut."):
         name = name[len("dut."):]
-    return ".".join(re.sub(r"^([A-Za-z_]+?)\d+$", r"\1*", part) for part in name.split("."))
+    return ".".join(re.sub(r"^([A-Za-z_]*?)\d+$", r"\1*", part) for part in name.split("."))
 
 
 def slowest_paths(report: dict, top: int = SLOW_PATHS) -> list[dict]:
