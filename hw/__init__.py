@@ -15,7 +15,8 @@ def refuse(component, problem: str):
 
 
 def never_built(component) -> None:
-    """Mark *component* as never to be elaborated (its parameters were refused)."""
+    """Mark *component* as never to be elaborated: its parameters were refused, or it exists
+    only to be asked for its parameters, signature or layouts."""
     component._MustUse__silence = True
 
 

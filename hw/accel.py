@@ -20,7 +20,7 @@ from amaranth.lib import data, enum, fifo, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
-from hw import never_built
+from hw import refusing
 from hw.actbuf import ActBuffer
 from hw.array import PEArray
 from hw.axi import AxiLiteSignature, AxiReadArbiter, AxiSignature
@@ -239,57 +239,54 @@ class Accelerator(wiring.Component):
     line per cycle; a draft pass reads a quarter of the bytes of a verify pass.
     """
 
+    @refusing
     def __init__(self, rows: int, cols: int, *, bus_bits: int | None = None, slots: int = 4,
                  expert_bytes: int = 4096, n_layers: int = 4, n_experts: int = 16,
                  policy: str = "lru", k_max: int = 1024, n_max: int = 1024,
                  queue_depth: int = 2, cmd_depth: int = 8, addr_width: int = 32,
                  max_burst: int = 16, fifo_lines: int = 64, pe_module: str | None = None,
                  mul_stages: int = 0, add_stages: int = 0):
-        try:
-            _check_int("rows", rows, 1)
-            _check_int("cols", cols, 1)
-            pes = rows * cols
-            if pes < 4 or pes & (pes - 1):
-                raise ValueError(f"rows * cols must be a power of two >= 4 (the bus width is 2 bytes "
-                                 f"per PE), not {pes}")
-            if bus_bits is None:
-                bus_bits = 16 * pes
-            _check_int("bus_bits", bus_bits, 1)
-            if bus_bits != 16 * pes:
-                raise ValueError(f"bus_bits must be 16 * rows * cols = {16 * pes} (one line per beat "
-                                 f"of the array), not {bus_bits}")
-            if bus_bits not in (64, 128, 256):
-                raise ValueError(f"the expert cache's DMA supports 64, 128 or 256-bit buses; "
-                                 f"{rows}x{cols} needs {bus_bits}")
-            _check_int("slots", slots, 1, 64)
-            _check_int("expert_bytes", expert_bytes, bus_bits // 8)
-            if expert_bytes % (bus_bits // 8):
-                raise ValueError(f"expert_bytes must be a multiple of the bus width "
-                                 f"({bus_bits // 8} bytes), not {expert_bytes}")
-            _check_int("n_layers", n_layers, 1, 1 << 16)
-            _check_int("n_experts", n_experts, 1, 1 << 16)
-            if policy not in POLICIES:
-                raise ValueError(f"policy must be one of {', '.join(POLICIES)}, not {policy!r}")
-            _check_int("k_max", k_max, 4, 65532)
-            if k_max % 4:
-                raise ValueError(f"k_max must be a multiple of 4, not {k_max}")
-            _check_int("n_max", n_max, 1, 65535)
-            _check_int("queue_depth", queue_depth, 0)
-            _check_int("cmd_depth", cmd_depth, 1, 255)
-            _check_int("addr_width", addr_width, 13, 64)
-            _check_int("max_burst", max_burst, 1, 256)
-            _check_int("fifo_lines", fifo_lines, 2 * max_burst)
-            _check_int("mul_stages", mul_stages, 0)
-            _check_int("add_stages", add_stages, 0)
-            problem = depth_problem(mul_stages, add_stages)
-            if problem:
-                raise ValueError(problem)
-            if add_stages not in (0, 1, 3):
-                raise ValueError(f"add_stages must be 0, 1 or 3 (the interleave add_stages + 1 must "
-                                 f"divide the 4 verify tiles of a draft tile), not {add_stages}")
-        except (TypeError, ValueError):
-            never_built(self)
-            raise
+        _check_int("rows", rows, 1)
+        _check_int("cols", cols, 1)
+        pes = rows * cols
+        if pes < 4 or pes & (pes - 1):
+            raise ValueError(f"rows * cols must be a power of two >= 4 (the bus width is 2 bytes "
+                             f"per PE), not {pes}")
+        if bus_bits is None:
+            bus_bits = 16 * pes
+        _check_int("bus_bits", bus_bits, 1)
+        if bus_bits != 16 * pes:
+            raise ValueError(f"bus_bits must be 16 * rows * cols = {16 * pes} (one line per beat "
+                             f"of the array), not {bus_bits}")
+        if bus_bits not in (64, 128, 256):
+            raise ValueError(f"the expert cache's DMA supports 64, 128 or 256-bit buses; "
+                             f"{rows}x{cols} needs {bus_bits}")
+        _check_int("slots", slots, 1, 64)
+        _check_int("expert_bytes", expert_bytes, bus_bits // 8)
+        if expert_bytes % (bus_bits // 8):
+            raise ValueError(f"expert_bytes must be a multiple of the bus width "
+                             f"({bus_bits // 8} bytes), not {expert_bytes}")
+        _check_int("n_layers", n_layers, 1, 1 << 16)
+        _check_int("n_experts", n_experts, 1, 1 << 16)
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, not {policy!r}")
+        _check_int("k_max", k_max, 4, 65532)
+        if k_max % 4:
+            raise ValueError(f"k_max must be a multiple of 4, not {k_max}")
+        _check_int("n_max", n_max, 1, 65535)
+        _check_int("queue_depth", queue_depth, 0)
+        _check_int("cmd_depth", cmd_depth, 1, 255)
+        _check_int("addr_width", addr_width, 13, 64)
+        _check_int("max_burst", max_burst, 1, 256)
+        _check_int("fifo_lines", fifo_lines, 2 * max_burst)
+        _check_int("mul_stages", mul_stages, 0)
+        _check_int("add_stages", add_stages, 0)
+        problem = depth_problem(mul_stages, add_stages)
+        if problem:
+            raise ValueError(problem)
+        if add_stages not in (0, 1, 3):
+            raise ValueError(f"add_stages must be 0, 1 or 3 (the interleave add_stages + 1 must "
+                             f"divide the 4 verify tiles of a draft tile), not {add_stages}")
         self._rows, self._cols = rows, cols
         self._bus_bits = bus_bits
         self._slots = slots

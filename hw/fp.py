@@ -12,7 +12,7 @@ from amaranth.hdl import Array, Cat, ClockSignal, Const, Instance, Module, Mux, 
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw import refuse, refusing
+from hw import refusing
 
 __all__ = [
     "Fp16Multiplier", "Fp32Adder", "Fp32ToFp16", "NAN32", "NAN16", "leading_zeros", "shift_right_sticky",
@@ -237,7 +237,7 @@ class Fp16Multiplier(_Staged):
     @refusing
     def __init__(self, *, stages: int = 0, normalised: bool = False):
         if not isinstance(normalised, bool):
-            refuse(self, f"normalised must be True or False, not {normalised!r}")
+            raise ValueError(f"normalised must be True or False, not {normalised!r}")
         self._normalised = normalised
         operand = Fp16Norm if normalised else 16
         super().__init__({"a": In(operand), "b": In(operand), "p": Out(32)}, stages,
@@ -333,7 +333,7 @@ class Fp32Adder(_Staged):
     @refusing
     def __init__(self, *, stages: int = 0, subnormals: bool = True):
         if not isinstance(subnormals, bool):
-            refuse(self, f"subnormals must be True or False, not {subnormals!r}")
+            raise ValueError(f"subnormals must be True or False, not {subnormals!r}")
         self._subnormals = subnormals
         super().__init__({"a": In(32), "b": In(32), "s": Out(32)}, stages, ADD_MAX_STAGES)
 

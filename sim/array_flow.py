@@ -27,8 +27,6 @@ from golden.bsfp import encode
 from hw.array import PEArray, array_pe
 from hw.pe import result_depth
 
-DRAIN_QUEUE = PEArray.DRAIN_QUEUE
-
 #: The array's cycle counters; every cycle is counted in exactly one.
 ARRAY_COUNTERS = ("busy_cycles", "starved_cycles", "blocked_cycles", "lut_cycles")
 
@@ -234,7 +232,7 @@ class FlowModel:
             c["starved_cycles"] += 1
         results_valid = self.queued > 0
         self.queued += int(self.s1) - int(results_valid and ready)
-        decide = self.queued + int(step) + int(self.move_next) + 1 <= DRAIN_QUEUE
+        decide = self.queued + int(step) + int(self.move_next) + 1 <= PEArray.DRAIN_QUEUE
         self.move, self.move_next = self.move_next, decide
         if step:
             self.drain = 0 if self.drain == self.pes - 1 else self.drain + 1
