@@ -35,13 +35,13 @@ products in increasing k, so the results are those of ``G = 1``; they leave in t
 
 Timing (:func:`cycles`): the array accepts one beat per cycle; a tile's results are ready
 ``L`` cycles after its last beat (:func:`array_latency`: 3, plus the PE's pipeline stages,
-plus the 2 registers of the array's result drain) and drain at
+plus the array's input register, plus the 2 registers of its result drain) and drain at
 one beat per cycle while the next tiles accumulate. The array stalls only if tiles end
-faster than their results drain (``K < P``), once ``latency + 1`` of them wait
-(:func:`hw.pe.result_depth`). With inputs always offered and
-results always taken, the last result is taken in cycle
+faster than their results drain (``K < P``), once the PE's latency plus 2 of them wait
+(``hw.array.PEArray.result_depth``). With inputs always offered and results always taken,
+the last result is taken in cycle
 ``(K - 1) G + L + (groups - 1) G max(K, P) + G P - 1`` counting from the cycle in which the
-first beat is accepted as cycle 0 (``K + 4 + (tiles - 1) max(K, P) + P - 1`` for G = 1).
+first beat is accepted as cycle 0 (``K + 5 + (tiles - 1) max(K, P) + P - 1`` for G = 1).
 """
 
 from __future__ import annotations
@@ -52,20 +52,21 @@ from golden.bsfp import BsfpTensor
 from golden.fp import mac
 from golden.pe import LANES, check_tables
 
-__all__ = ["MODES", "MAX_TOKENS", "PIPELINE_LATENCY", "DRAIN_LATENCY", "array_latency",
+__all__ = ["MODES", "MAX_TOKENS", "PIPELINE_LATENCY", "INPUT_LATENCY", "DRAIN_LATENCY", "array_latency",
            "ArrayShape", "matmul", "tiles", "weight_stream", "acts_stream", "result_beats",
            "assemble", "cycles", "macs", "weight_bytes", "pe_tables", "stream_results"]
 
 MODES = ("draft", "verify")
 MAX_TOKENS = LANES
 PIPELINE_LATENCY = 3      # beat accepted -> result valid, as in hw.pe
+INPUT_LATENCY = 1         # the array's input register, as in hw.array
 DRAIN_LATENCY = 2         # the array's result drain registers, as in hw.array
 
 
 def array_latency(mul_stages: int = 0, add_stages: int = 0) -> int:
     """Cycles from a tile's last beat accepted to its first result beat valid, in an array
     of PEs with these pipeline depths (``hw.array.PEArray.latency``)."""
-    return PIPELINE_LATENCY + int(mul_stages) + int(add_stages) + DRAIN_LATENCY
+    return PIPELINE_LATENCY + int(mul_stages) + int(add_stages) + INPUT_LATENCY + DRAIN_LATENCY
 
 
 class ArrayShape:
@@ -300,8 +301,8 @@ def cycles(mode: str, n: int, k: int, rows: int, cols: int, *, interleave: int =
     ``(K - 1) G + L + (groups - 1) G max(K, P) + G P`` (both ends counted; ``G`` the
     interleave, ``L`` the array's latency, :func:`array_latency` of unpipelined PEs when not
     given): the accepting cycles of all groups when ``K >= P``, the latency, and the drain
-    of the last group's ``G P`` result beats. For ``G = 1`` and ``L = 5`` that is
-    ``K + 4 + (tiles - 1) max(K, P) + P``.
+    of the last group's ``G P`` result beats. For ``G = 1`` and ``L = 6`` that is
+    ``K + 5 + (tiles - 1) max(K, P) + P``.
     """
     if latency is None:
         latency = array_latency()

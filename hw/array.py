@@ -23,15 +23,21 @@ from amaranth.lib.wiring import In, Out
 from hw import REPLICA, refuse
 from hw.fp import normalise_fp16
 from hw.pe import (LANES, LUT_ENTRIES, NormLutWrite, PeMode, Pipelined, ReconfigurablePE,
-                   depth_problem, pe_members)
+                   depth_problem, pe_members, result_depth)
 
-__all__ = ["ConfigBeat", "ResultBeat", "PEArray", "array_pe"]
+__all__ = ["ConfigBeat", "ResultBeat", "PEArray", "INPUT_STAGES", "array_pe"]
+
+
+#: Register levels between the array's input handshake and the PEs.
+INPUT_STAGES = 1
 
 
 def array_pe(mul_stages: int = 0, add_stages: int = 0) -> ReconfigurablePE:
-    """The PE a :class:`PEArray` of that pipeline depth instantiates (normalised inputs);
-    the module to convert for an array built with ``pe_module``."""
-    return ReconfigurablePE(mul_stages=mul_stages, add_stages=add_stages, normalised_inputs=True)
+    """The PE a :class:`PEArray` of that pipeline depth instantiates (normalised inputs, a
+    result queue of :attr:`PEArray.result_depth` entries); the module to convert for an
+    array built with ``pe_module``."""
+    return ReconfigurablePE(mul_stages=mul_stages, add_stages=add_stages, normalised_inputs=True,
+                            result_depth=result_depth(mul_stages, add_stages) + INPUT_STAGES)
 
 
 class ConfigBeat(data.Struct):
@@ -57,12 +63,13 @@ class PEArray(Pipelined, wiring.Component):
 
     Throughput: one weight beat and one activation beat per cycle, ``4 * rows * cols``
     MACs per cycle in both modes. Latency: a tile's first result beat is valid
-    :attr:`latency` cycles (3 plus the PE's pipeline stages plus the
-    :attr:`DRAIN_STAGES` = 2 registers of the result drain) after its last beat is
-    accepted; its ``rows * cols`` result beats follow at one per cycle while
-    ``results.ready`` is high. While it is low the output register holds its beat and the
-    drain goes on into an output queue of :attr:`DRAIN_QUEUE` beats until it is full, so
-    ``results.ready`` drives only that queue, never the PEs' handshake. The PEs' pipelines never hold; the array accepts no
+    :attr:`latency` cycles (3 plus the PE's pipeline stages, plus the :data:`INPUT_STAGES`
+    = 1 register between the input handshake and the PEs, plus the :attr:`DRAIN_STAGES` = 2
+    registers of the result drain) after its last beat is accepted; its ``rows * cols``
+    result beats follow at one per cycle while ``results.ready`` is high. While it is low
+    the output register holds its beat and the drain goes on into an output queue of
+    :attr:`DRAIN_QUEUE` beats until it is full, so ``results.ready`` drives only that
+    queue, never the PEs' handshake. The PEs' pipelines never hold; the array accepts no
     beat while :attr:`result_depth` tiles are outstanding (last beat accepted, results not
     yet all drained), so tiles of ``K >= rows * cols`` beats run back to back with no stall,
     and shorter ones at the drain's pace of one tile per ``rows * cols`` cycles. With
@@ -166,14 +173,23 @@ class PEArray(Pipelined, wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from accepting a tile's last beat to its first result beat being valid:
-        the PE's latency plus the :attr:`DRAIN_STAGES` registers of the result drain."""
-        return super().latency + self.DRAIN_STAGES
+        the PE's latency plus the :data:`INPUT_STAGES` register of the input and the
+        :attr:`DRAIN_STAGES` registers of the result drain."""
+        return super().latency + INPUT_STAGES + self.DRAIN_STAGES
+
+    @property
+    def result_depth(self) -> int:
+        """Tiles outstanding (last beat accepted, results not yet all drained) at which the
+        array accepts no beat: the PE's :func:`hw.pe.result_depth` plus the
+        :data:`INPUT_STAGES` cycle by which the array's handshake precedes the PEs'."""
+        return result_depth(self._mul_stages, self._add_stages) + INPUT_STAGES
 
     def _drain(self, m, pes):
         """Send the PEs' results on ``results``, PE 0 first, through two register levels.
 
         The PEs of a group of :attr:`DRAIN_GROUP` share a first multiplexer, registered
-        beside them; the second picks a group's register into an output queue of
+        beside them and selected by the group's own copy of the drain counter's low bits
+        (:data:`REPLICA`); the second picks a group's register into an output queue of
         :attr:`DRAIN_QUEUE` beats, whose head is the output register. So the drain counter's
         select and the PEs' 128-bit results never cross the array in one cycle, and
         ``results.ready`` reaches only the queue, never the PEs.
@@ -211,12 +227,17 @@ class PEArray(Pipelined, wiring.Component):
         s1_last = Signal()
         s1_group = Signal(range(len(groups)))
         s1_data = [Signal(len(outs[0]), name=f"drain_group{q}") for q in range(len(groups))]
-        m.d.sync += [s1_valid.eq(step), s1_last.eq(at_last), s1_group.eq(drain // size)]
-        for q, group in enumerate(groups):
-            m.d.sync += s1_data[q].eq(Array(group)[drain % size] if len(group) > 1 else group[0])
         drain_next = Mux(step, Mux(at_last, 0, drain + 1), drain)
         at_last_next = Mux(step, drain == n - 2, at_last) if n > 1 else Const(1)
         m.d.sync += [drain.eq(drain_next), at_last.eq(at_last_next)]
+        m.d.sync += [s1_valid.eq(step), s1_last.eq(at_last), s1_group.eq(drain // size)]
+        for q, group in enumerate(groups):
+            if len(group) == 1:
+                m.d.sync += s1_data[q].eq(group[0])
+                continue
+            # drain % size, a copy per group (beside its multiplexer)
+            select = Signal(range(len(group)), name=f"drain_select{q}", attrs={REPLICA: 1})
+            m.d.sync += [select.eq(drain_next % size), s1_data[q].eq(Array(group)[select])]
 
         # The output queue: the output register (the stream's own valid and payload) and a
         # FIFO of DRAIN_QUEUE - 1 beats behind it. The moves decided below never let it
@@ -239,15 +260,19 @@ class PEArray(Pipelined, wiring.Component):
         decide = level_next + step + move_next + 1 <= self.DRAIN_QUEUE
         m.d.sync += [move_next.eq(decide), move.eq(move_next)]
 
+        released = Signal()                      # a tile's results are released this cycle
         if n >= 3:
             # at_last two cycles ahead: from three PEs on, a step from drain == n - 2 needs
             # no valid (PE 0 was read, and nothing is released before the counter wraps).
             release = Signal()                   # take_all of the next cycle
             m.d.sync += release.eq(Mux(move_next, drain_next == n - 2, at_last_next) & decide)
             m.d.sync += [copy.eq(release) for copy in take_all]
+            m.d.sync += released.eq(release)
         else:
-            m.d.sync += [copy.eq(at_last_next & move_next) for copy in take_all]
-        return take_all
+            take = Signal(init=n == 1)
+            m.d.sync += [copy.eq(at_last_next & move_next) for copy in take_all + [take]]
+            m.d.comb += released.eq(take & valid)
+        return take_all, released
 
     def elaborate(self, platform):
         m = Module()
@@ -279,9 +304,9 @@ class PEArray(Pipelined, wiring.Component):
                      lut_write.data.eq(normalise_fp16(m, Cat(raw, Const(0, 1)), "norm_lut")[0:16])]
 
         # Every PE sees the same beats and the same result handshake, so all PEs hold the
-        # same pipeline state: one PE's ready is every PE's ready. Each PE is offered the
-        # beat whenever both input streams are valid and accepts it by its own ready, so no
-        # combinational path runs from one PE's state to the others.
+        # same pipeline state. They take their beats from the array's input register, and
+        # the array offers one only when they will accept it (below): their own `ready` is
+        # not needed, so no path runs from one PE's state to the others or to the input.
         if self._pe_module is None:
             pes = [array_pe(self._mul_stages, self._add_stages) for _ in range(n)]
             for p, pe in enumerate(pes):
@@ -302,48 +327,76 @@ class PEArray(Pipelined, wiring.Component):
                     i_results__ready=pe.results.ready,
                     i_mode=pe.mode.as_value(), i_base=pe.base.as_value(),
                     i_lut_write=pe.lut_write.as_value())
-        advance = Signal()
+        # The input register: a beat accepted in cycle t reaches the PEs in t + 1 from
+        # flip-flops (per PE its word, and REPLICA copies of valid and last, kept apart by
+        # synthesis so that each can sit beside its PE), so the handshake's logic and the
+        # broadcast across the array are not in one cycle. The PEs' pipelines never hold,
+        # so the array takes a beat only when the PEs will accept it in the next cycle:
+        # `ready` is a register, from the array's own count of outstanding tiles, which
+        # counts a tile from its last beat's handshake here (one cycle before the PEs do)
+        # until its results are released. At most `result_depth` are outstanding, and the
+        # PEs' result queues hold that many (`array_pe`), so a PE then holds at most
+        # `result_depth - 1` when the beat reaches it and accepts it.
+        depth = self.result_depth
+        ready = Signal(init=1)
+        outstanding = Signal(range(depth + 1))
         can_take = Signal()
         fire = Signal()
+        offered = self.weights.valid & self.acts.valid
         m.d.comb += [
-            advance.eq(pes[0].weights.ready),
-            can_take.eq(advance & ~busy),
-            fire.eq(can_take & self.weights.valid & self.acts.valid),
+            can_take.eq(ready & ~busy),
+            fire.eq(can_take & offered),
             self.weights.ready.eq(can_take & self.acts.valid),
             self.acts.ready.eq(can_take & self.weights.valid),
         ]
+        take_all, released = self._drain(m, pes)
+        outstanding_next = outstanding + (fire & self.weights.payload.last) - released
+        m.d.sync += [outstanding.eq(outstanding_next), ready.eq(outstanding_next != depth)]
+        in_valid = [Signal(name=f"in_valid{p}", attrs={REPLICA: 1}) for p in range(n)]
+        in_last = [Signal(name=f"in_last{p}", attrs={REPLICA: 1}) for p in range(n)]
+        in_word = [Signal(16, name=f"in_word{p}") for p in range(n)]
+        for p in range(n):
+            # Only valid has an enable-like input (the handshake); the word and last load
+            # every cycle and count only with it.
+            m.d.sync += [in_valid[p].eq(fire), in_last[p].eq(self.weights.payload.last),
+                         in_word[p].eq(self.weights.payload.words[p])]
+        # The configuration the PEs see follows the array's by the input register's cycle,
+        # one copy per row.
+        row_cfg = [Signal(data.StructLayout({"mode": PeMode, "base": data.ArrayLayout(5, 8)}),
+                          name=f"cfg_row{r}", attrs={REPLICA: 1}) for r in range(self._rows)]
+        m.d.sync += [copy.eq(Cat(cfg.mode, cfg.base)) for copy in row_cfg]
         # A draft pass multiplies every lane by the token's activation (element 0); the
-        # PEs' lanes take element j in both modes, so the array repeats element 0 for them.
-        # The activations are registered as the PEs' stage 1 would (every cycle, the beat's
-        # values valid with it), one register per PE row (REPLICA: kept apart by synthesis,
-        # so that each row's copy can sit beside it), and normalised after it once per row
-        # (hw.fp.normalise_fp16): the broadcast across the array is a path of its own, the
-        # normalisation one of the row's.
+        # PEs' lanes take element j in both modes, so the array repeats element 0 for them,
+        # into the input register. The PEs take the activations registered once more, as
+        # their stage 1 would (every cycle, the beat's values valid with it), one register
+        # per PE row (REPLICA, so that each row's copy can sit beside it), normalised after
+        # it once per row (hw.fp.normalise_fp16): the broadcast across the array is a path
+        # of its own, the normalisation one of the row's.
         acts = Signal(data.ArrayLayout(16, LANES))
-        m.d.comb += acts.eq(Mux(cfg.mode == PeMode.DRAFT, self.acts.payload[0].replicate(LANES),
+        m.d.sync += acts.eq(Mux(cfg.mode == PeMode.DRAFT, self.acts.payload[0].replicate(LANES),
                                 self.acts.payload))
         row_acts = [Signal(data.ArrayLayout(16, LANES), name=f"acts_row{r}",
                            attrs={REPLICA: 1}) for r in range(self._rows)]
         m.d.sync += [copy.eq(acts) for copy in row_acts]
         row_norm = [Cat(*(normalise_fp16(m, row_acts[r][j], f"norm_act{r}_{j}") for j in range(LANES)))
                     for r in range(self._rows)]
-        take_all = self._drain(m, pes)
         for p, pe in enumerate(pes):
+            row = p // self._cols
             m.d.comb += [
-                pe.mode.eq(cfg.mode),
-                pe.base.eq(cfg.base),
+                pe.mode.eq(row_cfg[row].mode),
+                pe.base.eq(row_cfg[row].base),
                 pe.lut_write.eq(lut_write),
-                pe.weights.valid.eq(self.weights.valid & self.acts.valid & ~busy),
-                pe.weights.payload.word.eq(self.weights.payload.words[p]),
-                pe.weights.payload.last.eq(self.weights.payload.last),
-                pe.acts.eq(row_norm[p // self._cols]),
+                pe.weights.valid.eq(in_valid[p]),
+                pe.weights.payload.word.eq(in_word[p]),
+                pe.weights.payload.last.eq(in_last[p]),
+                pe.acts.eq(row_norm[row]),
                 pe.results.ready.eq(take_all[p]),
             ]
 
         with m.If(fire):
             m.d.sync += [self.busy_cycles.eq(self.busy_cycles + 1),
                          self.macs.eq(self.macs + LANES * n)]
-        m.d.comb += [self.stall_out.eq(~busy & ~advance),
+        m.d.comb += [self.stall_out.eq(~busy & ~ready),
                      self.stall_in.eq(can_take & ~(self.weights.valid & self.acts.valid))]
         with m.If(busy):
             m.d.sync += self.lut_cycles.eq(self.lut_cycles + 1)

@@ -97,6 +97,7 @@ class Pipelined:
 
     _mul_stages = 0
     _add_stages = 0
+    _result_depth = None
 
     @property
     def mul_stages(self) -> int:
@@ -121,7 +122,9 @@ class Pipelined:
     def result_depth(self) -> int:
         """Dot products (tiles, in an array) a PE holds from accepting their last beat until
         their results are taken; it accepts no beat while that many are outstanding.
-        :func:`result_depth` of the pipeline depth."""
+        :func:`result_depth` of the pipeline depth unless given."""
+        if self._result_depth is not None:
+            return self._result_depth
         return result_depth(self._mul_stages, self._add_stages)
 
 
@@ -317,12 +320,16 @@ class _ResultQueue(wiring.Component):
 class _PE(Pipelined, wiring.Component):
     """Parameters and latency shared by both PEs."""
 
-    def __init__(self, members, mul_stages, add_stages):
+    def __init__(self, members, mul_stages, add_stages, queue=None):
         problem = depth_problem(mul_stages, add_stages)
+        if queue is not None and (isinstance(queue, bool) or not isinstance(queue, int)
+                                  or queue < 1):
+            problem = problem or f"result_depth must be a positive integer, not {queue!r}"
         if problem:
             refuse(self, problem)
         self._mul_stages = mul_stages
         self._add_stages = add_stages
+        self._result_depth = queue
         super().__init__(members)
 
 
@@ -332,7 +339,7 @@ class ReconfigurablePE(_PE):
     Latency: a dot product's results are valid ``3 + mul_stages + add_stages`` cycles after
     its last beat is accepted. Throughput: one weight word and one activation beat per
     cycle (4 MACs per cycle in both modes). The pipeline never holds; the PE accepts no
-    beat while :attr:`result_depth` (``latency + 1``) dot products are outstanding, their
+    beat while :attr:`result_depth` (``latency + 1`` by default) dot products are outstanding, their
     last beat accepted and their results not yet taken on ``results``. With
     ``add_stages = A`` the beats interleave ``A + 1`` dot products round robin (accepted
     beat ``n`` belongs to slot ``n mod (A + 1)``, counted from reset); each slot's dot
@@ -380,14 +387,19 @@ class ReconfigurablePE(_PE):
         normalises the activations once per PE row and the lut entries once. Otherwise (the default, FP16
         at the ports) the PE normalises them itself. Either way every lane's multiplier
         takes normalised operands and its product needs at most a one-bit shift.
+    result_depth : int, optional
+        Entries of the result queue, the dot products the PE holds (:attr:`result_depth`);
+        :func:`result_depth` of the pipeline depth by default, the fewest with which
+        one-beat dot products run at one per cycle. A :class:`hw.array.PEArray`, whose input
+        register adds a cycle between its handshake and the PEs', asks for one more.
     """
 
     def __init__(self, *, mul_stages: int = 0, add_stages: int = 0,
-                 normalised_inputs: bool = False):
+                 normalised_inputs: bool = False, result_depth: int | None = None):
         if not isinstance(normalised_inputs, bool):
             refuse(self, f"normalised_inputs must be True or False, not {normalised_inputs!r}")
         self._normalised_inputs = normalised_inputs
-        super().__init__(pe_members(normalised_inputs), mul_stages, add_stages)
+        super().__init__(pe_members(normalised_inputs), mul_stages, add_stages, result_depth)
 
     @property
     def normalised_inputs(self) -> bool:

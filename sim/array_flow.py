@@ -24,7 +24,7 @@ import numpy as np
 
 from golden import pe_array
 from golden.bsfp import encode
-from hw.array import PEArray, array_pe
+from hw.array import INPUT_STAGES, PEArray, array_pe
 from hw.pe import result_depth
 
 #: The array's cycle counters; every cycle is counted in exactly one.
@@ -179,10 +179,11 @@ class FlowModel:
 
     The testbench's own model of the array's documented flow control (:class:`hw.array.PEArray`):
     the PEs' pipeline never holds; a beat moves through ``stages`` pipeline stages (2 plus
-    the PE's multiplier and adder stages) and a tile's results enter the result queues when
-    its last beat leaves the last one. A tile is *outstanding* from the cycle after its last
-    beat is accepted until the cycle after its results are released; the array accepts no
-    beat while ``depth`` tiles are outstanding (:attr:`hw.pe.Pipelined.result_depth`).
+    the array's input register, plus the PE's multiplier and adder stages) and a tile's
+    results enter the result queues when its last beat leaves the last one. A tile is
+    *outstanding* from the cycle after its last beat is accepted until the cycle after its
+    results are released; the array accepts no beat while ``depth`` tiles are outstanding
+    (:attr:`hw.array.PEArray.result_depth`).
     The result drain is two registers (:attr:`hw.array.PEArray.DRAIN_STAGES`), the second
     the head of a queue of :attr:`hw.array.PEArray.DRAIN_QUEUE` beats. The drain moves in
     the cycles for which it decided so two cycles before, when the queue had room for every
@@ -276,8 +277,8 @@ class ArrayDriver:
         self.job_r = 0            # job whose results are draining
         self.cycle = 0
         self.model = FlowModel(int(jobs[0].words.shape[1]) if jobs else 1,
-                               stages=2 + mul_stages + add_stages,
-                               depth=result_depth(mul_stages, add_stages))
+                               stages=INPUT_STAGES + 2 + mul_stages + add_stages,
+                               depth=result_depth(mul_stages, add_stages) + INPUT_STAGES)
         self._ready = False
 
     @property

@@ -30,7 +30,7 @@ def no_stall_counters(jobs) -> dict | None:
     cycles from the first beat to the last result, ``nt * K`` of which accept a beat (busy)
     and the rest none, with nothing left to offer (starved). Tiles of ``K >= P`` beats
     finish no faster than the drain takes their results, so fewer than
-    :func:`hw.pe.result_depth` are ever outstanding and the array never blocks.
+    :attr:`hw.array.PEArray.result_depth` are ever outstanding and the array never blocks.
 
     With ``K < P`` the drain is the bottleneck and the array blocks whenever that many tiles
     are outstanding, offered a beat or not; there is no closed form here (None), the flow
@@ -92,7 +92,7 @@ def test_array_interface_scales_with_the_number_of_pes():
     from hw.array import PEArray
 
     a = PEArray(2, 3)
-    assert (a.rows, a.cols, a.pes, a.latency) == (2, 3, 6, 5)
+    assert (a.rows, a.cols, a.pes, a.latency) == (2, 3, 6, 6)
     members = a.signature.members
     assert {"config", "weights", "acts", "results", "macs", *ARRAY_COUNTERS} <= set(members)
     assert members["weights"].signature.members["payload"].shape.size == 16 * 6 + 1
@@ -125,12 +125,12 @@ def test_array_runs_back_to_back_at_golden_cycle_count_in_amaranth_sim(rows, col
     p = rows * cols
     jobs = [random_job(rng, "draft", 16, 8, rows, cols),
             random_job(rng, "verify", 4 * p + 1, 6, rows, cols, tokens=3),
-            random_job(rng, "draft", 16 * p + 4, 2, rows, cols)]     # K < P on 2x2: stalls
+            random_job(rng, "draft", 32 * p + 4, 2, rows, cols)]     # K < P on 2x2: stalls
     run = simulate_array(rows, cols, jobs, stall=0.0, backpressure=0.0, seed=seed,
                          overlap=False)
     _check(run, jobs, timing=True)
-    # The last job's 5 tiles (K = 2) are shorter than the 4-PE drain, more than
-    # result_depth of them are outstanding: the array blocks (the flow model, which the
+    # The last job's 9 tiles (K = 2) are shorter than the 4-PE drain, more than
+    # result_depth (5) of them are outstanding: the array blocks (the flow model, which the
     # driver checks every cycle, says when).
     if p > 2:
         assert run.counters["blocked_cycles"] > 0
