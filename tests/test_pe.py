@@ -225,6 +225,31 @@ def test_pe_depths_out_of_range_are_rejected(bad):
             cls(**bad)
 
 
+@pytest.mark.parametrize("bad", [0, -1, 2.0, True, "4"])
+def test_result_depth_must_be_a_positive_integer(bad):
+    from hw.pe import ReconfigurablePE
+
+    with pytest.raises(ValueError, match="result_depth must be a positive integer"):
+        ReconfigurablePE(result_depth=bad)
+
+
+def test_array_pe_holds_as_many_tiles_as_the_array_lets_be_outstanding():
+    """The array counts a tile from its own handshake, a cycle before the PEs see it
+    (hw.array.INPUT_STAGES): its PEs' queues hold one more than a lone PE's."""
+    from hw.array import INPUT_STAGES, PEArray, array_pe
+    from hw.pe import ReconfigurablePE, result_depth
+
+    for ms, ad in ((0, 0), (4, 3), (2, 1)):
+        pe = array_pe(ms, ad)
+        array = PEArray(2, 2, mul_stages=ms, add_stages=ad)
+        lone = ReconfigurablePE(mul_stages=ms, add_stages=ad)
+        for c in (pe, array, lone):
+            never_built(c)
+        assert lone.result_depth == result_depth(ms, ad) == lone.latency + 1
+        assert pe.result_depth == array.result_depth == lone.result_depth + INPUT_STAGES
+        assert array.latency == lone.latency + INPUT_STAGES + PEArray.DRAIN_STAGES
+
+
 def test_normalised_inputs_must_be_a_bool_and_change_only_the_ports():
     from hw.pe import ReconfigurablePE
 
