@@ -35,13 +35,13 @@ products in increasing k, so the results are those of ``G = 1``; they leave in t
 
 Timing (:func:`cycles`): the array accepts one beat per cycle; a tile's results are ready
 ``L`` cycles after its last beat (:func:`array_latency`: 3, plus the PE's pipeline stages,
-plus the array's input register, plus the 2 registers of its result drain) and drain at
+plus the 2 registers of the array's input, plus the 2 of its result drain) and drain at
 one beat per cycle while the next tiles accumulate. The array stalls only if tiles end
-faster than their results drain (``K < P``), once the PE's latency plus 2 of them wait
+faster than their results drain (``K < P``), once the PE's latency plus 3 of them wait
 (``hw.array.PEArray.result_depth``). With inputs always offered and results always taken,
 the last result is taken in cycle
 ``(K - 1) G + L + (groups - 1) G max(K, P) + G P - 1`` counting from the cycle in which the
-first beat is accepted as cycle 0 (``K + 5 + (tiles - 1) max(K, P) + P - 1`` for G = 1).
+first beat is accepted as cycle 0 (``K + 6 + (tiles - 1) max(K, P) + P - 1`` for G = 1).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ __all__ = ["MODES", "MAX_TOKENS", "PIPELINE_LATENCY", "INPUT_LATENCY", "DRAIN_LA
 MODES = ("draft", "verify")
 MAX_TOKENS = LANES
 PIPELINE_LATENCY = 3      # beat accepted -> result valid, as in hw.pe
-INPUT_LATENCY = 1         # the array's input register, as in hw.array
+INPUT_LATENCY = 2         # the array's input registers, as in hw.array
 DRAIN_LATENCY = 2         # the array's result drain registers, as in hw.array
 
 
@@ -301,8 +301,8 @@ def cycles(mode: str, n: int, k: int, rows: int, cols: int, *, interleave: int =
     ``(K - 1) G + L + (groups - 1) G max(K, P) + G P`` (both ends counted; ``G`` the
     interleave, ``L`` the array's latency, :func:`array_latency` of unpipelined PEs when not
     given): the accepting cycles of all groups when ``K >= P``, the latency, and the drain
-    of the last group's ``G P`` result beats. For ``G = 1`` and ``L = 6`` that is
-    ``K + 5 + (tiles - 1) max(K, P) + P``.
+    of the last group's ``G P`` result beats. For ``G = 1`` and ``L = 7`` that is
+    ``K + 6 + (tiles - 1) max(K, P) + P``.
     """
     if latency is None:
         latency = array_latency()

@@ -28,8 +28,9 @@ from hw.pe import (LANES, LUT_ENTRIES, NormLutWrite, PeMode, Pipelined, Reconfig
 __all__ = ["ConfigBeat", "ResultBeat", "PEArray", "INPUT_STAGES", "array_pe"]
 
 
-#: Register levels between the array's input handshake and the PEs.
-INPUT_STAGES = 1
+#: Register levels between the array's input handshake and the PEs: one near the
+#: handshake, one beside each PE.
+INPUT_STAGES = 2
 
 
 def array_pe(mul_stages: int = 0, add_stages: int = 0) -> ReconfigurablePE:
@@ -292,14 +293,18 @@ class PEArray(Pipelined, wiring.Component):
         # fed from a register that holds the entry being written (selected a cycle ahead),
         # so that the table's multiplexer and the normaliser are not in one cycle.
         raw = Signal(15)
+        start = Signal()                         # a configuration beat with a new lut
+        loading_next = Signal()
+        m.d.comb += [
+            start.eq(self.config.valid & ~busy
+                     & (self.config.payload.lut.as_value() != cfg.lut.as_value())),
+            loading_next.eq(start | (loading & (entry != LUT_ENTRIES - 1))),
+        ]
+        m.d.sync += loading.eq(loading_next)
         with m.If(self.config.valid & ~busy):
             m.d.sync += [cfg.eq(self.config.payload), raw.eq(self.config.payload.lut[0])]
-            with m.If(self.config.payload.lut.as_value() != cfg.lut.as_value()):
-                m.d.sync += loading.eq(1)
         with m.If(loading):
             m.d.sync += [entry.eq(entry + 1), raw.eq(cfg.lut[(entry + 1)[0:3]])]
-            with m.If(entry == LUT_ENTRIES - 1):
-                m.d.sync += loading.eq(0)
         m.d.sync += [lut_write.en.eq(loading), lut_write.addr.eq(entry),
                      lut_write.data.eq(normalise_fp16(m, Cat(raw, Const(0, 1)), "norm_lut")[0:16])]
 
@@ -327,54 +332,79 @@ class PEArray(Pipelined, wiring.Component):
                     i_results__ready=pe.results.ready,
                     i_mode=pe.mode.as_value(), i_base=pe.base.as_value(),
                     i_lut_write=pe.lut_write.as_value())
-        # The input register: a beat accepted in cycle t reaches the PEs in t + 1 from
-        # flip-flops (per PE its word, and REPLICA copies of valid and last, kept apart by
-        # synthesis so that each can sit beside its PE), so the handshake's logic and the
-        # broadcast across the array are not in one cycle. The PEs' pipelines never hold,
-        # so the array takes a beat only when the PEs will accept it in the next cycle:
-        # `ready` is a register, from the array's own count of outstanding tiles, which
-        # counts a tile from its last beat's handshake here (one cycle before the PEs do)
-        # until its results are released. At most `result_depth` are outstanding, and the
-        # PEs' result queues hold that many (`array_pe`), so a PE then holds at most
-        # `result_depth - 1` when the beat reaches it and accepts it.
+        # The input registers: a beat accepted in cycle t reaches the PEs in t + 2, through
+        # one register near the handshake and one per PE (its word, and REPLICA copies of
+        # valid and last, kept apart by synthesis so that each can sit beside its PE). So
+        # the handshake's logic and the broadcast across the array are not in one cycle,
+        # and the broadcast starts at a flip-flop. The PEs' pipelines never hold, so the
+        # array takes a beat only when the PEs will accept it: it counts outstanding tiles
+        # itself, from its last beat's handshake here (INPUT_STAGES cycles before the PEs
+        # see it) until its results are released, and takes no beat while `result_depth`
+        # are. The PEs' result queues hold that many (`array_pe`), so a PE then holds at
+        # most `result_depth - 1` when the beat reaches it, and accepts it. `can_take` is a
+        # register (from the next cycle's count and lut load), so the handshake is one
+        # LUT: only the input streams' valid reach it.
         depth = self.result_depth
-        ready = Signal(init=1)
+        ready = Signal(init=1)                   # fewer than `depth` tiles outstanding
+        can_take = Signal(init=1)                # ready and no lut being written
         outstanding = Signal(range(depth + 1))
-        can_take = Signal()
         fire = Signal()
-        offered = self.weights.valid & self.acts.valid
         m.d.comb += [
-            can_take.eq(ready & ~busy),
-            fire.eq(can_take & offered),
+            fire.eq(can_take & self.weights.valid & self.acts.valid),
             self.weights.ready.eq(can_take & self.acts.valid),
             self.acts.ready.eq(can_take & self.weights.valid),
         ]
         take_all, released = self._drain(m, pes)
         outstanding_next = outstanding + (fire & self.weights.payload.last) - released
-        m.d.sync += [outstanding.eq(outstanding_next), ready.eq(outstanding_next != depth)]
+        ready_next = outstanding_next != depth
+        # busy in the next cycle: loading_next | lut_write.en's next value, which is `loading`
+        m.d.sync += [outstanding.eq(outstanding_next), ready.eq(ready_next),
+                     can_take.eq(ready_next & ~loading_next & ~loading)]
+
+        def delayed(value, stages, name):
+            """*value* through *stages* registers that load every cycle."""
+            for i in range(stages):
+                reg = Signal.like(value, name=f"{name}_d{i}")
+                m.d.sync += reg.eq(value)
+                value = reg
+            return value
+
+        assert INPUT_STAGES >= 1
+        near = INPUT_STAGES - 1                  # the registers before the per-PE ones
+        valid_near = delayed(fire, near, "in_valid")
+        last_near = delayed(self.weights.payload.last, near, "in_last")
+        words_near = delayed(self.weights.payload.words, near, "in_words")
         in_valid = [Signal(name=f"in_valid{p}", attrs={REPLICA: 1}) for p in range(n)]
         in_last = [Signal(name=f"in_last{p}", attrs={REPLICA: 1}) for p in range(n)]
         in_word = [Signal(16, name=f"in_word{p}") for p in range(n)]
         for p in range(n):
-            # Only valid has an enable-like input (the handshake); the word and last load
-            # every cycle and count only with it.
-            m.d.sync += [in_valid[p].eq(fire), in_last[p].eq(self.weights.payload.last),
-                         in_word[p].eq(self.weights.payload.words[p])]
-        # The configuration the PEs see follows the array's by the input register's cycle,
-        # one copy per row.
-        row_cfg = [Signal(data.StructLayout({"mode": PeMode, "base": data.ArrayLayout(5, 8)}),
-                          name=f"cfg_row{r}", attrs={REPLICA: 1}) for r in range(self._rows)]
-        m.d.sync += [copy.eq(Cat(cfg.mode, cfg.base)) for copy in row_cfg]
+            # Only valid depends on the handshake; the word and last load every cycle and
+            # count only with it.
+            m.d.sync += [in_valid[p].eq(valid_near), in_last[p].eq(last_near),
+                         in_word[p].eq(words_near[p])]
+        # The configuration the PEs see (mode and base, sampled as they accept a beat)
+        # follows the array's by the input registers' cycles, one copy per row. A lut
+        # write lands after every beat accepted up to its configuration's handshake has
+        # reached the PEs (the first write is 2 cycles after it), and no beat is accepted
+        # until the last write is done.
+        assert INPUT_STAGES <= 2
+        pe_cfg = Signal(data.StructLayout({"mode": PeMode, "base": data.ArrayLayout(5, 8)}))
+        m.d.comb += pe_cfg.eq(Cat(cfg.mode, cfg.base))
+        pe_cfg = delayed(pe_cfg, near, "cfg_pe")
+        row_cfg = [Signal.like(pe_cfg, name=f"cfg_row{r}", attrs={REPLICA: 1})
+                   for r in range(self._rows)]
+        m.d.sync += [copy.eq(pe_cfg) for copy in row_cfg]
         # A draft pass multiplies every lane by the token's activation (element 0); the
-        # PEs' lanes take element j in both modes, so the array repeats element 0 for them,
-        # into the input register. The PEs take the activations registered once more, as
-        # their stage 1 would (every cycle, the beat's values valid with it), one register
-        # per PE row (REPLICA, so that each row's copy can sit beside it), normalised after
-        # it once per row (hw.fp.normalise_fp16): the broadcast across the array is a path
-        # of its own, the normalisation one of the row's.
+        # PEs' lanes take element j in both modes, so the array repeats element 0 for them
+        # as it takes the beat. The PEs take the activations a cycle after the beat, as
+        # their stage 1 would (every cycle, the beat's values valid with it), from one
+        # register per PE row (REPLICA, so that each row's copy can sit beside it),
+        # normalised after it once per row (hw.fp.normalise_fp16): the broadcast across
+        # the array is a path of its own, the normalisation one of the row's.
         acts = Signal(data.ArrayLayout(16, LANES))
-        m.d.sync += acts.eq(Mux(cfg.mode == PeMode.DRAFT, self.acts.payload[0].replicate(LANES),
+        m.d.comb += acts.eq(Mux(cfg.mode == PeMode.DRAFT, self.acts.payload[0].replicate(LANES),
                                 self.acts.payload))
+        acts = delayed(acts, INPUT_STAGES, "acts")
         row_acts = [Signal(data.ArrayLayout(16, LANES), name=f"acts_row{r}",
                            attrs={REPLICA: 1}) for r in range(self._rows)]
         m.d.sync += [copy.eq(acts) for copy in row_acts]

@@ -302,7 +302,7 @@ def test_overflow_takes_an_index(rng):
 @pytest.mark.parametrize("mul_stages,add_stages", [(0, 0), (4, 3), (2, 1)])
 def test_min_cycles_follow_the_pipeline_depth(mul_stages, add_stages):
     model = AccelModel(4, 4, bytearray(64), mul_stages=mul_stages, add_stages=add_stages)
-    g, latency = add_stages + 1, 6 + mul_stages + add_stages
+    g, latency = add_stages + 1, 7 + mul_stages + add_stages
     for mode, n in (("verify", 70), ("draft", 300)):
         cmd = Matmul(mode, n, 32, 0, 0, 0)
         assert model.min_cycles(cmd) == pe_array.cycles(mode, n, 32, 4, 4, interleave=g,

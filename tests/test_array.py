@@ -92,7 +92,7 @@ def test_array_interface_scales_with_the_number_of_pes():
     from hw.array import PEArray
 
     a = PEArray(2, 3)
-    assert (a.rows, a.cols, a.pes, a.latency) == (2, 3, 6, 6)
+    assert (a.rows, a.cols, a.pes, a.latency) == (2, 3, 6, 7)
     members = a.signature.members
     assert {"config", "weights", "acts", "results", "macs", *ARRAY_COUNTERS} <= set(members)
     assert members["weights"].signature.members["payload"].shape.size == 16 * 6 + 1
@@ -130,7 +130,7 @@ def test_array_runs_back_to_back_at_golden_cycle_count_in_amaranth_sim(rows, col
                          overlap=False)
     _check(run, jobs, timing=True)
     # The last job's 9 tiles (K = 2) are shorter than the 4-PE drain, more than
-    # result_depth (5) of them are outstanding: the array blocks (the flow model, which the
+    # result_depth (6) of them are outstanding: the array blocks (the flow model, which the
     # driver checks every cycle, says when).
     if p > 2:
         assert run.counters["blocked_cycles"] > 0
@@ -160,7 +160,7 @@ def test_drain_bound_array_under_backpressure_follows_the_flow_model(rows, cols,
     rng = np.random.default_rng(seed)
     depth = dict(mul_stages=mul_stages, add_stages=add_stages)
     p = rows * cols
-    jobs = [random_job(rng, "draft", 8 * p, 1, rows, cols, **depth),
+    jobs = [random_job(rng, "draft", 64 * p, 1, rows, cols, **depth),
             random_job(rng, "verify", 30, 2, rows, cols, tokens=2, **depth)]
     run = simulate_array(rows, cols, jobs, stall=0.0, backpressure=0.5, seed=seed + 2,
                          overlap=True, **depth)

@@ -102,9 +102,9 @@ def test_tiling_and_cycle_count():
     assert pe_array.tiles("draft", 4 * 16 + 4, 100, 4, 4) == 2
     assert pe_array.tiles("verify", 1, 5, 4, 4) == 1
     # K >= P: the array never stalls; K < P: each tile waits for the previous drain.
-    assert pe_array.cycles("verify", 256, 1024, 4, 4) == 16 * 1024 + 5 + 16
-    assert pe_array.cycles("verify", 32, 3, 4, 4) == 3 + 5 + 16 + 16
-    assert pe_array.cycles("draft", 1, 1, 1, 1) == 1 + 5 + 1
+    assert pe_array.cycles("verify", 256, 1024, 4, 4) == 16 * 1024 + 6 + 16
+    assert pe_array.cycles("verify", 32, 3, 4, 4) == 3 + 6 + 16 + 16
+    assert pe_array.cycles("draft", 1, 1, 1, 1) == 1 + 6 + 1
     for mode in ("draft", "verify"):
         util = (pe_array.macs(mode, 256, 1024, 4, 4)
                 / (4 * 16 * pe_array.cycles(mode, 256, 1024, 4, 4)))

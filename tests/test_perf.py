@@ -126,21 +126,21 @@ def test_bad_accelerator_parameters_are_value_errors():
 def _closed_form_cycles(rows_per_pe_word: int, n: int, k: int, pes: int) -> int:
     """First beat to last result of one pass, written out independently of golden/:
     ``ceil(ceil(N / rows_per_pe_word) / P)`` tiles of ``K`` beats; a tile shorter than the
-    ``P``-beat drain of the previous one waits for it; 6 cycles of latency (3 in the PE, 1 in
-    the array's input register, 2 in its result drain; first beat and last result both
-    counted: + 5); the last tile drains ``P`` beats."""
+    ``P``-beat drain of the previous one waits for it; 7 cycles of latency (3 in the PE, 2 in
+    the array's input registers, 2 in its result drain; first beat and last result both
+    counted: + 6); the last tile drains ``P`` beats."""
     tiles = -(-(-(-n // rows_per_pe_word)) // pes)
-    return k + 5 + (tiles - 1) * max(k, pes) + pes
+    return k + 6 + (tiles - 1) * max(k, pes) + pes
 
 
 # (N, K, rows, cols) -> cycles of draft (4 rows per word), verify = fp16 (1), w8 (2), w4 (4),
 # worked out by hand from the closed form above.
 LAYER_CYCLES = {
-    (8, 16, 1, 2): {"draft": 23, "verify": 71, "w8": 39, "w4": 23},          # K >= P
-    (64, 32, 2, 2): {"draft": 137, "verify": 521, "w8": 265, "w4": 137},
-    (130, 7, 4, 4): {"draft": 60, "verify": 156, "w8": 92, "w4": 60},        # K < P: waits
-    (256, 128, 16, 16): {"draft": 389, "verify": 389, "w8": 389, "w4": 389},  # one tile
-    (20, 3, 1, 4): {"draft": 16, "verify": 28, "w8": 20, "w4": 16},          # K < P
+    (8, 16, 1, 2): {"draft": 24, "verify": 72, "w8": 40, "w4": 24},          # K >= P
+    (64, 32, 2, 2): {"draft": 138, "verify": 522, "w8": 266, "w4": 138},
+    (130, 7, 4, 4): {"draft": 61, "verify": 157, "w8": 93, "w4": 61},        # K < P: waits
+    (256, 128, 16, 16): {"draft": 390, "verify": 390, "w8": 390, "w4": 390},  # one tile
+    (20, 3, 1, 4): {"draft": 17, "verify": 29, "w8": 21, "w4": 17},          # K < P
 }
 ROWS_PER_WORD = {"draft": 4, "verify": 1, "fp16": 1, "w8": 2, "w4": 4}
 
@@ -234,9 +234,9 @@ def test_fpga_target_uses_the_measured_fmax_and_the_pipelined_array_timing():
     acc = perf.Accelerator.fpga(rows=2, cols=2, fmax_mhz=102.4, mem_bw=200e6, device="LFE5U-85F",
                                 mem_source="assumed: SDRAM", mul_stages=2, add_stages=3)
     assert acc.clock_hz == pytest.approx(102.4e6) and acc.clock_source.startswith("measured")
-    assert (acc.interleave, acc.latency) == (4, 11)
+    assert (acc.interleave, acc.latency) == (4, 12)
     assert perf.layer_cycles("verify", 40, 64, acc) == pe_array.cycles(
-        "verify", 40, 64, 2, 2, interleave=4, latency=11)
+        "verify", 40, 64, 2, 2, interleave=4, latency=12)
     assert perf.layer_cycles("draft", 40, 64, acc) > perf.layer_cycles(
         "draft", 40, 64, perf.Accelerator(rows=2, cols=2))          # padding to 4 tiles
     report = perf.compare("tiny-moe", acc)
@@ -261,4 +261,4 @@ def test_batch_features_time_a_matmul_at_the_pipeline_depth():
         base, _ = batch_features([cmd], rows=4, cols=4, latency=0, line_cycles=0.0,
                                  expert_lines=0, mul_stages=ms, add_stages=ad)
         assert base == pe_array.cycles("verify", 70, 64, 4, 4, interleave=ad + 1,
-                                       latency=6 + ms + ad)
+                                       latency=7 + ms + ad)
