@@ -65,7 +65,7 @@ class PEArray(Pipelined, wiring.Component):
     Throughput: one weight beat and one activation beat per cycle, ``4 * rows * cols``
     MACs per cycle in both modes. Latency: a tile's first result beat is valid
     :attr:`latency` cycles (3 plus the PE's pipeline stages, plus the :data:`INPUT_STAGES`
-    = 1 register between the input handshake and the PEs, plus the :attr:`DRAIN_STAGES` = 2
+    = 2 registers between the input handshake and the PEs, plus the :attr:`DRAIN_STAGES` = 2
     registers of the result drain) after its last beat is accepted; its ``rows * cols``
     result beats follow at one per cycle while ``results.ready`` is high. While it is low
     the output register holds its beat and the drain goes on into an output queue of
@@ -174,7 +174,7 @@ class PEArray(Pipelined, wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from accepting a tile's last beat to its first result beat being valid:
-        the PE's latency plus the :data:`INPUT_STAGES` register of the input and the
+        the PE's latency plus the :data:`INPUT_STAGES` registers of the input and the
         :attr:`DRAIN_STAGES` registers of the result drain."""
         return super().latency + INPUT_STAGES + self.DRAIN_STAGES
 
@@ -182,7 +182,7 @@ class PEArray(Pipelined, wiring.Component):
     def result_depth(self) -> int:
         """Tiles outstanding (last beat accepted, results not yet all drained) at which the
         array accepts no beat: the PE's :func:`hw.pe.result_depth` plus the
-        :data:`INPUT_STAGES` cycle by which the array's handshake precedes the PEs'."""
+        :data:`INPUT_STAGES` cycles by which the array's handshake precedes the PEs'."""
         return result_depth(self._mul_stages, self._add_stages) + INPUT_STAGES
 
     def _drain(self, m, pes):
@@ -309,7 +309,7 @@ class PEArray(Pipelined, wiring.Component):
                      lut_write.data.eq(normalise_fp16(m, Cat(raw, Const(0, 1)), "norm_lut")[0:16])]
 
         # Every PE sees the same beats and the same result handshake, so all PEs hold the
-        # same pipeline state. They take their beats from the array's input register, and
+        # same pipeline state. They take their beats from the array's input registers, and
         # the array offers one only when they will accept it (below): their own `ready` is
         # not needed, so no path runs from one PE's state to the others or to the input.
         if self._pe_module is None:

@@ -179,7 +179,7 @@ class FlowModel:
 
     The testbench's own model of the array's documented flow control (:class:`hw.array.PEArray`):
     the PEs' pipeline never holds; a beat moves through ``stages`` pipeline stages (2 plus
-    the array's input register, plus the PE's multiplier and adder stages) and a tile's
+    the array's input registers, plus the PE's multiplier and adder stages) and a tile's
     results enter the result queues when its last beat leaves the last one. A tile is
     *outstanding* from the cycle after its last beat is accepted until the cycle after its
     results are released; the array accepts no beat while ``depth`` tiles are outstanding
