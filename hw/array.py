@@ -25,7 +25,7 @@ from hw.fp import normalise_fp16
 from hw.pe import (LANES, LUT_ENTRIES, NormLutWrite, PeMode, Pipelined, ReconfigurablePE,
                    depth_problem, pe_members, result_depth)
 
-__all__ = ["ConfigBeat", "ResultBeat", "PEArray", "INPUT_STAGES", "array_pe"]
+__all__ = ["ConfigBeat", "ResultBeat", "PEArray", "INPUT_STAGES", "array_result_depth", "array_pe"]
 
 
 #: Register levels between the array's input handshake and the PEs: one near the
@@ -33,12 +33,20 @@ __all__ = ["ConfigBeat", "ResultBeat", "PEArray", "INPUT_STAGES", "array_pe"]
 INPUT_STAGES = 2
 
 
+def array_result_depth(mul_stages: int = 0, add_stages: int = 0) -> int:
+    """Tiles outstanding (last beat accepted, results not yet all drained) at which a
+    :class:`PEArray` of that pipeline depth accepts no beat, and the entries of its PEs'
+    result queues: a lone PE's :func:`hw.pe.result_depth` plus the :data:`INPUT_STAGES`
+    cycles by which the array's handshake precedes the PEs'."""
+    return result_depth(mul_stages, add_stages) + INPUT_STAGES
+
+
 def array_pe(mul_stages: int = 0, add_stages: int = 0) -> ReconfigurablePE:
     """The PE a :class:`PEArray` of that pipeline depth instantiates (normalised inputs, a
     result queue of :attr:`PEArray.result_depth` entries); the module to convert for an
     array built with ``pe_module``."""
     return ReconfigurablePE(mul_stages=mul_stages, add_stages=add_stages, normalised_inputs=True,
-                            result_depth=result_depth(mul_stages, add_stages) + INPUT_STAGES)
+                            result_depth=array_result_depth(mul_stages, add_stages))
 
 
 class ConfigBeat(data.Struct):
@@ -180,10 +188,8 @@ class PEArray(Pipelined, wiring.Component):
 
     @property
     def result_depth(self) -> int:
-        """Tiles outstanding (last beat accepted, results not yet all drained) at which the
-        array accepts no beat: the PE's :func:`hw.pe.result_depth` plus the
-        :data:`INPUT_STAGES` cycles by which the array's handshake precedes the PEs'."""
-        return result_depth(self._mul_stages, self._add_stages) + INPUT_STAGES
+        """Tiles outstanding at which the array accepts no beat (:func:`array_result_depth`)."""
+        return array_result_depth(self._mul_stages, self._add_stages)
 
     def _drain(self, m, pes):
         """Send the PEs' results on ``results``, PE 0 first, through two register levels.

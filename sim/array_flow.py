@@ -24,8 +24,7 @@ import numpy as np
 
 from golden import pe_array
 from golden.bsfp import encode
-from hw.array import INPUT_STAGES, PEArray, array_pe
-from hw.pe import result_depth
+from hw.array import INPUT_STAGES, PEArray, array_pe, array_result_depth
 
 #: The array's cycle counters; every cycle is counted in exactly one.
 ARRAY_COUNTERS = ("busy_cycles", "starved_cycles", "blocked_cycles", "lut_cycles")
@@ -183,7 +182,7 @@ class FlowModel:
     results enter the result queues when its last beat leaves the last one. A tile is
     *outstanding* from the cycle after its last beat is accepted until the cycle after its
     results are released; the array accepts no beat while ``depth`` tiles are outstanding
-    (:attr:`hw.array.PEArray.result_depth`).
+    (:func:`hw.array.array_result_depth`).
     The result drain is two registers (:attr:`hw.array.PEArray.DRAIN_STAGES`), the second
     the head of a queue of :attr:`hw.array.PEArray.DRAIN_QUEUE` beats. The drain moves in
     the cycles for which it decided so two cycles before, when the queue had room for every
@@ -278,7 +277,7 @@ class ArrayDriver:
         self.cycle = 0
         self.model = FlowModel(int(jobs[0].words.shape[1]) if jobs else 1,
                                stages=INPUT_STAGES + 2 + mul_stages + add_stages,
-                               depth=result_depth(mul_stages, add_stages) + INPUT_STAGES)
+                               depth=array_result_depth(mul_stages, add_stages))
         self._ready = False
 
     @property
